@@ -1,0 +1,1 @@
+"""Versioned Elasticsearch index settings, mappings and search templates."""

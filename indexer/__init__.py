@@ -1,0 +1,1 @@
+"""Moves vectors and documents into FAISS and the search stores (embedded SQLite or Elasticsearch)."""

@@ -1,0 +1,40 @@
+"""The one interface both search backends implement; the pipeline, CLI and service only see this."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
+
+from .documents import Hit, SearchDoc, SearchQuery, SearchResults, WriteReport
+
+
+@runtime_checkable
+class SearchBackend(Protocol):
+    """Storefront search (hybrid BM25 + kNN, tag filters, facets) and "similar products"."""
+
+    name: str
+
+    def upsert(self, docs: Iterable[SearchDoc]) -> WriteReport:
+        """Add or replace documents in the live index."""
+        ...
+
+    def delete(self, ids: Sequence[str]) -> WriteReport:
+        """Remove documents from the live index; unknown ids are not an error."""
+        ...
+
+    def reindex(self, docs: Iterable[SearchDoc], *, incremental: bool = False) -> WriteReport:
+        """Rebuild the index from `docs`; the live index stays searchable and complete throughout.
+
+        With `incremental`, `docs` holds only changed products and the live index is updated in place.
+        """
+        ...
+
+    def search(self, query: SearchQuery) -> SearchResults: ...
+
+    def similar(self, product_id: str, k: int = 10, filters: dict[str, list[str]] | None = None) -> list[Hit]:
+        """Nearest products by fused vector, never the product itself."""
+        ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Elasticsearch backend: versioned mappings, zero-downtime reindex, hybrid search."""

@@ -1,0 +1,246 @@
+"""A FAISS index over product vectors, addressed by product id (a string), persisted atomically.
+
+Vectors are L2-normalised by the encoders, so inner product is cosine similarity. Index types that cannot
+remove vectors (HNSW) get tombstones that searches skip; the index is compacted once they pile up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+EXACT_LIMIT = 100_000  # below this many vectors exact search is fast enough and needs no training
+COMPACT_RATIO = 0.2  # rebuild when this share of the vectors is tombstoned
+
+
+def choose_factory(n: int, dim: int) -> str:
+    """The faiss factory string `auto` stands for at `n` vectors of `dim` dimensions."""
+    if n <= EXACT_LIMIT:
+        return "Flat"
+    nlist = int(2 ** round(math.log2(4 * math.sqrt(n))))
+    return f"IVF{nlist},SQ8"
+
+
+def gpu_available() -> bool:
+    """Whether the installed faiss was built with GPU support and sees a GPU."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+class VectorIndex:
+    """FAISS index + product-id map with add, update, remove, search and atomic save/load."""
+
+    def __init__(
+        self,
+        dim: int,
+        factory: str = "auto",
+        *,
+        nprobe: int = 16,
+        ef_search: int = 64,
+        use_gpu: bool = False,
+        expected_size: int = 0,
+    ) -> None:
+        self.dim = dim
+        self.factory = choose_factory(expected_size, dim) if factory == "auto" else factory
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+        self.use_gpu = use_gpu and gpu_available()
+        self._index = faiss.IndexIDMap2(faiss.index_factory(dim, self.factory, faiss.METRIC_INNER_PRODUCT))
+        self._int_of: dict[str, int] = {}
+        self._str_of: dict[int, str] = {}
+        self._next = 0
+        self._tombstones: set[int] = set()
+        self._gpu_index: faiss.Index | None = None
+
+    # ---- building -------------------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, ids: Sequence[str], vectors: np.ndarray, factory: str = "auto", **kwargs) -> VectorIndex:
+        """A new index over `vectors`, trained on them when the index type needs training."""
+        vectors = _as_matrix(vectors)
+        index = cls(vectors.shape[1], factory, expected_size=len(ids), **kwargs)
+        index.train(vectors)
+        index.add(ids, vectors)
+        return index
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
+    def train(self, vectors: np.ndarray) -> None:
+        if not self._index.is_trained:
+            self._index.train(_as_matrix(vectors))
+
+    def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Add vectors; an id already present is replaced (an update)."""
+        vectors = _as_matrix(vectors)
+        if len(ids) != len(vectors):
+            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
+        if vectors.shape[1] != self.dim:
+            raise ValueError(f"vectors have {vectors.shape[1]} dimensions, the index {self.dim}")
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate ids in one add")
+        if not self._index.is_trained:
+            self.train(vectors)
+        self.remove([i for i in ids if i in self._int_of])
+        ints = np.arange(self._next, self._next + len(ids), dtype=np.int64)
+        self._next += len(ids)
+        for s, i in zip(ids, ints.tolist()):
+            self._int_of[s] = i
+            self._str_of[i] = s
+        self._index.add_with_ids(vectors, ints)
+        self._gpu_index = None
+
+    def remove(self, ids: Sequence[str]) -> int:
+        """Remove products by id; unknown ids are ignored. Returns how many were removed."""
+        ints = [self._int_of.pop(s) for s in ids if s in self._int_of]
+        if not ints:
+            return 0
+        for i in ints:
+            del self._str_of[i]
+        try:
+            self._index.remove_ids(np.asarray(ints, dtype=np.int64))
+        except RuntimeError:  # index type without removal (HNSW): skip at search time
+            self._tombstones.update(ints)
+            if len(self._tombstones) > COMPACT_RATIO * max(1, self._index.ntotal):
+                self._compact()
+        self._gpu_index = None
+        return len(ints)
+
+    def _compact(self) -> None:
+        """Rebuild without the tombstoned vectors."""
+        live = sorted(self._str_of)
+        vectors = np.vstack([self._index.reconstruct(i) for i in live]) if live else np.zeros((0, self.dim), "float32")
+        fresh = faiss.IndexIDMap2(faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT))
+        if not fresh.is_trained and len(vectors):
+            fresh.train(vectors)
+        if len(vectors):
+            fresh.add_with_ids(vectors, np.asarray(live, dtype=np.int64))
+        self._index = fresh
+        self._tombstones.clear()
+
+    # ---- reading --------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._int_of)
+
+    def __contains__(self, product_id: object) -> bool:
+        return product_id in self._int_of
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._int_of)
+
+    def vector(self, product_id: str) -> np.ndarray:
+        """The stored vector of a product (approximate for quantised index types)."""
+        if product_id not in self._int_of:
+            raise KeyError(product_id)
+        return self._index.reconstruct(self._int_of[product_id])
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: Sequence[str | None] | None = None,
+    ) -> tuple[list[list[str]], np.ndarray]:
+        """The `k` nearest products of each query, best first, with cosine similarities.
+
+        `exclude[i]` (a product id) never appears in row i: a product is never its own neighbour.
+        Rows with fewer than `k` results are padded with similarity -inf and no id.
+        """
+        queries = _as_matrix(queries)
+        n = len(queries)
+        if exclude is not None and len(exclude) != n:
+            raise ValueError("exclude must have one entry per query")
+        out_sims = np.full((n, k), -np.inf, dtype=np.float32)
+        out_ids: list[list[str]] = [[] for _ in range(n)]
+        if not len(self) or not n:
+            return out_ids, out_sims
+        slack = (1 if exclude is not None else 0) + min(len(self._tombstones), 4 * k)
+        fetch = min(k + slack, self._index.ntotal)
+        sims, ints = self._searcher().search(queries, fetch)
+        for row in range(n):
+            skip = exclude[row] if exclude is not None else None
+            col = 0
+            for sim, i in zip(sims[row], ints[row]):
+                if i < 0 or i in self._tombstones:
+                    continue
+                pid = self._str_of.get(int(i))
+                if pid is None or pid == skip:
+                    continue
+                out_ids[row].append(pid)
+                out_sims[row, col] = sim
+                col += 1
+                if col == k:
+                    break
+        return out_ids, out_sims
+
+    def _searcher(self) -> faiss.Index:
+        self._apply_search_params(self._index)
+        if not self.use_gpu:
+            return self._index
+        if self._gpu_index is None:
+            self._gpu_index = faiss.index_cpu_to_all_gpus(self._index)
+        return self._gpu_index
+
+    def _apply_search_params(self, index: faiss.Index) -> None:
+        inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+        if isinstance(inner, faiss.IndexIVF):
+            inner.nprobe = self.nprobe
+        elif isinstance(inner, faiss.IndexHNSW):
+            inner.hnsw.efSearch = self.ef_search
+
+    # ---- persistence ----------------------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        """Write index and id map as one file, atomically: a crash leaves the old file or the new one."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        live = sorted(self._str_of)
+        meta = {
+            "dim": self.dim,
+            "factory": self.factory,
+            "nprobe": self.nprobe,
+            "ef_search": self.ef_search,
+            "next": self._next,
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(
+                    fh,
+                    index=faiss.serialize_index(self._index),
+                    ints=np.asarray(live, dtype=np.int64),
+                    ids=np.asarray([self._str_of[i] for i in live], dtype=object).astype(str),
+                    tombstones=np.asarray(sorted(self._tombstones), dtype=np.int64),
+                    meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                )
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path, *, use_gpu: bool = False) -> VectorIndex:
+        with np.load(Path(path), allow_pickle=False) as data:
+            meta = json.loads(data["meta"].tobytes().decode())
+            index = cls(meta["dim"], meta["factory"], nprobe=meta["nprobe"], ef_search=meta["ef_search"], use_gpu=use_gpu)
+            index._index = faiss.deserialize_index(data["index"])
+            index._next = int(meta["next"])
+            for i, s in zip(data["ints"].tolist(), data["ids"].tolist()):
+                index._int_of[s] = i
+                index._str_of[i] = s
+            index._tombstones = set(data["tombstones"].tolist())
+        return index
+
+
+def _as_matrix(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise ValueError(f"expected a 2-d array of vectors, got shape {vectors.shape}")
+    return vectors

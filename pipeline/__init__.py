@@ -1,0 +1,1 @@
+"""Pipelines the CLI and the service run: ingest, train, tag, evaluate, reindex."""

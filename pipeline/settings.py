@@ -1,0 +1,149 @@
+"""The one settings object: defaults < TOML file < ``SHOPTAG_*`` environment variables < explicit overrides.
+
+Nested sections use ``__`` in env vars, e.g. ``SHOPTAG_ES__URL=http://localhost:9200`` or
+``SHOPTAG_TAGGER__TARGET_PRECISION=0.95``. The TOML file is ``shoptag.toml`` in the working directory,
+or the path in ``SHOPTAG_CONFIG`` / ``--config``. Secrets are ``SecretStr`` so they never print.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class EncoderSettings(BaseModel):
+    """Which models turn a product into vectors."""
+
+    # Alias (`minilm`, `use-multilingual`, `e5-small`), hub name or local path of a sentence-transformers model.
+    text_model: str = "minilm"
+    # open_clip architecture name (e.g. `ViT-B-32`), or None for text-only catalogs.
+    image_model: str | None = None
+    # open_clip pretrained tag (hub) or a local checkpoint path (e.g. one made by `shoptag train-clip`).
+    image_checkpoint: str | None = None
+    # Weight of the image half in the fused vector when a product has an image (text gets 1 - this).
+    image_weight: float = Field(0.35, ge=0.0, le=1.0)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    batch_size: int = Field(64, ge=1)
+    image_batch_size: int = Field(128, ge=1)
+
+
+class IndexSettings(BaseModel):
+    """FAISS index over product vectors."""
+
+    # `auto` picks exact search for small catalogs and IVF/HNSW for large ones; or any faiss factory string.
+    factory: str = "auto"
+    use_gpu: bool = True  # only when the installed faiss has GPU support
+    nprobe: int = 16
+    hnsw_ef_search: int = 64
+
+
+class TaggerSettings(BaseModel):
+    """How tags are chosen and calibrated."""
+
+    knn_k: int = Field(20, ge=1)
+    target_precision: float = Field(0.9, gt=0.0, le=1.0)
+    validation_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.15, ge=0.0, lt=0.5)
+    head_epochs: int = Field(60, ge=1)
+    head_patience: int = Field(6, ge=1)
+    head_hidden: int = Field(0, ge=0)  # 0: linear softmax head; >0: one hidden layer of this width
+    lexical: bool = True  # TF-IDF word+char n-gram source beside the embeddings
+    min_tag_count: int = Field(2, ge=1)  # tags seen fewer times are not learnt
+    seed: int = 13
+
+
+class CatalogSettings(BaseModel):
+    """Limits that make a record bad."""
+
+    max_text_chars: int = Field(20_000, ge=1)
+    max_image_bytes: int = Field(20_000_000, ge=1)
+    allow_image_urls: bool = False  # fetching images needs network access
+
+
+class ESSettings(BaseModel):
+    """Elasticsearch connection and index names. `url` unset means the embedded backend is used."""
+
+    url: str | None = None
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_certs: Path | None = None
+    verify_certs: bool = True
+    request_timeout: float = 30.0
+    max_retries: int = 5
+    index_alias: str = "shoptag-products"
+    mapping_version: str = "v1"
+    vector_index_type: Literal["hnsw", "int8_hnsw", "int4_hnsw", "flat", "int8_flat", "bbq_hnsw", "bbq_flat"] = (
+        "int8_hnsw"
+    )
+    bulk_chunk_size: int = Field(500, ge=1)
+
+
+class ServiceSettings(BaseModel):
+    """HTTP service limits and auth."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: SecretStr | None = None  # when set, write endpoints need header `X-API-Key`
+    max_batch: int = Field(256, ge=1)
+    max_body_bytes: int = Field(5_000_000, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything a shoptag run can be told; passed in explicitly, never read from a global."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHOPTAG_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    workspace: Path = Path("shoptag-workspace")
+    encoders: EncoderSettings = EncoderSettings()
+    index: IndexSettings = IndexSettings()
+    tagger: TaggerSettings = TaggerSettings()
+    catalog: CatalogSettings = CatalogSettings()
+    es: ESSettings = ESSettings()
+    service: ServiceSettings = ServiceSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("SHOPTAG_CONFIG", "shoptag.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+    @property
+    def backend(self) -> Literal["embedded", "es"]:
+        return "es" if self.es.url else "embedded"
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings, reading `config` as the TOML file when given."""
+    if config is not None:
+        if not config.is_file():
+            raise FileNotFoundError(f"settings file not found: {config}")
+        previous = os.environ.get("SHOPTAG_CONFIG")
+        os.environ["SHOPTAG_CONFIG"] = str(config)
+        try:
+            return Settings(**overrides)
+        finally:
+            if previous is None:
+                os.environ.pop("SHOPTAG_CONFIG", None)
+            else:
+                os.environ["SHOPTAG_CONFIG"] = previous
+    return Settings(**overrides)

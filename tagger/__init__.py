@@ -1,0 +1,1 @@
+"""shoptag's tagging brain: encoders, kNN propagation, the classifier head, fusion and calibration."""
