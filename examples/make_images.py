@@ -1,11 +1,13 @@
 """Draw the tiny product pictures used by `sample_catalog.jsonl`, so the demo has images without shipping photos.
 
 Each is a 64x64 JPEG: a flat silhouette of the product type in the product's colour on a grey background.
-Run from anywhere: `python examples/make_images.py` rewrites `examples/images/`.
+It also writes `corrupt-truncated.jpg`, a JPEG cut in half, which `bad_catalog.jsonl` uses to show that
+a broken image is rejected. Run from anywhere: `python examples/make_images.py` rewrites `examples/images/`.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -59,6 +61,9 @@ def main() -> None:
     folder.mkdir(exist_ok=True)
     for name, (shape, colour) in IMAGES.items():
         draw(shape, colour).save(folder / name, "JPEG", quality=80)
+    whole = io.BytesIO()
+    draw("shirt", (200, 60, 60)).save(whole, "JPEG", quality=80)
+    (folder / "corrupt-truncated.jpg").write_bytes(whole.getvalue()[: whole.tell() // 2])
 
 
 if __name__ == "__main__":
