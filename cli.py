@@ -1,0 +1,481 @@
+"""The `shoptag` command line: parses arguments, calls a pipeline, prints the result. Nothing else lives here.
+
+Exit codes: 0 done; 1 failed (the message says why); 2 bad usage; 3 done, but some input records were rejected
+(see the rejects file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
+
+app = typer.Typer(
+    name="shoptag",
+    help="Tag every product of a catalog with calibrated, explained tags; search and recommend.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file (default: ./shoptag.toml).")]
+WorkspaceOpt = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (SHOPTAG_WORKSPACE).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+@contextmanager
+def _session(config: Path | None, workspace: Path | None) -> Iterator[tuple[Any, Any]]:
+    """Settings and the open store for one command; errors become a message and exit code 1."""
+    from shoptag.pipeline.settings import load_settings
+    from shoptag.pipeline.workspace import Workspace
+
+    try:
+        settings = load_settings(config, **({"workspace": workspace} if workspace else {}))
+    except Exception as exc:  # bad settings file or env var
+        err.print(f"[red]settings error:[/] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    store = Workspace(settings.workspace).open_store()
+    try:
+        yield settings, store
+    except typer.Exit:
+        raise
+    except (KeyError, FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    finally:
+        store.close()
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value):
+        return asdict(value)
+    return value
+
+
+def _emit(as_json: bool, data: Any, human: Callable[[], None]) -> None:
+    if as_json:
+        out.print_json(json.dumps(_plain(data), ensure_ascii=False, default=str))
+    else:
+        human()
+
+
+def _encoders(settings):
+    from shoptag.pipeline.encode import Encoders
+
+    return Encoders(settings.encoders)
+
+
+def _backend(settings, encoders):
+    """The search backend the settings choose (Elasticsearch when `es.url` is set, else embedded)."""
+    from shoptag.indexer.backends import open_backend
+
+    return open_backend(settings, _dims(encoders))
+
+
+def _dims(encoders):
+    from shoptag.indexer.backends import VectorDims
+
+    text = encoders.text.dim
+    image = encoders.image.dim if encoders.image is not None else None
+    return VectorDims(text=text, image=image, fused=text + (image or 0))
+
+
+# ---- tagging ----------------------------------------------------------------------------------------------------
+@app.command()
+def ingest(
+    catalog: Annotated[Path, typer.Argument(help="Catalog file: .jsonl, .csv, .tsv or .parquet.")],
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read a catalog into the workspace. Bad records go to a rejects file; the run goes on."""
+    from shoptag.pipeline.ingest import ingest as run
+    from shoptag.tagger.catalog import CatalogError
+
+    with _session(config, workspace) as (settings, store):
+        try:
+            report = run(settings, store, catalog, show_progress=not as_json)
+        except CatalogError as exc:
+            err.print(f"[red]cannot read catalog:[/] {exc}")
+            raise typer.Exit(EXIT_FAILED) from None
+        data = {k: v for k, v in asdict(report).items() if k != "changed_ids"}
+
+        def human() -> None:
+            out.print(
+                f"ingested [bold]{catalog}[/]: {report.read} records, {report.new} new, {report.changed} changed, "
+                f"{report.unchanged} unchanged, [{'red' if report.rejected else 'green'}]{report.rejected} rejected[/]"
+            )
+            if report.resumed_from_line:
+                out.print(f"resumed an interrupted run after line {report.resumed_from_line}")
+            if report.rejects_file:
+                out.print(f"rejects (line, id, reason): {report.rejects_file}")
+                for line, pid, reason, _ in store.rejects(report.run_id)[:10]:
+                    out.print(f"  line {line} id {pid!r}: {reason}")
+
+        _emit(as_json, data, human)
+        if report.rejected:
+            raise typer.Exit(EXIT_REJECTS)
+
+
+@app.command()
+def train(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Train the tagger on the labelled products (kNN index, heads, fusion weights, calibration)."""
+    from shoptag.pipeline.train import train as run
+
+    with _session(config, workspace) as (settings, store):
+        _, summary = run(settings, store, _encoders(settings), show_progress=not as_json)
+
+        def human() -> None:
+            table = Table("family", "values", "multi", "fusion weights", "T", "never emitted", title="trained model")
+            for family, f in summary["families"].items():
+                weights = " ".join(f"{k}={v:g}" for k, v in f["weights"].items() if v)
+                table.add_row(family, str(f["values"]), "yes" if f["multilabel"] else "", weights,
+                              str(f["temperature"]), str(f["tags_never_emitted"]))
+            out.print(table)
+            out.print(f"{summary['labelled']} labelled products; model saved to {summary['model']}")
+
+        _emit(as_json, summary, human)
+
+
+@app.command()
+def tag(
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    retag_all: Annotated[bool, typer.Option("--all", help="Retag every product, not only new or changed ones.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Tag every product that is new or changed since it was last tagged, and update search."""
+    from shoptag.pipeline.tag import tag as run
+
+    with _session(config, workspace) as (settings, store):
+        encoders = _encoders(settings)
+        backend = _backend(settings, encoders)
+        try:
+            report = run(settings, store, encoders, backend, retag_all=retag_all, show_progress=not as_json)
+        finally:
+            backend.close()
+
+        def human() -> None:
+            out.print(
+                f"tagged {report.tagged} products ({report.skipped_up_to_date} already up to date): "
+                f"{report.accepted} tags accepted, {report.review} families need review"
+            )
+
+        _emit(as_json, report, human)
+
+
+@app.command()
+def explain(
+    product_id: Annotated[str, typer.Argument(help="Product id.")],
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a product's tags and why: scores per source, fusion weights, the neighbours that voted."""
+    from shoptag.pipeline.explain import explain as run
+
+    with _session(config, workspace) as (settings, store):
+        try:
+            data = run(store, product_id)
+        except KeyError:
+            err.print(f"[red]unknown product id[/] {product_id!r}")
+            raise typer.Exit(EXIT_FAILED) from None
+
+        def human() -> None:
+            out.print(f"[bold]{data['id']}[/] {data['title']}" + (f"  (image {data['image']})" if data["image"] else ""))
+            for family, tags in data["tags"].items():
+                for t in tags:
+                    mark = {"accepted": "[green]✔[/]", "review": "[yellow]? needs review[/]"}[t["status"]]
+                    score = f"{t['score']:.2f}" if t["score"] is not None else "-"
+                    out.print(f"  {family:>14}: {t['value']}  {mark}  score {score}  ({t['source']})")
+                    ev = t.get("evidence")
+                    if ev:
+                        sources = ", ".join(f"{k} {v:.2f}" for k, v in ev["sources"].items())
+                        out.print(f"{'':18}sources: {sources}; {ev['modality']}")
+                        for n in ev["neighbours"][:3]:
+                            out.print(f"{'':18}neighbour {n['id']} (weight {n['weight']:.2f}) {n['title']}")
+
+        _emit(as_json, data, human)
+
+
+@app.command()
+def feedback(
+    file: Annotated[Path, typer.Argument(help="Corrections: JSONL or CSV with id, family, values.")],
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Apply corrections: they become the product's tags, are never overwritten, and train the next model."""
+    from shoptag.pipeline.feedback import apply_feedback
+    from shoptag.pipeline.workspace import Workspace
+
+    with _session(config, workspace) as (settings, store):
+        rejects_path = Workspace(settings.workspace).rejects_dir / f"feedback-{file.stem}.jsonl"
+        report = apply_feedback(store, file, rejects_path)
+        _sync_search(settings, store, report.product_ids)
+        _emit(as_json, report, lambda: out.print(
+            f"applied {report.applied} corrections, rejected {report.rejected}"
+            + (f" (see {report.rejects_file})" if report.rejects_file else "")
+        ))
+        if report.rejected:
+            raise typer.Exit(EXIT_REJECTS)
+
+
+def _sync_search(settings, store, product_ids: list[str]) -> None:
+    """Push the current tags of `product_ids` to the search backend."""
+    if not product_ids:
+        return
+    from shoptag.pipeline.encode import encode_products
+    from shoptag.pipeline.search_docs import search_docs
+    from shoptag.pipeline.workspace import Workspace
+
+    encoders = _encoders(settings)
+    products = store.products(product_ids)
+    cache = Workspace(settings.workspace).open_cache()
+    backend = _backend(settings, encoders)
+    try:
+        vectors, _ = encode_products(products, encoders, cache, show_progress=False)
+        backend.upsert(search_docs(store, products, vectors, encoders.ids()))
+    finally:
+        backend.close()
+        cache.close()
+
+
+@app.command()
+def evaluate(
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    report_dir: Annotated[Path | None, typer.Option("--report", help="Write report.md/.html and plots here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Held-out evaluation of TF-IDF+LR, kNN-only, head-only and fused tagging on the fixed split."""
+    from shoptag.pipeline.evaluate import evaluate as run
+    from shoptag.pipeline.evaluate import summary_rows
+
+    with _session(config, workspace) as (settings, store):
+        results = run(settings, store, _encoders(settings), show_progress=not as_json)
+        if report_dir:
+            from shoptag.pipeline.report import write_report
+
+            write_report({"catalog": results}, report_dir)
+
+        def human() -> None:
+            out.print(f"split {results['split']}, target precision {results['target_precision']}")
+            for metric in ("f1_weighted", "f1_macro", "coverage_at_target"):
+                rows = summary_rows(results["families"], metric)
+                methods = sorted({m for _, r in rows for m in r}, key=["tfidf-lr", "knn", "head", "fused"].index)
+                table = Table("family", *methods, title=metric)
+                for family, r in rows:
+                    best = max(r.values())
+                    table.add_row(family, *[
+                        (f"[bold]{r[m]:.4f}[/]" if r[m] == best else f"{r[m]:.4f}") if m in r else "-" for m in methods
+                    ])
+                out.print(table)
+
+        _emit(as_json, results, human)
+
+
+# ---- search -----------------------------------------------------------------------------------------------------
+def _parse_tags(tags: list[str]) -> dict[str, list[str]]:
+    filters: dict[str, list[str]] = {}
+    for item in tags:
+        family, sep, value = item.partition("=")
+        if not sep or not family or not value:
+            err.print(f"[red]bad --tag {item!r}[/]: expected family=value")
+            raise typer.Exit(EXIT_USAGE)
+        filters.setdefault(family, []).append(value)
+    return filters
+
+
+TagOpt = Annotated[list[str] | None, typer.Option("--tag", "-t", help="Filter family=value (repeatable).")]
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Free text, any language.")],
+    tag_filter: TagOpt = None,
+    size: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    facet: Annotated[list[str] | None, typer.Option(help="Tag family to count (repeatable).")] = None,
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hybrid (BM25 + vector) search with tag filters and facet counts."""
+    from shoptag.indexer.documents import SearchQuery
+
+    with _session(config, workspace) as (settings, store):
+        encoders = _encoders(settings)
+        backend = _backend(settings, encoders)
+        try:
+            vector = encoders.text.encode([query], query=True)[0]
+            results = backend.search(SearchQuery(
+                text=query, vector=vector, filters=_parse_tags(tag_filter or []), size=size, facets=tuple(facet or ())
+            ))
+        finally:
+            backend.close()
+
+        def human() -> None:
+            out.print(f"{results.total} matches")
+            for i, hit in enumerate(results.hits, 1):
+                out.print(f"{i:>3}. {hit.id}  {hit.title}  [dim]{hit.score:.4f}[/]")
+            for family, counts in results.facets.items():
+                out.print(f"  {family}: " + ", ".join(f"{v} ({c})" for v, c in counts))
+
+        _emit(as_json, results, human)
+
+
+@app.command()
+def similar(
+    product_id: Annotated[str, typer.Argument(help="Product id.")],
+    k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    tag_filter: TagOpt = None,
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Products most similar to one product (never itself), optionally within tags."""
+    with _session(config, workspace) as (settings, store):
+        encoders = _encoders(settings)
+        backend = _backend(settings, encoders)
+        try:
+            hits = backend.similar(product_id, k, _parse_tags(tag_filter or []) or None)
+        finally:
+            backend.close()
+        _emit(as_json, hits, lambda: [out.print(f"{i:>3}. {h.id}  {h.title}  [dim]{h.score:.4f}[/]")
+                                      for i, h in enumerate(hits, 1)])
+
+
+@app.command()
+def reindex(
+    incremental: Annotated[bool, typer.Option("--incremental", help="Send only products changed since the last reindex.")] = False,
+    backend_name: Annotated[str | None, typer.Option("--backend", help="embedded or es (default: from settings).")] = None,
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rebuild the search index from the store with zero downtime (Elasticsearch: new index + alias swap)."""
+    from shoptag.pipeline.reindex import reindex as run
+
+    with _session(config, workspace) as (settings, store):
+        if backend_name == "es" and not settings.es.url:
+            err.print("[red]--backend es needs an Elasticsearch URL[/] (SHOPTAG_ES__URL or [es] url in the settings)")
+            raise typer.Exit(EXIT_USAGE)
+        if backend_name == "embedded":
+            settings = settings.model_copy(update={"es": settings.es.model_copy(update={"url": None})})
+        encoders = _encoders(settings)
+        backend = _backend(settings, encoders)
+        try:
+            report = run(settings, store, encoders, backend, incremental=incremental, show_progress=not as_json)
+        finally:
+            backend.close()
+        _emit(as_json, report, lambda: out.print(
+            f"reindexed {report['sent']} products into {backend.name} ({report['written']} written, "
+            f"{len(report['failed'])} failed)"
+        ))
+        if report["failed"]:
+            raise typer.Exit(EXIT_FAILED)
+
+
+# ---- data, images, service --------------------------------------------------------------------------------------
+@app.command()
+def datasets(
+    name: Annotated[str, typer.Argument(help="fashion or taobao.")],
+    out_file: Annotated[Path, typer.Option("--out", help="Catalog file to write (JSONL).")],
+    data_dir: Annotated[Path | None, typer.Option(help="Folder of the public data (default ../shared/data).")] = None,
+    limit: Annotated[int | None, typer.Option(help="fashion: first N products.")] = None,
+    images: Annotated[bool, typer.Option(help="fashion: extract the photos and link them.")] = False,
+) -> None:
+    """Turn a public data set into a shoptag catalog (to reproduce the benchmarks)."""
+    from shoptag.pipeline import datasets as ds
+
+    root = data_dir or ds.default_data_dir()
+    if not root.is_dir():
+        err.print(f"[red]data folder not found:[/] {root}")
+        raise typer.Exit(EXIT_FAILED)
+    if name == "fashion":
+        path = ds.fashion_catalog(root, out_file, limit=limit, images=images,
+                                  image_dir=out_file.parent / "fashion-images" if images else None)
+    elif name == "taobao":
+        path = ds.taobao_catalog(root, out_file, split="all")
+    else:
+        err.print(f"[red]unknown data set {name!r}[/]: fashion or taobao")
+        raise typer.Exit(EXIT_USAGE)
+    out.print(f"wrote {path}")
+
+
+@app.command("train-clip")
+def train_clip(
+    catalog: Annotated[Path, typer.Argument(help="Catalog with images and titles.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Checkpoint folder.")],
+    model: Annotated[str, typer.Option(help="open_clip architecture (shoptag-tiny, shoptag-small, ViT-B-32, ...).")] = "shoptag-small",
+    checkpoint: Annotated[str | None, typer.Option(help="Start from this checkpoint (path or pretrained tag).")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 5,
+    batch_size: Annotated[int, typer.Option(min=2)] = 128,
+    lr: float = 5e-4,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (quick CPU runs).")] = None,
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Contrastive training of an open_clip model on the catalog's image–title pairs (resumable)."""
+    from shoptag.pipeline.train_clip import run_train_clip
+    from shoptag.tagger.catalog import Product, read_catalog
+
+    with _session(config, workspace) as (settings, store):
+        triples = [
+            (r.id, r.image, r.title) for r in read_catalog(catalog, settings.catalog)
+            if isinstance(r, Product) and r.image and r.title
+        ]
+        if len(triples) < 4:
+            err.print(f"[red]{catalog} has {len(triples)} products with image and title[/]: too few to train")
+            raise typer.Exit(EXIT_FAILED)
+        report = run_train_clip(
+            triples, out_dir, model_name=model, checkpoint=checkpoint, epochs=epochs, batch_size=batch_size, lr=lr,
+            device=settings.encoders.device, max_steps=max_steps,
+            validation_fraction=settings.tagger.validation_fraction, test_fraction=settings.tagger.test_fraction,
+        )
+        _emit(as_json, report, lambda: out.print(report))
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default from settings: 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings: 8080).")] = None,
+) -> None:
+    """Run the storefront HTTP service (similar, real-time tagging, feedback, search, metrics)."""
+    import uvicorn
+
+    from shoptag.pipeline.settings import load_settings
+    from shoptag.service.app import create_app
+
+    settings = load_settings(config, **({"workspace": workspace} if workspace else {}))
+    uvicorn.run(create_app(settings), host=host or settings.service.host, port=port or settings.service.port)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted: the next run resumes where this one stopped")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""The embedded store: one SQLite file (WAL) holding products, tags with scores and evidence, feedback,
+rejects and runs. Every write is a transaction, so a crash leaves the last committed batch, and a run's
+cursor says where to resume.
+
+Tag sources, strongest first: ``feedback`` (a person's correction), ``catalog`` (known tags the shop sent),
+``model``. The model only ever writes families that have no catalog or feedback tag on that product.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS products (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL DEFAULT '',
+    description TEXT NOT NULL DEFAULT '',
+    attributes TEXT NOT NULL DEFAULT '{}',
+    image TEXT,
+    text TEXT NOT NULL DEFAULT '',
+    text_hash TEXT NOT NULL,
+    image_hash TEXT,
+    content_hash TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    tagged_hash TEXT            -- content_hash + model version the current model tags were made for
+);
+CREATE TABLE IF NOT EXISTS tags (
+    product_id TEXT NOT NULL REFERENCES products(id) ON DELETE CASCADE,
+    family TEXT NOT NULL,
+    value TEXT NOT NULL,
+    source TEXT NOT NULL CHECK (source IN ('feedback', 'catalog', 'model')),
+    status TEXT NOT NULL CHECK (status IN ('accepted', 'review')),
+    score REAL,
+    evidence TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (product_id, family, value, source)
+);
+CREATE INDEX IF NOT EXISTS tags_by_family ON tags(family, value);
+CREATE TABLE IF NOT EXISTS feedback (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    product_id TEXT NOT NULL,
+    family TEXT NOT NULL,
+    value_list TEXT NOT NULL,   -- JSON list: the product's correct values in this family ([] = none apply)
+    origin TEXT,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    source TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed')),
+    cursor INTEGER NOT NULL DEFAULT 0,
+    counts TEXT NOT NULL DEFAULT '{}',
+    started_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS indexed (
+    backend TEXT NOT NULL,      -- which search index (embedded, or the Elasticsearch alias)
+    product_id TEXT NOT NULL,
+    doc_hash TEXT NOT NULL,     -- hash of the document last sent: incremental reindex sends only changes
+    PRIMARY KEY (backend, product_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rejects (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    line INTEGER,
+    product_id TEXT,
+    reason TEXT NOT NULL,
+    raw TEXT
+);
+"""
+
+TAG_SOURCES = ("feedback", "catalog", "model")
+
+
+@dataclass(frozen=True)
+class StoredProduct:
+    id: str
+    title: str
+    description: str
+    attributes: dict[str, str]
+    image: str | None
+    text: str
+    text_hash: str
+    image_hash: str | None
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class StoredTag:
+    family: str
+    value: str
+    source: str
+    status: str
+    score: float | None
+    evidence: dict | None
+
+
+class Store:
+    """Thread-safe access to the workspace database (one connection, serialised by a lock)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ---- products -------------------------------------------------------------------------------------------
+    def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for start in range(0, len(ids), 900):
+            chunk = list(ids[start : start + 900])
+            rows = self._query(f"SELECT id, content_hash FROM products WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            out.update(rows)
+        return out
+
+    def upsert_products(self, db: sqlite3.Connection, products: Iterable[StoredProduct]) -> None:
+        """Insert or replace products inside a transaction; tags are untouched."""
+        now = time.time()
+        db.executemany(
+            """INSERT INTO products (id, title, description, attributes, image, text, text_hash, image_hash,
+                                     content_hash, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(id) DO UPDATE SET title=excluded.title, description=excluded.description,
+                 attributes=excluded.attributes, image=excluded.image, text=excluded.text,
+                 text_hash=excluded.text_hash, image_hash=excluded.image_hash,
+                 content_hash=excluded.content_hash, updated_at=excluded.updated_at""",
+            [
+                (p.id, p.title, p.description, json.dumps(p.attributes, ensure_ascii=False), p.image, p.text,
+                 p.text_hash, p.image_hash, p.content_hash, now)
+                for p in products
+            ],
+        )
+
+    def delete_products(self, ids: Sequence[str]) -> int:
+        with self.transaction() as db:
+            return db.executemany("DELETE FROM products WHERE id = ?", [(i,) for i in ids]).rowcount
+
+    def products(self, ids: Sequence[str] | None = None) -> list[StoredProduct]:
+        cols = "id, title, description, attributes, image, text, text_hash, image_hash, content_hash"
+        if ids is None:
+            rows = self._query(f"SELECT {cols} FROM products ORDER BY id")
+        else:
+            rows = []
+            for start in range(0, len(ids), 900):
+                chunk = list(ids[start : start + 900])
+                rows += self._query(f"SELECT {cols} FROM products WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            order = {pid: i for i, pid in enumerate(ids)}
+            rows.sort(key=lambda r: order[r[0]])
+        return [StoredProduct(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8]) for r in rows]
+
+    def product_ids(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT id FROM products ORDER BY id")]
+
+    def count_products(self) -> int:
+        return self._query("SELECT COUNT(*) FROM products")[0][0]
+
+    # ---- tags -----------------------------------------------------------------------------------------------
+    def set_catalog_tags(self, db: sqlite3.Connection, product_id: str, tags: Mapping[str, Sequence[str]]) -> None:
+        """Replace the catalog's known tags of a product (inside a transaction)."""
+        now = time.time()
+        db.execute("DELETE FROM tags WHERE product_id = ? AND source = 'catalog'", (product_id,))
+        db.executemany(
+            "INSERT INTO tags (product_id, family, value, source, status, score, evidence, updated_at) "
+            "VALUES (?, ?, ?, 'catalog', 'accepted', 1.0, NULL, ?)",
+            [(product_id, family, value, now) for family, values in tags.items() for value in values],
+        )
+
+    def set_model_tags(
+        self, db: sqlite3.Connection, product_id: str, tags: Sequence[tuple[str, str, str, float, dict]], tagged_hash: str
+    ) -> None:
+        """Replace the model's tags of a product: (family, value, status, score, evidence) tuples.
+
+        Families the product has catalog or feedback tags in are skipped: people's tags are never overwritten.
+        """
+        now = time.time()
+        owned = {
+            r[0]
+            for r in db.execute(
+                "SELECT DISTINCT family FROM tags WHERE product_id = ? AND source != 'model'", (product_id,)
+            )
+        } | {r[0] for r in db.execute("SELECT DISTINCT family FROM feedback WHERE product_id = ?", (product_id,))}
+        db.execute("DELETE FROM tags WHERE product_id = ? AND source = 'model'", (product_id,))
+        db.executemany(
+            "INSERT INTO tags (product_id, family, value, source, status, score, evidence, updated_at) "
+            "VALUES (?, ?, ?, 'model', ?, ?, ?, ?)",
+            [
+                (product_id, family, value, status, score, json.dumps(evidence, ensure_ascii=False), now)
+                for family, value, status, score, evidence in tags
+                if family not in owned
+            ],
+        )
+        db.execute("UPDATE products SET tagged_hash = ? WHERE id = ?", (tagged_hash, product_id))
+
+    def tags_of(self, product_id: str) -> list[StoredTag]:
+        rows = self._query(
+            "SELECT family, value, source, status, score, evidence FROM tags WHERE product_id = ? "
+            "ORDER BY family, CASE source WHEN 'feedback' THEN 0 WHEN 'catalog' THEN 1 ELSE 2 END, score DESC",
+            (product_id,),
+        )
+        return [StoredTag(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else None) for r in rows]
+
+    def effective_tags(self, ids: Sequence[str] | None = None) -> dict[str, dict[str, list[tuple[str, str, float]]]]:
+        """Per product, per family, the accepted tags that win: feedback, else catalog, else model.
+
+        Values are (value, source, score). Feedback with an empty list means "no value applies".
+        """
+        rows = self._query(
+            "SELECT product_id, family, value, source, score FROM tags WHERE status = 'accepted' "
+            "ORDER BY product_id, family"
+        )
+        wanted = set(ids) if ids is not None else None
+        out: dict[str, dict[str, list[tuple[str, str, float]]]] = {}
+        best: dict[tuple[str, str], int] = {}
+        for pid, family, value, source, score in rows:
+            if wanted is not None and pid not in wanted:
+                continue
+            rank = TAG_SOURCES.index(source)
+            key = (pid, family)
+            if key in best and best[key] < rank:
+                continue
+            families = out.setdefault(pid, {})
+            if key not in best or rank < best[key]:
+                best[key] = rank
+                families[family] = []
+            families[family].append((value, source, score if score is not None else 1.0))
+        for pid, family in self._feedback_cleared():
+            if wanted is None or pid in wanted:
+                out.setdefault(pid, {})[family] = []
+        return out
+
+    def known_tags(self) -> dict[str, dict[str, list[str]]]:
+        """Training labels: per product, per family, feedback values else catalog values."""
+        return {
+            pid: {family: [v for v, source, _ in values if source != "model"] for family, values in families.items()
+                  if all(source != "model" for _, source, _ in values)}
+            for pid, families in self.effective_tags().items()
+        }
+
+    def _feedback_cleared(self) -> list[tuple[str, str]]:
+        """(product, family) pairs whose latest feedback says no value applies."""
+        rows = self._query(
+            "SELECT product_id, family, value_list FROM feedback f WHERE seq = "
+            "(SELECT MAX(seq) FROM feedback g WHERE g.product_id = f.product_id AND g.family = f.family)"
+        )
+        return [(pid, family) for pid, family, values in rows if not json.loads(values)]
+
+    def tagged_hashes(self) -> dict[str, str | None]:
+        return dict(self._query("SELECT id, tagged_hash FROM products"))
+
+    def review_queue(self, limit: int = 100) -> list[tuple[str, str, str, float]]:
+        return self._query(
+            "SELECT product_id, family, value, score FROM tags WHERE status = 'review' ORDER BY score DESC LIMIT ?",
+            (limit,),
+        )
+
+    def tag_counts(self) -> dict[str, int]:
+        rows = self._query("SELECT source || ':' || status, COUNT(*) FROM tags GROUP BY source, status")
+        return dict(rows)
+
+    # ---- feedback -------------------------------------------------------------------------------------------
+    def add_feedback(self, items: Iterable[tuple[str, str, Sequence[str]]], origin: str) -> int:
+        """Record corrections (product, family, correct values) and make them the product's tags in that family.
+
+        The feedback log is append-only: a later correction wins, none is ever lost.
+        """
+        now = time.time()
+        count = 0
+        with self.transaction() as db:
+            for product_id, family, values in items:
+                db.execute(
+                    "INSERT INTO feedback (product_id, family, value_list, origin, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (product_id, family, json.dumps(list(values), ensure_ascii=False), origin, now),
+                )
+                db.execute(
+                    "DELETE FROM tags WHERE product_id = ? AND family = ? AND source IN ('feedback', 'model')",
+                    (product_id, family),
+                )
+                db.executemany(
+                    "INSERT INTO tags (product_id, family, value, source, status, score, evidence, updated_at) "
+                    "VALUES (?, ?, ?, 'feedback', 'accepted', 1.0, NULL, ?)",
+                    [(product_id, family, v, now) for v in dict.fromkeys(values)],
+                )
+                count += 1
+        return count
+
+    def feedback_count(self) -> int:
+        return self._query("SELECT COUNT(*) FROM feedback")[0][0]
+
+    def has_product(self, product_id: str) -> bool:
+        return bool(self._query("SELECT 1 FROM products WHERE id = ?", (product_id,)))
+
+    # ---- search index bookkeeping ---------------------------------------------------------------------------
+    def indexed_hashes(self, backend: str) -> dict[str, str]:
+        return dict(self._query("SELECT product_id, doc_hash FROM indexed WHERE backend = ?", (backend,)))
+
+    def set_indexed(self, backend: str, hashes: Mapping[str, str], *, replace_all: bool = False) -> None:
+        """Record what the backend now holds; `replace_all` after a full reindex forgets everything else."""
+        with self.transaction() as db:
+            if replace_all:
+                db.execute("DELETE FROM indexed WHERE backend = ?", (backend,))
+            db.executemany(
+                "INSERT OR REPLACE INTO indexed (backend, product_id, doc_hash) VALUES (?, ?, ?)",
+                [(backend, pid, h) for pid, h in hashes.items()],
+            )
+
+    # ---- runs and rejects -----------------------------------------------------------------------------------
+    def start_run(self, kind: str, source: str | None) -> tuple[int, int]:
+        """A run id and the cursor to resume from: an unfinished run of the same kind and source resumes."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT id, cursor FROM runs WHERE kind = ? AND source IS ? AND status = 'running' "
+                "ORDER BY id DESC LIMIT 1",
+                (kind, source),
+            ).fetchone()
+            if row:
+                return int(row[0]), int(row[1])
+            cur = db.execute(
+                "INSERT INTO runs (kind, source, status, started_at) VALUES (?, ?, 'running', ?)",
+                (kind, source, time.time()),
+            )
+            return int(cur.lastrowid), 0
+
+    def advance_run(self, db: sqlite3.Connection, run_id: int, cursor: int, counts: Mapping[str, int]) -> None:
+        db.execute("UPDATE runs SET cursor = ?, counts = ? WHERE id = ?", (cursor, json.dumps(dict(counts)), run_id))
+
+    def finish_run(self, run_id: int, status: str, counts: Mapping[str, int]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET status = ?, counts = ?, finished_at = ? WHERE id = ?",
+                (status, json.dumps(dict(counts)), time.time(), run_id),
+            )
+
+    def run_counts(self, run_id: int) -> dict[str, int]:
+        return json.loads(self._query("SELECT counts FROM runs WHERE id = ?", (run_id,))[0][0])
+
+    def add_rejects(self, db: sqlite3.Connection, run_id: int, rejects: Iterable[tuple[int | None, str | None, str, str]]) -> None:
+        db.executemany(
+            "INSERT INTO rejects (run_id, line, product_id, reason, raw) VALUES (?, ?, ?, ?, ?)",
+            [(run_id, *r) for r in rejects],
+        )
+
+    def rejects(self, run_id: int) -> list[tuple[int | None, str | None, str, str]]:
+        return self._query("SELECT line, product_id, reason, raw FROM rejects WHERE run_id = ? ORDER BY rowid", (run_id,))

@@ -1,0 +1,99 @@
+"""Stage: products → text, image and fused vectors, through the embedding cache."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from shoptag.indexer.store import StoredProduct
+from shoptag.tagger.embedding_cache import EmbeddingCache, encode_with_cache
+from shoptag.tagger.product_vector import fuse
+from shoptag.tagger.text_encoder import TextEncoder, load_text_encoder
+
+from .progress import progress_bar
+from .settings import EncoderSettings
+
+
+class Encoders:
+    """The configured encoders, loaded on first use (a run that finds every vector cached loads none)."""
+
+    def __init__(self, settings: EncoderSettings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def text(self) -> TextEncoder:
+        return load_text_encoder(self.settings.text_model, self.settings.device, self.settings.batch_size)
+
+    @cached_property
+    def image(self):  # ImageEncoder | None; imported lazily: open_clip is slow to import
+        if not self.settings.image_model:
+            return None
+        from shoptag.tagger.image_encoder import ImageEncoder
+
+        return ImageEncoder(
+            self.settings.image_model, self.settings.image_checkpoint, self.settings.device, self.settings.image_batch_size
+        )
+
+    def ids(self) -> dict[str, object]:
+        """What a trained model records: vectors from other encoders or weights are stale."""
+        return {
+            "text_model": self.text.model_id,
+            "image_model": self.image.model_id if self.image is not None else None,
+            "image_weight": self.settings.image_weight if self.image is not None else 0.0,
+        }
+
+
+@dataclass
+class ProductVectors:
+    text: np.ndarray
+    image: np.ndarray | None
+    has_image: np.ndarray
+    fused: np.ndarray
+
+    def modality(self, row: int) -> str:
+        return "text+image" if self.has_image[row] else "text"
+
+
+def encode_products(
+    products: Sequence[StoredProduct],
+    encoders: Encoders,
+    cache: EmbeddingCache,
+    *,
+    show_progress: bool = True,
+) -> tuple[ProductVectors, dict[str, int]]:
+    """Vectors of `products`, encoding only what the cache lacks; also how many were encoded per modality."""
+    text_encoder = encoders.text
+    with progress_bar("encode text", len(products), show_progress) as advance:
+        text, text_encoded = encode_with_cache(
+            [p.text for p in products],
+            [p.text_hash for p in products],
+            model_id=text_encoder.model_id,
+            dim=text_encoder.dim,
+            encode=text_encoder.encode,
+            cache=cache,
+            batch_size=encoders.settings.batch_size,
+            on_batch=advance,
+        )
+    has_image = np.array([bool(p.image and p.image_hash) for p in products], dtype=bool)
+    image, image_encoded = None, 0
+    image_encoder = encoders.image
+    if image_encoder is not None:
+        rows = np.flatnonzero(has_image)
+        image = np.zeros((len(products), image_encoder.dim), dtype=np.float32)
+        with progress_bar("encode images", len(rows), show_progress) as advance:
+            vectors, image_encoded = encode_with_cache(
+                [products[r].image for r in rows],
+                [products[r].image_hash for r in rows],
+                model_id=image_encoder.model_id,
+                dim=image_encoder.dim,
+                encode=image_encoder.encode,
+                cache=cache,
+                batch_size=encoders.settings.image_batch_size,
+                on_batch=advance,
+            )
+        image[rows] = vectors
+    fused = fuse(text, image, has_image, encoders.settings.image_weight)
+    return ProductVectors(text, image, has_image, fused), {"text": text_encoded, "image": image_encoded}

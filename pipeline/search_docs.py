@@ -1,0 +1,38 @@
+"""Products + their winning tags + vectors → the documents both search backends index."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shoptag.indexer.documents import DocTag, SearchDoc
+from shoptag.indexer.store import Store, StoredProduct
+
+from .encode import ProductVectors
+
+
+def search_docs(store: Store, products: Sequence[StoredProduct], vectors: ProductVectors, model_ids: dict) -> list[SearchDoc]:
+    """One document per product: accepted tags only (a tag "needing review" is not searchable)."""
+    tags = store.effective_tags([p.id for p in products])
+    docs = []
+    for row, p in enumerate(products):
+        families = {
+            family: [DocTag(value, float(score), source) for value, source, score in values]
+            for family, values in tags.get(p.id, {}).items()
+            if values
+        }
+        docs.append(
+            SearchDoc(
+                id=p.id,
+                title=p.title,
+                description=p.description,
+                tags=families,
+                text_vector=vectors.text[row],
+                image_vector=vectors.image[row] if vectors.image is not None and vectors.has_image[row] else None,
+                fused_vector=vectors.fused[row],
+                content_hash=p.content_hash,
+                text_model=str(model_ids.get("text_model") or ""),
+                image_model=str(model_ids.get("image_model") or ""),
+                attributes=dict(p.attributes),
+            )
+        )
+    return docs

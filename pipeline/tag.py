@@ -1,0 +1,103 @@
+"""Stage: products → model tags with scores and evidence in the store (and the search backend kept in step).
+
+A product is (re)tagged when its content or the model changed since it was last tagged, so an interrupted
+run resumes where it stopped and a second run right after the first does nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shoptag.indexer.backend import SearchBackend
+from shoptag.indexer.store import Store, StoredProduct
+from shoptag.tagger.embedding_cache import EmbeddingCache
+from shoptag.tagger.model import TagDecision, TaggerModel, decide, load_model, score_sources
+
+from .encode import Encoders, encode_products
+from .progress import progress_bar
+from .search_docs import search_docs
+from .settings import Settings
+from .workspace import Workspace
+
+BATCH = 1000
+
+
+class StaleModelError(RuntimeError):
+    """The saved model was trained on vectors of other encoders than the settings name."""
+
+
+@dataclass
+class TagReport:
+    tagged: int = 0
+    skipped_up_to_date: int = 0
+    accepted: int = 0
+    review: int = 0
+    by_family: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def model_version(model: TaggerModel) -> str:
+    return f"{model.created_at:.6f}"
+
+
+def load_checked_model(models_dir: Path, encoders: Encoders) -> TaggerModel:
+    """The current model, refusing one trained with other encoders (its vectors would not compare)."""
+    model = load_model(models_dir)
+    if model.encoders != encoders.ids():
+        raise StaleModelError(
+            f"the model was trained with encoders {model.encoders}, the settings give {encoders.ids()}: "
+            "run `shoptag train` again"
+        )
+    return model
+
+
+def tag_batch(
+    model: TaggerModel, store: Store, encoders: Encoders, cache: EmbeddingCache, products: Sequence[StoredProduct],
+    backend: SearchBackend | None = None,
+) -> dict[str, list[TagDecision]]:
+    """Tag `products` now: score, decide, write tags (never over people's tags), update search."""
+    vectors, _ = encode_products(products, encoders, cache, show_progress=False)
+    scores = score_sources(model, vectors.fused, [p.text for p in products], [p.id for p in products])
+    version = model_version(model)
+    decisions = {p.id: decide(model, scores, row, vectors.modality(row)) for row, p in enumerate(products)}
+    with store.transaction() as db:
+        for p in products:
+            store.set_model_tags(
+                db, p.id, [(d.family, d.value, d.status, d.score, d.evidence) for d in decisions[p.id]],
+                f"{p.content_hash}@{version}",
+            )
+    if backend is not None:
+        report = backend.upsert(search_docs(store, products, vectors, model.encoders))
+        if report.failed:
+            raise RuntimeError(f"search index rejected {len(report.failed)} documents: {report.failed[:3]}")
+    return decisions
+
+
+def tag(
+    settings: Settings, store: Store, encoders: Encoders, backend: SearchBackend | None = None, *,
+    retag_all: bool = False, show_progress: bool = True,
+) -> TagReport:
+    workspace = Workspace(settings.workspace)
+    model = load_checked_model(workspace.models_dir, encoders)
+    version = model_version(model)
+    products = store.products()
+    current = store.tagged_hashes()
+    todo = [p for p in products if retag_all or current.get(p.id) != f"{p.content_hash}@{version}"]
+    report = TagReport(skipped_up_to_date=len(products) - len(todo))
+    cache = workspace.open_cache()
+    try:
+        with progress_bar("tag", len(todo), show_progress) as advance:
+            for start in range(0, len(todo), BATCH):
+                batch = todo[start : start + BATCH]
+                for decisions in tag_batch(model, store, encoders, cache, batch, backend).values():
+                    for d in decisions:
+                        counts = report.by_family.setdefault(d.family, {"accepted": 0, "review": 0})
+                        counts[d.status] += 1
+                report.tagged += len(batch)
+                advance(len(batch))
+    finally:
+        cache.close()
+    report.accepted = sum(c["accepted"] for c in report.by_family.values())
+    report.review = sum(c["review"] for c in report.by_family.values())
+    return report

@@ -1,0 +1,40 @@
+"""The workspace folder: everything a run makes lives here, so a run is reproducible and movable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from shoptag.indexer.store import Store
+from shoptag.tagger.embedding_cache import EmbeddingCache
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "shoptag.db"
+
+    @property
+    def cache_path(self) -> Path:
+        return self.root / "embeddings.db"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def rejects_dir(self) -> Path:
+        return self.root / "rejects"
+
+    @property
+    def search_dir(self) -> Path:
+        return self.root / "search"
+
+    def open_store(self) -> Store:
+        return Store(self.db_path)
+
+    def open_cache(self) -> EmbeddingCache:
+        return EmbeddingCache(self.cache_path)

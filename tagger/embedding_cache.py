@@ -1,0 +1,104 @@
+"""Embedding cache: vectors keyed by (model id, content hash), so an unchanged product is never encoded twice
+and a changed model (new id) never serves stale vectors."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS embeddings (
+    model_id TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (model_id, content_hash)
+) WITHOUT ROWID;
+"""
+
+
+class EmbeddingCache:
+    """A SQLite file of float32 vectors; safe to share between processes (WAL)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=60, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def get_many(self, model_id: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(hashes))
+        for start in range(0, len(unique), 900):  # SQLite's bound-parameter limit
+            chunk = unique[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT content_hash, vector FROM embeddings WHERE model_id = ? AND content_hash IN ({marks})",
+                [model_id, *chunk],
+            )
+            for key, blob in rows:
+                found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put_many(self, model_id: str, hashes: Sequence[str], vectors: np.ndarray) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO embeddings (model_id, content_hash, vector) VALUES (?, ?, ?)",
+                [(model_id, h, v.tobytes()) for h, v in zip(hashes, vectors)],
+            )
+
+    def count(self, model_id: str | None = None) -> int:
+        if model_id is None:
+            return self._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM embeddings WHERE model_id = ?", (model_id,)).fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def encode_with_cache(
+    items: Sequence[T],
+    hashes: Sequence[str],
+    *,
+    model_id: str,
+    dim: int,
+    encode: Callable[[Sequence[T]], np.ndarray],
+    cache: EmbeddingCache,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, int]:
+    """Vectors for `items` (one row each), encoding only those whose hash is not cached for `model_id`.
+
+    Each encoded batch is written to the cache at once, so an interrupted run resumes where it stopped.
+    Returns the (len(items), dim) matrix and how many items were actually encoded.
+    """
+    out = np.zeros((len(items), dim), dtype=np.float32)
+    cached = cache.get_many(model_id, hashes)
+    todo: dict[str, int] = {}
+    for row, key in enumerate(hashes):
+        if key in cached:
+            out[row] = cached[key]
+        elif key not in todo:
+            todo[key] = row
+    misses = list(todo.items())
+    if on_batch:
+        on_batch(len(items) - len(misses))
+    for start in range(0, len(misses), batch_size):
+        batch = misses[start : start + batch_size]
+        vectors = encode([items[row] for _, row in batch])
+        cache.put_many(model_id, [key for key, _ in batch], vectors)
+        for (key, _), vector in zip(batch, vectors):
+            cached[key] = vector
+        if on_batch:
+            on_batch(len(batch))
+    for row, key in enumerate(hashes):  # duplicates of an encoded hash and the freshly encoded rows
+        if key in todo:
+            out[row] = cached[key]
+    return out, len(misses)

@@ -1,0 +1,333 @@
+"""The tagger model: per family, three score sources (kNN vote, head, lexical), their fusion weights, a
+temperature and per-tag thresholds; plus the FAISS index of labelled products the kNN votes come from.
+
+`fit_tagger` learns all of it from arrays (vectors, texts, known tags) and a fit / validation split;
+`score_sources` and `decide` apply it. Nothing here reads files or the store: the pipeline does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from shoptag.indexer.vector_index import VectorIndex
+
+from .fuse import apply_temperature, choose_weights, fit_temperature, fuse_scores, log_loss
+from .head import HeadConfig, TagHead, head_from_state, head_state, predict_head, train_head
+from .lexical import LexicalClassifier
+from .metrics import choose_thresholds
+from .product_vector import query_scale
+from .propagate import gather_sims, select_labelled, vote, vote_weights
+from .vocab import FamilyVocab, build_vocabs
+
+KNN_TEMPERATURES = (0.01, 0.02, 0.05, 0.1, 0.2)
+EVIDENCE_NEIGHBOURS = 5
+FORMAT_VERSION = 1
+
+
+@dataclass
+class FamilyModel:
+    vocab: FamilyVocab
+    head: TagHead
+    lexical: LexicalClassifier | None
+    knn_temperature: float
+    weights: dict[str, float]
+    temperature: float
+    thresholds: np.ndarray  # per tag; +inf: never emitted, always "needs review"
+    report: dict = field(default_factory=dict)
+
+
+@dataclass
+class TaggerModel:
+    families: dict[str, FamilyModel]
+    index: VectorIndex  # fused vectors of the labelled products
+    labelled_ids: list[str]
+    labels: dict[str, sp.csr_matrix]  # family -> (len(labelled_ids), C) known values
+    encoders: dict[str, object]  # text_model, image_model, image_weight: vectors from other encoders are stale
+    knn_k: int
+    target_precision: float
+    created_at: float = field(default_factory=time.time)
+
+    def row_of(self) -> dict[str, int]:
+        return {pid: row for row, pid in enumerate(self.labelled_ids)}
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    knn_k: int = 20
+    target_precision: float = 0.9
+    lexical: bool = True
+    min_tag_count: int = 2
+    head: HeadConfig = HeadConfig()
+    weight_step: float = 0.1
+    index_factory: str = "auto"
+
+
+# ---- the kNN source -------------------------------------------------------------------------------------------
+def neighbours(
+    index: VectorIndex, row_of: Mapping[str, int], vectors: np.ndarray, ids: Sequence[str | None], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows into the labelled set, cosine-scale similarities) of the `k` nearest labelled products, never
+    the product itself; -1 / -inf pad."""
+    found, sims = index.search(vectors, k, exclude=list(ids))
+    rows = np.full((len(vectors), k), -1, dtype=np.int64)
+    for r, hit_ids in enumerate(found):
+        rows[r, : len(hit_ids)] = [row_of[h] for h in hit_ids]
+    return rows, sims * query_scale(vectors)[:, None]
+
+
+def knn_scores(rows: np.ndarray, sims: np.ndarray, labels: sp.csr_matrix, k: int, temperature: float) -> tuple[
+    np.ndarray, np.ndarray, np.ndarray
+]:
+    """kNN vote for one family: (scores, the neighbours used, their weights)."""
+    labelled = np.asarray(labels.sum(1)).ravel() > 0
+    chosen = select_labelled(rows, labelled, k)
+    weights = vote_weights(gather_sims(rows, sims, chosen), temperature)
+    return vote(chosen, weights, labels), chosen, weights
+
+
+def _targets(labels: sp.csr_matrix, multilabel: bool) -> np.ndarray:
+    dense = np.asarray(labels.todense())
+    return dense if multilabel else dense.argmax(1)
+
+
+# ---- fitting --------------------------------------------------------------------------------------------------
+def fit_tagger(
+    ids: Sequence[str],
+    vectors: np.ndarray,
+    texts: Sequence[str],
+    tags: Sequence[Mapping[str, Sequence[str]]],
+    fit_mask: np.ndarray,
+    val_mask: np.ndarray,
+    encoders: Mapping[str, object],
+    config: FitConfig = FitConfig(),
+    progress=None,
+) -> TaggerModel:
+    """Learn a tagger from the labelled products in `fit_mask`, choosing everything tunable on `val_mask`.
+
+    After tuning, the validation products join the kNN index, so production tagging sees every label.
+    """
+    fit_rows, val_rows = np.flatnonzero(fit_mask), np.flatnonzero(val_mask)
+    vocabs = build_vocabs([tags[i] for i in fit_rows], config.min_tag_count)
+    if not vocabs:
+        raise ValueError("no tag family with at least two learnable values among the labelled products")
+    fit_ids = [ids[i] for i in fit_rows]
+    index = VectorIndex.build(fit_ids, vectors[fit_rows], config.index_factory)
+    fit_row_of = {pid: r for r, pid in enumerate(fit_ids)}
+    val_vectors = vectors[val_rows]
+    search_k = 2 * config.knn_k
+    nb_rows, nb_sims = neighbours(index, fit_row_of, val_vectors, [ids[i] for i in val_rows], search_k)
+
+    families: dict[str, FamilyModel] = {}
+    for family, vocab in vocabs.items():
+        fit_labels = vocab.label_matrix([tags[i].get(family) for i in fit_rows])
+        val_labels = vocab.label_matrix([tags[i].get(family) for i in val_rows])
+        fit_has = np.asarray(fit_labels.sum(1)).ravel() > 0
+        val_has = np.asarray(val_labels.sum(1)).ravel() > 0
+        if val_has.sum() == 0:
+            continue
+        y_val = _targets(val_labels[val_has], vocab.multilabel)
+        y_fit = _targets(fit_labels[fit_has], vocab.multilabel)
+        sources: dict[str, np.ndarray] = {}
+
+        # kNN: the temperature with the lowest validation log loss
+        best_t, best_loss = KNN_TEMPERATURES[0], float("inf")
+        for t in KNN_TEMPERATURES:
+            scores, _, _ = knn_scores(nb_rows[val_has], nb_sims[val_has], fit_labels, config.knn_k, t)
+            loss = log_loss(scores + 1e-3, y_val, vocab.multilabel)
+            if loss < best_loss:
+                best_t, best_loss, sources["knn"] = t, loss, scores
+
+        head, head_report = train_head(
+            vectors[fit_rows][fit_has], y_fit, val_vectors[val_has], y_val, len(vocab), vocab.multilabel, config.head
+        )
+        sources["head"] = predict_head(head, val_vectors[val_has], vocab.multilabel)
+
+        lexical = None
+        if config.lexical:
+            lexical = LexicalClassifier()
+            lexical.fit([texts[i] for i in fit_rows[fit_has]], y_fit, len(vocab), multilabel=vocab.multilabel)
+            sources["lexical"] = lexical.predict_proba([texts[i] for i in val_rows[val_has]])
+
+        weights = choose_weights(sources, y_val, vocab.multilabel, config.weight_step)
+        fused = fuse_scores(sources, weights)
+        temperature = fit_temperature(fused, y_val, vocab.multilabel)
+        calibrated = apply_temperature(fused, temperature, vocab.multilabel)
+        thresholds = choose_thresholds(calibrated, y_val, config.target_precision)
+        families[family] = FamilyModel(
+            vocab, head, lexical, best_t, weights, temperature, thresholds,
+            report={"head": head_report, "knn_temperature": best_t, "val_size": int(val_has.sum())},
+        )
+        if progress:
+            progress(family)
+
+    labelled_rows = np.concatenate([fit_rows, val_rows])
+    labelled_ids = [ids[i] for i in labelled_rows]
+    index.add([ids[i] for i in val_rows], val_vectors)
+    labels = {
+        family: fm.vocab.label_matrix([tags[i].get(family) for i in labelled_rows]) for family, fm in families.items()
+    }
+    return TaggerModel(families, index, labelled_ids, labels, dict(encoders), config.knn_k, config.target_precision)
+
+
+# ---- applying -------------------------------------------------------------------------------------------------
+@dataclass
+class FamilyScores:
+    """Every source's scores for one family over a batch of products, and the kNN evidence."""
+
+    sources: dict[str, np.ndarray]
+    fused: np.ndarray  # calibrated
+    neighbour_rows: np.ndarray
+    neighbour_weights: np.ndarray
+
+
+def score_sources(
+    model: TaggerModel, vectors: np.ndarray, texts: Sequence[str], ids: Sequence[str | None]
+) -> dict[str, FamilyScores]:
+    """Scores of every source and the fused, calibrated score, per family, for a batch of products."""
+    rows, sims = neighbours(model.index, model.row_of(), vectors, ids, 2 * model.knn_k)
+    out = {}
+    for family, fm in model.families.items():
+        knn, chosen, weights = knn_scores(rows, sims, model.labels[family], model.knn_k, fm.knn_temperature)
+        sources = {"knn": knn, "head": predict_head(fm.head, vectors, fm.vocab.multilabel)}
+        if fm.lexical is not None:
+            sources["lexical"] = fm.lexical.predict_proba(list(texts))
+        fused = apply_temperature(fuse_scores(sources, fm.weights), fm.temperature, fm.vocab.multilabel)
+        out[family] = FamilyScores(sources, fused, chosen, weights)
+    return out
+
+
+@dataclass(frozen=True)
+class TagDecision:
+    family: str
+    value: str
+    score: float
+    status: str  # "accepted" | "review"
+    evidence: dict
+
+
+def decide(
+    model: TaggerModel, scores: Mapping[str, FamilyScores], row: int, modality: str
+) -> list[TagDecision]:
+    """The tags of product `row` of a scored batch: a tag is accepted when its calibrated score reaches its
+    threshold; a family with no accepted tag gets its best candidate marked "review", never a guess."""
+    decisions = []
+    for family, fs in scores.items():
+        fm = model.families[family]
+        fused = fs.fused[row]
+        if fm.vocab.multilabel:
+            picked = [int(c) for c in np.flatnonzero(fused >= fm.thresholds)]
+        else:
+            best = int(fused.argmax())
+            picked = [best] if fused[best] >= fm.thresholds[best] else []
+        status = "accepted" if picked else "review"
+        for col in picked or [int(fused.argmax())]:
+            decisions.append(
+                TagDecision(family, fm.vocab.values[col], float(fused[col]), status, _evidence(model, fs, family, row, col, modality))
+            )
+    return decisions
+
+
+def _evidence(model: TaggerModel, fs: FamilyScores, family: str, row: int, col: int, modality: str) -> dict:
+    """Why a tag: each source's score, the fusion weights, and the neighbours that voted for it."""
+    labels = model.labels[family]
+    voters = []
+    for r, w in zip(fs.neighbour_rows[row], fs.neighbour_weights[row]):
+        if r >= 0 and labels[r, col] > 0:
+            voters.append({"id": model.labelled_ids[r], "weight": round(float(w), 4)})
+    voters.sort(key=lambda v: -v["weight"])
+    fm = model.families[family]
+    return {
+        "sources": {name: round(float(s[row, col]), 4) for name, s in fs.sources.items()},
+        "weights": fm.weights,
+        "threshold": float(fm.thresholds[col]) if np.isfinite(fm.thresholds[col]) else None,
+        "neighbours": voters[:EVIDENCE_NEIGHBOURS],
+        "modality": modality,
+    }
+
+
+# ---- persistence ----------------------------------------------------------------------------------------------
+def save_model(model: TaggerModel, models_dir: Path) -> Path:
+    """Write the model to a new folder, then point `models_dir/current` at it with one atomic rename."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    name = time.strftime("tagger-%Y%m%d-%H%M%S", time.localtime(model.created_at)) + f"-{os.getpid()}"
+    tmp, final = models_dir / f"{name}.tmp", models_dir / name
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    meta = {
+        "format": FORMAT_VERSION,
+        "encoders": model.encoders,
+        "knn_k": model.knn_k,
+        "target_precision": model.target_precision,
+        "created_at": model.created_at,
+        "families": {
+            family: {
+                "vocab": fm.vocab.to_dict(),
+                "knn_temperature": fm.knn_temperature,
+                "weights": fm.weights,
+                "temperature": fm.temperature,
+                "thresholds": [t if np.isfinite(t) else None for t in fm.thresholds.tolist()],
+                "lexical": fm.lexical is not None,
+                "report": fm.report,
+            }
+            for family, fm in model.families.items()
+        },
+    }
+    (tmp / "model.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1))
+    torch.save({family: head_state(fm.head) for family, fm in model.families.items()}, tmp / "heads.pt")
+    for family, fm in model.families.items():
+        if fm.lexical is not None:
+            fm.lexical.save(tmp / f"lexical-{_safe(family)}.joblib")
+    model.index.save(tmp / "index.npz")
+    sp.save_npz(tmp / "labels.npz", sp.hstack([model.labels[f] for f in model.families]).tocsr())
+    (tmp / "labelled_ids.json").write_text(json.dumps(model.labelled_ids, ensure_ascii=False))
+    os.replace(tmp, final)
+    pointer = models_dir / "current.tmp"
+    pointer.write_text(name)
+    os.replace(pointer, models_dir / "current")
+    return final
+
+
+def load_model(models_dir: Path) -> TaggerModel:
+    """The model `models_dir/current` points at."""
+    pointer = models_dir / "current"
+    if not pointer.is_file():
+        raise FileNotFoundError(f"no trained model in {models_dir}: run `shoptag train` first")
+    folder = models_dir / pointer.read_text().strip()
+    meta = json.loads((folder / "model.json").read_text())
+    heads = torch.load(folder / "heads.pt", weights_only=False)
+    stacked = sp.load_npz(folder / "labels.npz").tocsc()
+    families, labels, start = {}, {}, 0
+    for family, fmeta in meta["families"].items():
+        vocab = FamilyVocab.from_dict(fmeta["vocab"])
+        labels[family] = stacked[:, start : start + len(vocab)].tocsr()
+        start += len(vocab)
+        lexical = LexicalClassifier.load(folder / f"lexical-{_safe(family)}.joblib") if fmeta["lexical"] else None
+        thresholds = np.array([np.inf if t is None else t for t in fmeta["thresholds"]], dtype=np.float64)
+        families[family] = FamilyModel(
+            vocab, head_from_state(heads[family]), lexical, fmeta["knn_temperature"], fmeta["weights"],
+            fmeta["temperature"], thresholds, fmeta["report"],
+        )
+    return TaggerModel(
+        families,
+        VectorIndex.load(folder / "index.npz"),
+        json.loads((folder / "labelled_ids.json").read_text()),
+        labels,
+        meta["encoders"],
+        meta["knn_k"],
+        meta["target_precision"],
+        meta["created_at"],
+    )
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
