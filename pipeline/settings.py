@@ -86,6 +86,12 @@ class ESSettings(BaseModel):
         "int8_hnsw"
     )
     bulk_chunk_size: int = Field(500, ge=1)
+    # bulk items rejected with 429 are retried `max_retries` times, waiting initial * 2**attempt up to max
+    bulk_initial_backoff: float = Field(2.0, gt=0)
+    bulk_max_backoff: float = Field(60.0, gt=0)
+    # hybrid search: `rrf` retriever, client-side fusion of two searches (`client`), or `auto` (rrf, falling
+    # back to client-side fusion when the cluster rejects the retriever: no license, or older than 8.14)
+    hybrid: Literal["auto", "rrf", "client"] = "auto"
 
 
 class ServiceSettings(BaseModel):
