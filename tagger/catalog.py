@@ -126,9 +126,12 @@ def read_catalog(path: Path, settings: CatalogSettings, *, fmt: str | None = Non
     if kind == "jsonl":
         records = _jsonl_records(path)
     elif kind == "parquet":
+        _check_columns(path, _parquet_schema(path).names)
         records = _parquet_records(path)
     else:
-        records = _csv_records(path, "\t" if kind == "tsv" else ",")
+        delimiter = "\t" if kind == "tsv" else ","
+        _check_columns(path, _csv_header(path, delimiter))
+        records = _csv_records(path, delimiter)
     return _validated(records, path.parent.resolve(), settings)
 
 
@@ -219,13 +222,7 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[Parsed]:
     """CSV/TSV rows as flat dicts; undecodable bytes are kept as surrogates and the row rejected."""
     with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f, delimiter=delimiter)
-        try:
-            header = [name.strip() for name in next(reader)]
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise CatalogError(f"{path}: unreadable header ({exc})") from exc
-        _check_columns(path, header)
+        header = [name.strip() for name in next(reader)]
         while True:
             start = reader.line_num + 1
             try:
@@ -250,13 +247,8 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[Parsed]:
 
 def _parquet_records(path: Path) -> Iterator[Parsed]:
     """Parquet rows in batches, so memory stays bounded by the batch, not the file."""
-    try:
-        parquet = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise CatalogError(f"{path}: not a readable Parquet file ({exc})") from exc
-    with parquet:
+    with pq.ParquetFile(path) as parquet:
         schema = parquet.schema_arrow
-        _check_columns(path, schema.names)
         maps = {f.name for f in schema if pa.types.is_map(f.type)}
         pandas_index = [name for name in schema.names if name.startswith("__index_level_")]
         number = 0
@@ -269,6 +261,24 @@ def _parquet_records(path: Path) -> Iterator[Parsed]:
                 for name in pandas_index:
                     del row[name]
                 yield number, json.dumps(row, ensure_ascii=False, default=str), _unflatten(row)
+
+
+def _csv_header(path: Path, delimiter: str) -> list[str]:
+    """The header row, read before streaming so a file without an `id` column fails at once."""
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        try:
+            return [name.strip() for name in next(csv.reader(f, delimiter=delimiter))]
+        except StopIteration:
+            raise CatalogError(f"{path}: empty file, no header row") from None
+        except csv.Error as exc:
+            raise CatalogError(f"{path}: unreadable header ({exc})") from exc
+
+
+def _parquet_schema(path: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise CatalogError(f"{path}: not a readable Parquet file ({exc})") from exc
 
 
 def _check_columns(path: Path, names: list[str]) -> None:
