@@ -1,0 +1,17 @@
+"""Choosing the search backend from settings: Elasticsearch when a URL is set, the embedded store otherwise."""
+
+from __future__ import annotations
+
+from ..pipeline.settings import Settings
+from .backend import SearchBackend
+from .embedded_search import EmbeddedBackend
+from .search_common import VectorDims
+
+
+def open_backend(settings: Settings, dims: VectorDims) -> SearchBackend:
+    """The configured backend; for Elasticsearch this checks the cluster answers (`BackendUnavailable` if not)."""
+    if settings.backend == "es":
+        from .es.backend import ESBackend  # the client is an optional dependency (`shoptag[es]`)
+
+        return ESBackend(settings.es, dims)
+    return EmbeddedBackend(settings.workspace / "search", dims, factory=settings.index.factory)

@@ -1,0 +1,155 @@
+"""`SearchBackend` on Elasticsearch 8.15+/9.x (or anything speaking its REST API), behind one alias."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from elasticsearch import ApiError, Elasticsearch, NotFoundError
+
+from ...pipeline.settings import ESSettings
+from ..documents import Hit, SearchDoc, SearchQuery, SearchResults, WriteReport
+from ..search_common import VectorDims, batches, changed_docs, has_words, rrf_fuse
+from .client import connect, unavailable_as_error
+from .reindex import bulk_write, delete_actions, ensure_alias, full_reindex, index_actions
+from .search import hybrid_body, knn_body, similar_body, text_body, union_body
+
+
+class ESBackend:
+    """Products in the index behind `settings.index_alias`; writes go through the alias, reindexes swap it.
+
+    Raises `BackendUnavailable` (from `.client`) when the cluster cannot be reached, here or later.
+    """
+
+    name = "elasticsearch"
+
+    def __init__(self, settings: ESSettings, dims: VectorDims, client: Elasticsearch | None = None) -> None:
+        self.settings = settings
+        self.dims = dims
+        self.alias = settings.index_alias
+        self._client = client if client is not None else connect(settings)
+        self._rrf = settings.hybrid != "client"  # cleared when the cluster turns the retriever down
+
+    # ---- writing --------------------------------------------------------------------------------------------
+    def upsert(self, docs: Iterable[SearchDoc]) -> WriteReport:
+        with unavailable_as_error(self.settings.url or ""):
+            ensure_alias(self._client, self.settings, self.dims)
+            report = bulk_write(self._client, index_actions(docs, self.alias, self.settings.mapping_version), self.settings)
+            self._client.indices.refresh(index=self.alias)
+        return report
+
+    def delete(self, ids: Sequence[str]) -> WriteReport:
+        with unavailable_as_error(self.settings.url or ""):
+            if not self._client.indices.exists_alias(name=self.alias):
+                return WriteReport()
+            report = bulk_write(self._client, delete_actions(ids, self.alias), self.settings)
+            self._client.indices.refresh(index=self.alias)
+        return report
+
+    def reindex(self, docs: Iterable[SearchDoc], *, incremental: bool = False) -> WriteReport:
+        """Full: new index + one alias swap (see `reindex.full_reindex`); incremental: upsert changed docs only,
+        judged by the fingerprint stored with each document."""
+        if not incremental:
+            with unavailable_as_error(self.settings.url or ""):
+                return full_reindex(self._client, self.settings, self.dims, docs)
+        changed: list[SearchDoc] = []
+        with unavailable_as_error(self.settings.url or ""):
+            ensure_alias(self._client, self.settings, self.dims)
+            for batch in batches(docs, self.settings.bulk_chunk_size):
+                changed += changed_docs(batch, self._fingerprints([d.id for d in batch]))
+        return self.upsert(changed)
+
+    # ---- reading --------------------------------------------------------------------------------------------
+    def search(self, query: SearchQuery) -> SearchResults:
+        """Hybrid (rrf, or fused here when the cluster has no rrf), BM25 only, kNN only, or filtered browse."""
+        with unavailable_as_error(self.settings.url or ""):
+            try:
+                if has_words(query.text) and query.vector is not None:
+                    return self._hybrid(query)
+                body = knn_body(query) if query.vector is not None else text_body(query)
+                return _results(self._search(body), query)
+            except NotFoundError:  # no index yet: nothing to find
+                return SearchResults(hits=[], total=0, facets={family: [] for family in query.facets})
+
+    def similar(self, product_id: str, k: int = 10, filters: dict[str, list[str]] | None = None) -> list[Hit]:
+        """Nearest products by fused vector within `filters`, never the product itself; KeyError if unknown."""
+        with unavailable_as_error(self.settings.url or ""):
+            try:
+                doc = self._client.get(index=self.alias, id=product_id, source_includes=["fused_vector"])
+            except NotFoundError:
+                raise KeyError(product_id) from None
+            vector = doc["_source"].get("fused_vector")
+            if vector is None:
+                return []
+            return [_hit(h) for h in self._search(similar_body(vector, k, filters or {}, product_id))["hits"]["hits"]]
+
+    def count(self) -> int:
+        with unavailable_as_error(self.settings.url or ""):
+            try:
+                return int(self._client.count(index=self.alias)["count"])
+            except NotFoundError:
+                return 0
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _search(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._client.search(index=self.alias, body=body).body
+
+    def _hybrid(self, query: SearchQuery) -> SearchResults:
+        if self._rrf:
+            try:
+                return _results(self._search(hybrid_body(query)), query)
+            except ApiError as error:
+                if self.settings.hybrid == "rrf" or not _rrf_refused(error):
+                    raise
+                self._rrf = False
+        return self._fuse_here(query)
+
+    def _fuse_here(self, query: SearchQuery) -> SearchResults:
+        """Reciprocal rank fusion of a kNN and a BM25 search, counted over their union as rrf would."""
+        knn = self._search(knn_body(query, size=query.window))["hits"]["hits"]
+        text = self._search(text_body(query, size=query.window))["hits"]["hits"]
+        union = self._search(union_body(query, [h["_id"] for h in knn]))
+        by_id = {h["_id"]: h for h in knn + text}
+        fused = rrf_fuse([[h["_id"] for h in text], [h["_id"] for h in knn]], query.rank_constant)
+        hits = [_hit(by_id[pid], score) for pid, score in fused[: query.size]]
+        return SearchResults(hits=hits, total=_total(union), facets=_facets(union, query))
+
+    def _fingerprints(self, ids: list[str]) -> dict[str, str]:
+        found = self._client.mget(index=self.alias, ids=ids, source_includes=["fingerprint"])["docs"]
+        return {d["_id"]: d["_source"].get("fingerprint", "") for d in found if d.get("found")}
+
+
+def _rrf_refused(error: ApiError) -> bool:
+    """Whether the cluster refused the rrf retriever itself (unknown, or not in its licence)."""
+    text = str(error).lower()
+    return error.status_code in (400, 403) and any(word in text for word in ("rrf", "retriever", "license"))
+
+
+def _hit(hit: dict[str, Any], score: float | None = None) -> Hit:
+    source = hit.get("_source", {})
+    return Hit(
+        id=hit["_id"],
+        score=float(score if score is not None else hit.get("_score") or 0.0),
+        title=source.get("title", ""),
+        tags=source.get("tags", {}),
+    )
+
+
+def _total(response: dict[str, Any]) -> int:
+    return int(response["hits"]["total"]["value"])
+
+
+def _facets(response: dict[str, Any], query: SearchQuery) -> dict[str, list[tuple[str, int]]]:
+    aggs = response.get("aggregations", {})
+    return {
+        family: [(b["key"], int(b["doc_count"])) for b in aggs.get(family, {}).get("buckets", [])]
+        for family in query.facets
+    }
+
+
+def _results(response: dict[str, Any], query: SearchQuery) -> SearchResults:
+    return SearchResults(
+        hits=[_hit(h) for h in response["hits"]["hits"]], total=_total(response), facets=_facets(response, query)
+    )
