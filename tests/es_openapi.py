@@ -6,6 +6,8 @@ The spec is turned into one JSON Schema (draft 2020-12) document:
   `additionalProperties` rejects unknown keys, so a misspelt field fails. Because the spec models
   inheritance as `allOf: [base, own part]`, the check (`unevaluatedProperties: false`) goes on the schema a
   value is validated against, and the bases it is built from are referenced in an open form;
+- discriminated unions (mapping property types, analyzers, ...) validate against the alternative their tag
+  names, instead of trying all of them;
 - `_types.query_dsl.TermsQuery` stays open: its field names are keys (a TypeScript index signature that the
   OpenAPI rendering loses).
 
@@ -126,6 +128,8 @@ class ESRequestValidator:
         """Copy of `node` as JSON Schema 2020-12 (see the module docstring)."""
         if not isinstance(node, dict):
             return node
+        if "discriminator" in node and "mapping" in node["discriminator"]:
+            return self._dispatch(node["discriminator"], in_all_of=in_all_of)
         out: dict[str, Any] = {}
         for key, value in node.items():
             if key == "$ref":
@@ -149,6 +153,22 @@ class ESRequestValidator:
             return {"anyOf": [out, {"type": "null"}]}
         return out
 
+    def _dispatch(self, discriminator: dict[str, Any], *, in_all_of: bool) -> dict[str, Any]:
+        """A discriminated union validated against the one alternative its tag names (fast, and its errors are
+        about that alternative); a value without the tag may be any of them."""
+        tag, mapping = discriminator["propertyName"], discriminator["mapping"]
+        prefix = "#/$defs/" + ("open:" if in_all_of else "")
+        branches = {value: prefix + ref.removeprefix(REF) for value, ref in mapping.items()}
+        return {
+            "properties": {tag: {"enum": sorted(branches)}},
+            "allOf": [
+                {"if": {"properties": {tag: {"const": value}}, "required": [tag]}, "then": {"$ref": ref}}
+                for value, ref in sorted(branches.items())
+            ],
+            "if": {"not": {"required": [tag]}},
+            "then": {"anyOf": [{"$ref": ref} for ref in sorted(set(branches.values()))]},
+        }
+
     # ---- validation -----------------------------------------------------------------------------------------
     def _body_schema(self, method: str, path: str) -> dict[str, Any]:
         request = self.spec["paths"][path][method]["requestBody"]
@@ -164,8 +184,7 @@ class ESRequestValidator:
             validator = self._validators[key] = Draft202012Validator({**schema, "$defs": self._defs})
         errors = list(_flatten(validator.iter_errors(instance)))
         if errors:
-            # the deepest error names the misspelt key; the shallow ones only say that a parent did not match
-            error = max(errors, key=lambda e: (len(e.absolute_path), "nevaluated" not in e.message))
+            error = min(errors, key=_telling)
             raise ValidationError(f"{what}: {error.message} at {list(error.absolute_path)}")
 
     def _compile_routes(self) -> list[tuple[re.Pattern[str], int, str, str]]:
@@ -191,3 +210,10 @@ def _flatten(errors: Iterable[ValidationError]) -> Iterator[ValidationError]:
     for error in errors:
         yield error
         yield from _flatten(error.context or [])
+
+
+def _telling(error: ValidationError) -> tuple[int, int, int]:
+    """Sort key putting first the error that best names the mistake: an unknown key (the deepest, and in the
+    alternative with the fewest of them, i.e. the one meant), then a missing one, then the deepest of the rest."""
+    kind = {"unevaluatedProperties": 0, "required": 1}.get(str(error.validator), 2)
+    return kind, -len(error.absolute_path), len(error.message)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from importlib import resources
 from pathlib import Path
 
 import httpx
@@ -78,10 +76,9 @@ class NoidaServer:
     same data directory, so tests can take it down and bring it back."""
 
     def __init__(self, data_dir: Path) -> None:
-        binary = shutil.which("noida-db", path=str(Path(sys.executable).parent)) or shutil.which("noida-db")
-        if binary is None:
-            pytest.skip("noida-db is not installed (pip install noida-db)")
-        self.binary = binary
+        noida_db = pytest.importorskip("noida_db", reason="noida-db is not installed (pip install noida-db)")
+        # the server binary itself, not the `noida-db` script that runs it as a child: stopping is then exact
+        self.binary = str(resources.files(noida_db).joinpath("noida-db"))
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -93,7 +90,6 @@ class NoidaServer:
             [self.binary, "start", "--only", "elasticsearch", "--host", "127.0.0.1",
              "--elasticsearch-port", str(self.port), "--data-dir", str(self.data_dir)],
             stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,  # the script runs the server as a child: stop the whole group
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -113,14 +109,12 @@ class NoidaServer:
         """Terminate the server (it saves its data on the way out; the data directory stays)."""
         if self.process is None:
             return
+        self.process.terminate()
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.kill()
             self.process.wait()
-        except ProcessLookupError:
-            pass
         self.process = None
 
 
@@ -158,8 +152,8 @@ def noida_factory(tmp_path: Path) -> Iterator[Callable[[], NoidaServer]]:
 def es_settings(url: str, **changes: object) -> ESSettings:
     """Connection settings for `url` with a fresh alias (and auth from SHOPTAG_ES__* when set)."""
     base = Settings().es if os.environ.get("SHOPTAG_ES_URL") == url else ESSettings()
-    return base.model_copy(update={"url": url, "index_alias": f"test-{uuid.uuid4().hex[:12]}", "max_retries": 2,
-                                   "request_timeout": 10.0, **changes})
+    return ESSettings(**{**base.model_dump(), "url": url, "index_alias": f"test-{uuid.uuid4().hex[:12]}",
+                         "max_retries": 2, "request_timeout": 10.0, **changes})
 
 
 def drop_alias(settings: ESSettings) -> None:

@@ -141,7 +141,7 @@ def template_params(query: SearchQuery) -> dict[str, Any]:
         "text": query.text,
         "vector": knn["query_vector"],
         "filters": knn["filter"],
-        "aggregations": facet_aggs(query),
+        "aggs": facet_aggs(query),
         "size": query.size,
         "window": query.window,
         "num_candidates": knn["num_candidates"],
