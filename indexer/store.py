@@ -197,10 +197,11 @@ class Store:
 
     def set_model_tags(
         self, db: sqlite3.Connection, product_id: str, tags: Sequence[tuple[str, str, str, float, dict]], tagged_hash: str
-    ) -> None:
+    ) -> set[str]:
         """Replace the model's tags of a product: (family, value, status, score, evidence) tuples.
 
         Families the product has catalog or feedback tags in are skipped: people's tags are never overwritten.
+        Returns the families written.
         """
         now = time.time()
         owned = {
@@ -220,6 +221,7 @@ class Store:
             ],
         )
         db.execute("UPDATE products SET tagged_hash = ? WHERE id = ?", (tagged_hash, product_id))
+        return {family for family, *_ in tags} - owned
 
     def tags_of(self, product_id: str) -> list[StoredTag]:
         rows = self._query(

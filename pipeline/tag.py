@@ -56,17 +56,19 @@ def tag_batch(
     model: TaggerModel, store: Store, encoders: Encoders, cache: EmbeddingCache, products: Sequence[StoredProduct],
     backend: SearchBackend | None = None,
 ) -> dict[str, list[TagDecision]]:
-    """Tag `products` now: score, decide, write tags (never over people's tags), update search."""
+    """Tag `products` now: score, decide, write tags (never over people's tags), update search.
+    Returns the decisions written: families people tagged keep their tags and are left out."""
     vectors, _ = encode_products(products, encoders, cache, show_progress=False)
     scores = score_sources(model, vectors.fused, [p.text for p in products], [p.id for p in products])
     version = model_version(model)
     decisions = {p.id: decide(model, scores, row, vectors.modality(row)) for row, p in enumerate(products)}
     with store.transaction() as db:
         for p in products:
-            store.set_model_tags(
+            written = store.set_model_tags(
                 db, p.id, [(d.family, d.value, d.status, d.score, d.evidence) for d in decisions[p.id]],
                 f"{p.content_hash}@{version}",
             )
+            decisions[p.id] = [d for d in decisions[p.id] if d.family in written]
     if backend is not None:
         report = backend.upsert(search_docs(store, products, vectors, model.encoders))
         if report.failed:

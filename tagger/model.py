@@ -1,7 +1,8 @@
 """The tagger model: per family, three score sources (kNN vote, head, lexical), their fusion weights, a
 temperature and per-tag thresholds; plus the FAISS index of labelled products the kNN votes come from.
 
-`fit_tagger` learns all of it from arrays (vectors, texts, known tags) and a fit / validation split;
+`fit_tagger` learns all of it from arrays (vectors, texts, known tags) and a fit / validation split
+(k-fold cross-fitting instead for small catalogs);
 `score_sources` and `decide` apply it. Nothing here reads files or the store: the pipeline does.
 """
 
@@ -12,7 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from .lexical import LexicalClassifier
 from .metrics import choose_thresholds
 from .product_vector import query_scale
 from .propagate import gather_sims, select_labelled, vote, vote_weights
+from .split import unit_hash
 from .vocab import FamilyVocab, build_vocabs
 
 KNN_TEMPERATURES = (0.01, 0.02, 0.05, 0.1, 0.2)
@@ -70,6 +72,8 @@ class FitConfig:
     head: HeadConfig = HeadConfig()
     weight_step: float = 0.1
     index_factory: str = "auto"
+    crossfit_below: int = 3000  # fewer labelled products than this: tune on k-fold out-of-fold scores
+    crossfit_folds: int = 5
 
 
 # ---- the kNN source -------------------------------------------------------------------------------------------
@@ -101,6 +105,64 @@ def _targets(labels: sp.csr_matrix, multilabel: bool) -> np.ndarray:
 
 
 # ---- fitting --------------------------------------------------------------------------------------------------
+@dataclass
+class _FoldScores:
+    """Out-of-sample scores of every source for the rows a fold scores, per family."""
+
+    rows: np.ndarray
+    knn: dict[str, dict[float, np.ndarray]]  # family -> kNN temperature -> scores
+    head: dict[str, np.ndarray]
+    lexical: dict[str, np.ndarray]
+    heads: dict[str, tuple[TagHead, dict]]
+    lexicals: dict[str, LexicalClassifier]
+    index: VectorIndex
+
+
+def _fit_fold(
+    ids: Sequence[str], vectors: np.ndarray, texts: Sequence[str], tags: Sequence[Mapping[str, Sequence[str]]],
+    vocabs: Mapping[str, FamilyVocab], train_rows: np.ndarray, score_rows: np.ndarray, config: FitConfig,
+) -> _FoldScores:
+    """Fit every source on `train_rows` and score `score_rows` with them."""
+    train_ids = [ids[i] for i in train_rows]
+    index = VectorIndex.build(train_ids, vectors[train_rows], config.index_factory)
+    nb_rows, nb_sims = neighbours(
+        index, {pid: r for r, pid in enumerate(train_ids)}, vectors[score_rows], [ids[i] for i in score_rows], 2 * config.knn_k
+    )
+    fold = _FoldScores(score_rows, {}, {}, {}, {}, {}, index)
+    for family, vocab in vocabs.items():
+        train_labels = vocab.label_matrix([tags[i].get(family) for i in train_rows])
+        score_labels = vocab.label_matrix([tags[i].get(family) for i in score_rows])
+        has = np.asarray(train_labels.sum(1)).ravel() > 0
+        y_train = _targets(train_labels[has], vocab.multilabel)
+        score_has = np.asarray(score_labels.sum(1)).ravel() > 0
+        fold.knn[family] = {
+            t: knn_scores(nb_rows, nb_sims, train_labels, config.knn_k, t)[0] for t in KNN_TEMPERATURES
+        }
+        head = train_head(
+            vectors[train_rows][has], y_train, vectors[score_rows][score_has],
+            _targets(score_labels[score_has], vocab.multilabel), len(vocab), vocab.multilabel, config.head,
+        )
+        fold.heads[family] = head
+        fold.head[family] = predict_head(head[0], vectors[score_rows], vocab.multilabel)
+        if config.lexical:
+            lexical = LexicalClassifier().fit(
+                [texts[i] for i in train_rows[has]], y_train, len(vocab), multilabel=vocab.multilabel
+            )
+            fold.lexicals[family] = lexical
+            fold.lexical[family] = lexical.predict_proba([texts[i] for i in score_rows])
+    return fold
+
+
+def _folds(ids: Sequence[str], fit_rows: np.ndarray, val_rows: np.ndarray, config: FitConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train rows, score rows) pairs: the given split, or k folds of all labelled rows for small catalogs,
+    where a 15% validation slice would be too few products to calibrate on."""
+    pool = np.sort(np.concatenate([fit_rows, val_rows]))
+    if len(pool) >= config.crossfit_below:
+        return [(fit_rows, val_rows)]
+    fold_of = np.array([int(unit_hash(ids[i], salt="shoptag-fold") * config.crossfit_folds) for i in pool])
+    return [(pool[fold_of != f], pool[fold_of == f]) for f in range(config.crossfit_folds) if (fold_of == f).any()]
+
+
 def fit_tagger(
     ids: Sequence[str],
     vectors: np.ndarray,
@@ -110,72 +172,68 @@ def fit_tagger(
     val_mask: np.ndarray,
     encoders: Mapping[str, object],
     config: FitConfig = FitConfig(),
-    progress=None,
 ) -> TaggerModel:
-    """Learn a tagger from the labelled products in `fit_mask`, choosing everything tunable on `val_mask`.
+    """Learn a tagger from the labelled products in `fit_mask`, choosing everything tunable on `val_mask`
+    (or, for small catalogs, on out-of-fold scores of all of them).
 
     After tuning, the validation products join the kNN index, so production tagging sees every label.
     """
     fit_rows, val_rows = np.flatnonzero(fit_mask), np.flatnonzero(val_mask)
+    pool = np.sort(np.concatenate([fit_rows, val_rows]))
     vocabs = build_vocabs([tags[i] for i in fit_rows], config.min_tag_count)
     if not vocabs:
         raise ValueError("no tag family with at least two learnable values among the labelled products")
-    fit_ids = [ids[i] for i in fit_rows]
-    index = VectorIndex.build(fit_ids, vectors[fit_rows], config.index_factory)
-    fit_row_of = {pid: r for r, pid in enumerate(fit_ids)}
-    val_vectors = vectors[val_rows]
-    search_k = 2 * config.knn_k
-    nb_rows, nb_sims = neighbours(index, fit_row_of, val_vectors, [ids[i] for i in val_rows], search_k)
+    folds = [_fit_fold(ids, vectors, texts, tags, vocabs, tr, sc, config) for tr, sc in _folds(ids, fit_rows, val_rows, config)]
+    crossfit = len(folds) > 1
+    scored = np.concatenate([f.rows for f in folds])
 
     families: dict[str, FamilyModel] = {}
     for family, vocab in vocabs.items():
-        fit_labels = vocab.label_matrix([tags[i].get(family) for i in fit_rows])
-        val_labels = vocab.label_matrix([tags[i].get(family) for i in val_rows])
-        fit_has = np.asarray(fit_labels.sum(1)).ravel() > 0
-        val_has = np.asarray(val_labels.sum(1)).ravel() > 0
-        if val_has.sum() == 0:
+        labels = vocab.label_matrix([tags[i].get(family) for i in scored])
+        has = np.asarray(labels.sum(1)).ravel() > 0
+        if not has.any():
             continue
-        y_val = _targets(val_labels[val_has], vocab.multilabel)
-        y_fit = _targets(fit_labels[fit_has], vocab.multilabel)
-        sources: dict[str, np.ndarray] = {}
-
-        # kNN: the temperature with the lowest validation log loss
-        best_t, best_loss = KNN_TEMPERATURES[0], float("inf")
-        for t in KNN_TEMPERATURES:
-            scores, _, _ = knn_scores(nb_rows[val_has], nb_sims[val_has], fit_labels, config.knn_k, t)
-            loss = log_loss(scores + 1e-3, y_val, vocab.multilabel)
-            if loss < best_loss:
-                best_t, best_loss, sources["knn"] = t, loss, scores
-
-        head, head_report = train_head(
-            vectors[fit_rows][fit_has], y_fit, val_vectors[val_has], y_val, len(vocab), vocab.multilabel, config.head
-        )
-        sources["head"] = predict_head(head, val_vectors[val_has], vocab.multilabel)
-
-        lexical = None
+        y = _targets(labels[has], vocab.multilabel)
+        knn_by_t = {t: np.vstack([f.knn[family][t] for f in folds])[has] for t in KNN_TEMPERATURES}
+        knn_t = min(KNN_TEMPERATURES, key=lambda t: log_loss(knn_by_t[t] + 1e-3, y, vocab.multilabel))
+        sources = {"knn": knn_by_t[knn_t], "head": np.vstack([f.head[family] for f in folds])[has]}
         if config.lexical:
-            lexical = LexicalClassifier()
-            lexical.fit([texts[i] for i in fit_rows[fit_has]], y_fit, len(vocab), multilabel=vocab.multilabel)
-            sources["lexical"] = lexical.predict_proba([texts[i] for i in val_rows[val_has]])
-
-        weights = choose_weights(sources, y_val, vocab.multilabel, config.weight_step)
+            sources["lexical"] = np.vstack([f.lexical[family] for f in folds])[has]
+        weights = choose_weights(sources, y, vocab.multilabel, config.weight_step)
         fused = fuse_scores(sources, weights)
-        temperature = fit_temperature(fused, y_val, vocab.multilabel)
-        calibrated = apply_temperature(fused, temperature, vocab.multilabel)
-        thresholds = choose_thresholds(calibrated, y_val, config.target_precision)
+        temperature = fit_temperature(fused, y, vocab.multilabel)
+        thresholds = choose_thresholds(apply_temperature(fused, temperature, vocab.multilabel), y, config.target_precision)
+        if crossfit:  # refit on every labelled product, as many epochs as the folds found best
+            pool_labels = vocab.label_matrix([tags[i].get(family) for i in pool])
+            pool_has = np.asarray(pool_labels.sum(1)).ravel() > 0
+            y_pool = _targets(pool_labels[pool_has], vocab.multilabel)
+            epochs = int(np.median([f.heads[family][1]["best_epoch"] for f in folds])) + 1
+            no_rows = np.zeros((0, vectors.shape[1]), dtype=np.float32)
+            head, head_report = train_head(
+                vectors[pool][pool_has], y_pool, no_rows, y_pool[:0], len(vocab), vocab.multilabel,
+                replace(config.head, epochs=epochs),
+            )
+            lexical = (
+                LexicalClassifier().fit([texts[i] for i in pool[pool_has]], y_pool, len(vocab), multilabel=vocab.multilabel)
+                if config.lexical else None
+            )
+        else:
+            head, head_report = folds[0].heads[family]
+            lexical = folds[0].lexicals.get(family)
         families[family] = FamilyModel(
-            vocab, head, lexical, best_t, weights, temperature, thresholds,
-            report={"head": head_report, "knn_temperature": best_t, "val_size": int(val_has.sum())},
+            vocab, head, lexical, knn_t, weights, temperature, thresholds,
+            report={"head": head_report, "knn_temperature": knn_t, "tuned_on": int(has.sum()),
+                    "tuning": f"{len(folds)}-fold cross-fitting" if crossfit else "validation split"},
         )
-        if progress:
-            progress(family)
 
-    labelled_rows = np.concatenate([fit_rows, val_rows])
-    labelled_ids = [ids[i] for i in labelled_rows]
-    index.add([ids[i] for i in val_rows], val_vectors)
-    labels = {
-        family: fm.vocab.label_matrix([tags[i].get(family) for i in labelled_rows]) for family, fm in families.items()
-    }
+    order = pool if crossfit else np.concatenate([fit_rows, val_rows])
+    labelled_ids = [ids[i] for i in order]
+    if crossfit:
+        index = VectorIndex.build(labelled_ids, vectors[order], config.index_factory)
+    else:
+        index = folds[0].index
+        index.add([ids[i] for i in val_rows], vectors[val_rows])
+    labels = {family: fm.vocab.label_matrix([tags[i].get(family) for i in order]) for family, fm in families.items()}
     return TaggerModel(families, index, labelled_ids, labels, dict(encoders), config.knn_k, config.target_precision)
 
 

@@ -58,7 +58,7 @@ class SentenceTransformerEncoder:
         self._model = SentenceTransformer(name_or_path, device=self.device)
         if self.device.startswith("cuda"):
             self._model.half()
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        self.dim = int(self._model.get_embedding_dimension())
         self.model_id = f"st:{_model_fingerprint(name_or_path)}"
 
     def encode(self, texts: Sequence[str], *, query: bool = False) -> np.ndarray:
