@@ -13,6 +13,7 @@ import chevron
 import numpy as np
 import pytest
 from elastic_transport import Urllib3HttpNode
+from elasticsearch.helpers import expand_action
 from es_openapi import SPEC, ESRequestValidator
 from fixtures_search import DIMS, drop_alias, es_settings, topic_vector
 from jsonschema.exceptions import ValidationError
@@ -46,8 +47,6 @@ def validator() -> ESRequestValidator:
 
 def bulk_lines(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ndjson lines `helpers.streaming_bulk` sends for `actions` (action line, then source)."""
-    from elasticsearch.helpers import expand_action
-
     lines = []
     for action in actions:
         meta, source = expand_action(copy.deepcopy(action))
