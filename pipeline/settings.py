@@ -102,6 +102,9 @@ class ServiceSettings(BaseModel):
     api_key: SecretStr | None = None  # when set, write endpoints need header `X-API-Key`
     max_batch: int = Field(256, ge=1)
     max_body_bytes: int = Field(5_000_000, ge=1)
+    # Folder that image paths sent to `POST /products` are resolved in (and must stay inside); unset: products
+    # sent to the service cannot name local images, so a client can never make the server read its files.
+    image_root: Path | None = None
 
 
 class Settings(BaseSettings):

@@ -135,6 +135,12 @@ def read_catalog(path: Path, settings: CatalogSettings, *, fmt: str | None = Non
     return _validated(records, path.parent.resolve(), settings)
 
 
+def parse_record(record: dict[str, Any], base: Path, settings: CatalogSettings) -> Product:
+    """One record that did not come from a file (e.g. a JSON object sent to the service), validated exactly as
+    a catalog line is; raises `InvalidRecord` naming the field at fault. Relative image paths resolve from `base`."""
+    return _product(record, None, base, settings)
+
+
 def write_rejects(rejects: Iterable[Reject], path: Path) -> int:
     """Write rejects as JSONL atomically (temp file + rename), so a crash never leaves half a file.
 
@@ -365,7 +371,7 @@ def _raw_id(record: dict[str, Any] | InvalidRecord) -> str | None:
     return str(value).strip() or None
 
 
-def _product(record: dict[str, Any], line: int, base: Path, settings: CatalogSettings) -> Product:
+def _product(record: dict[str, Any], line: int | None, base: Path, settings: CatalogSettings) -> Product:
     product_id = _id(record.get("id"))
     title = _text(record, "title", settings)
     description = _text(record, "description", settings)

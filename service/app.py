@@ -1,0 +1,50 @@
+"""`create_app(settings)`: the storefront service as a FastAPI app. Its state (store, encoders, model, search
+backend, metrics) is built in the lifespan and owned by the app object: no globals, so tests can run many."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+
+from shoptag.pipeline.settings import Settings
+
+from .errors import BodyLimit, install_error_handlers
+from .metrics import RequestTimer, ServiceMetrics
+from .routes import router
+from .state import ServiceState
+
+DESCRIPTION = """Similar products, real-time tagging with explained tags, corrections, hybrid search and metrics
+for a shoptag workspace. Write endpoints need `X-API-Key` when the service has an API key. Errors are JSON
+`{"error": ..., "detail": ...}`."""
+
+
+def _version() -> str:
+    try:
+        return version("shoptag")
+    except PackageNotFoundError:
+        return "dev"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The app for `settings`; nothing is opened until the server starts it (lifespan)."""
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = ServiceState.open(settings, metrics)
+        app.state.service = state
+        try:
+            yield
+        finally:
+            state.close()
+
+    app = FastAPI(title="shoptag", version=_version(), description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.service.max_body_bytes)
+    app.add_middleware(RequestTimer, metrics=metrics)  # added last: outermost, so it times 413s too
+    return app

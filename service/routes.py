@@ -1,0 +1,144 @@
+"""The HTTP endpoints: thin wrappers turning requests into store, search and write calls and back."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
+
+from shoptag.indexer.documents import Hit, SearchQuery
+from shoptag.indexer.search_common import has_words
+from shoptag.pipeline.explain import explain
+
+from .auth import require_api_key
+from .schemas import (
+    MAX_ID_CHARS, MAX_K, MAX_NAME_CHARS, MAX_QUERY_CHARS, Correction, DeletedOut, ErrorOut, FeedbackOut, HealthOut,
+    HitOut, ProductIn, ProductOut, ProductsOut, SearchOut, SimilarOut,
+)
+from .state import ModelUnavailable, ServiceState
+from .validate import checked_batch, validated_products
+from .writes import UnknownProducts, add_products, apply_corrections, delete_product
+
+ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 500)}
+router = APIRouter(responses=ERRORS)
+writer = {"dependencies": [Depends(require_api_key)]}
+
+PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, description="Product id.")]
+TagFilter = Annotated[list[str], Query(max_length=20, description="Tag filter `family=value` (repeatable; values "
+                                                                  "of one family are OR-ed, families AND-ed).")]
+
+
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+State = Annotated[ServiceState, Depends(get_state)]
+
+
+def tag_filters(items: list[str]) -> dict[str, list[str]]:
+    """`family=value` strings → filters; 422 naming the first malformed one."""
+    filters: dict[str, list[str]] = {}
+    for item in items:
+        family, sep, value = item.partition("=")
+        if not sep or not family.strip() or not value.strip() or len(item) > 2 * MAX_NAME_CHARS:
+            raise HTTPException(422, f"bad tag filter {item[:80]!r}: expected family=value")
+        filters.setdefault(family.strip(), []).append(value.strip())
+    return filters
+
+
+def hits_out(hits: list[Hit]) -> list[HitOut]:
+    return [HitOut(id=h.id, score=h.score, title=h.title, tags=h.tags) for h in hits]
+
+
+# ---- reads ------------------------------------------------------------------------------------------------------
+@router.get("/healthz", response_model=HealthOut, tags=["ops"])
+def healthz(state: State) -> HealthOut:
+    """Ready: the store and index answer (and how many products each holds)."""
+    return HealthOut(status="ok", products=state.store.count_products(), indexed=state.backend.count(),
+                     model=state.model_name() is not None)
+
+
+@router.get("/metrics", tags=["ops"], response_class=Response)
+def metrics(state: State) -> Response:
+    """Prometheus metrics: request latency histograms, index size, tags emitted, products added/deleted."""
+    state.refresh_sizes()
+    return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+
+@router.get("/similar/{product_id}", response_model=SimilarOut, tags=["storefront"])
+def similar(
+    state: State, product_id: PathId, tag: TagFilter = [],  # noqa: B006 (FastAPI copies query defaults)
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="How many products.")] = 10,
+) -> SimilarOut:
+    """The `k` products nearest to this one (never itself), optionally only those with the given tags."""
+    filters = tag_filters(tag)
+    try:
+        hits = state.backend.similar(product_id, k, filters or None)
+    except KeyError:
+        raise HTTPException(404, f"unknown product id {product_id!r}") from None
+    return SimilarOut(id=product_id, hits=hits_out(hits))
+
+
+@router.get("/search", response_model=SearchOut, tags=["storefront"])
+def search(
+    state: State,
+    q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, description="Free text, any language.")] = "",
+    tag: TagFilter = [],  # noqa: B006
+    facet: Annotated[list[str], Query(max_length=20, description="Tag family to count (repeatable).")] = [],  # noqa: B006
+    size: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+) -> SearchOut:
+    """Hybrid search, as `shoptag search`: BM25 and the text encoder's kNN fused by reciprocal rank."""
+    vector = state.encoders.text.encode([q], query=True)[0] if has_words(q) else None
+    results = state.backend.search(SearchQuery(text=q, vector=vector, filters=tag_filters(tag), size=size,
+                                               facets=tuple(facet)))
+    return SearchOut(total=results.total, hits=hits_out(results.hits), facets={
+        family: [{"value": v, "count": c} for v, c in counts] for family, counts in results.facets.items()})
+
+
+@router.get("/products/{product_id}", response_model=ProductOut, tags=["products"])
+def get_product(state: State, product_id: PathId) -> dict:
+    """A product's tags, each with its source, status, score and evidence (sources, weights, neighbours)."""
+    try:
+        return explain(state.store, product_id)
+    except KeyError:
+        raise HTTPException(404, f"unknown product id {product_id!r}") from None
+
+
+# ---- writes -----------------------------------------------------------------------------------------------------
+@router.post("/products", response_model=ProductsOut, tags=["products"], **writer)
+def post_products(state: State, body: Annotated[ProductIn | list[ProductIn], Body(
+        description="One product, or a JSON array of up to `service.max_batch` products.")]) -> ProductsOut:
+    """Validate, store, tag and index products now; they are in `/similar` and `/search` once this answers."""
+    items = body if isinstance(body, list) else [body]
+    checked_batch(len(items), state.settings)
+    products, problems = validated_products(items, state.settings)
+    if problems:
+        state.metrics.rejects.inc(len(problems))
+        raise HTTPException(422, problems)
+    try:
+        return ProductsOut(products=add_products(state, products))
+    except ModelUnavailable as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
+@router.delete("/products/{product_id}", response_model=DeletedOut, tags=["products"], **writer)
+def delete(state: State, product_id: PathId) -> DeletedOut:
+    """Remove a product from the store and from search (its feedback log is kept)."""
+    if not delete_product(state, product_id):
+        raise HTTPException(404, f"unknown product id {product_id!r}")
+    return DeletedOut(id=product_id, deleted=True)
+
+
+@router.post("/feedback", response_model=FeedbackOut, tags=["products"], **writer)
+def feedback(state: State, body: Annotated[Correction | list[Correction], Body(
+        description="One correction or a JSON array of them.")]) -> FeedbackOut:
+    """Corrections: they become the product's tags in that family, win over the model for good (a later
+    `POST /products` of the same product keeps them) and train the next model. All or nothing."""
+    items = body if isinstance(body, list) else [body]
+    checked_batch(len(items), state.settings)
+    try:
+        ids = apply_corrections(state, [(c.id, c.family, c.values) for c in items])
+    except UnknownProducts as exc:
+        raise HTTPException(404, f"unknown product id(s): {', '.join(map(repr, exc.ids[:20]))}; nothing applied") \
+            from None
+    return FeedbackOut(applied=len(items), products=ids)

@@ -1,0 +1,116 @@
+"""Request and response bodies of the service, with the limits a request must respect.
+
+Field types are checked here; what makes a product record valid (text length, images, id rules) is the
+catalog reader's job (`parse_record`), so the service and `shoptag ingest` accept exactly the same products.
+The batch limit is a setting (`service.max_batch`) and is checked by the endpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_ID_CHARS = 256
+MAX_NAME_CHARS = 200  # a tag family or value
+MAX_QUERY_CHARS = 500
+MAX_K = 100
+MAX_VALUES = 100  # values in one correction
+
+ProductId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_CHARS)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_CHARS)]
+
+
+class ProductIn(BaseModel):
+    """A product as in a catalog line; other top-level fields are attributes, as in the catalog."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "id": "sku-1001", "title": "女士高腰牛仔裤 修身显瘦", "description": "Stretch denim, ankle length",
+        "attributes": {"brand": "Levi's", "material": "棉"}, "tags": {"category": ["Jeans"]},
+    }]})
+
+    id: Annotated[str, StringConstraints(max_length=MAX_ID_CHARS)] | int
+    title: str | None = None
+    description: str | None = None
+    attributes: dict[str, Any] | None = None
+    image: str | None = None
+    tags: dict[str, list[str] | str] | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The catalog record this request stands for (extra fields included, absent ones left out)."""
+        return self.model_dump(exclude_none=True)
+
+
+class TagOut(BaseModel):
+    value: str
+    source: str  # feedback | catalog | model
+    status: str  # accepted | review
+    score: float | None
+    evidence: dict[str, Any] | None = None  # model tags: source scores, fusion weights, voting neighbours
+
+
+class ProductOut(BaseModel):
+    id: str
+    title: str
+    image: str | None
+    tags: dict[str, list[TagOut]]
+
+
+class ProductsOut(BaseModel):
+    products: list[ProductOut]
+
+
+class HitOut(BaseModel):
+    id: str
+    score: float
+    title: str
+    tags: dict[str, list[str]]
+
+
+class SimilarOut(BaseModel):
+    id: str
+    hits: list[HitOut]
+
+
+class FacetOut(BaseModel):
+    value: str
+    count: int
+
+
+class SearchOut(BaseModel):
+    total: int
+    hits: list[HitOut]
+    facets: dict[str, list[FacetOut]]
+
+
+class Correction(BaseModel):
+    """The right values of one product in one tag family; an empty list means no value applies."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"id": "sku-1001", "family": "colour",
+                                                               "values": ["Navy Blue"]}]})
+
+    id: ProductId
+    family: Name
+    values: Annotated[list[Name], Field(max_length=MAX_VALUES)]
+
+
+class FeedbackOut(BaseModel):
+    applied: int
+    products: list[str]
+
+
+class DeletedOut(BaseModel):
+    id: str
+    deleted: bool
+
+
+class HealthOut(BaseModel):
+    status: str
+    products: int
+    indexed: int
+    model: bool
+
+
+class ErrorOut(BaseModel):
+    error: str
+    detail: Any

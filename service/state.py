@@ -1,0 +1,151 @@
+"""What a running service holds (store, embedding cache, encoders, tagger model, search backend) and the
+write discipline that keeps the store and the search index in step, across crashes too.
+
+Writes are serialised by one lock and bracketed by the write journal. Reads take no lock: the store (SQLite
+WAL) and the embedded search backend (SQLite snapshot + versioned FAISS files) both serve the last committed
+state, so a read never waits for a write and never sees half of one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from shoptag.indexer.backend import SearchBackend
+from shoptag.indexer.backends import VectorDims, open_backend
+from shoptag.indexer.store import Store
+from shoptag.pipeline.encode import Encoders, encode_products
+from shoptag.pipeline.reindex import reindex
+from shoptag.pipeline.search_docs import search_docs
+from shoptag.pipeline.settings import Settings
+from shoptag.pipeline.tag import StaleModelError, load_checked_model
+from shoptag.pipeline.workspace import Workspace
+from shoptag.tagger.embedding_cache import EmbeddingCache
+from shoptag.tagger.model import TaggerModel
+
+from .journal import WriteJournal
+from .metrics import ServiceMetrics
+
+log = logging.getLogger("shoptag.service")
+
+
+class ModelUnavailable(RuntimeError):
+    """No usable tagger model: none trained yet, or one trained with other encoders."""
+
+
+def search_backend(settings: Settings, encoders: Encoders) -> SearchBackend:
+    """The backend the settings choose, sized for the configured encoders (as the CLI opens it)."""
+    text = encoders.text.dim
+    image = encoders.image.dim if encoders.image is not None else None
+    return open_backend(settings, VectorDims(text=text, image=image, fused=text + (image or 0)))
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    store: Store
+    cache: EmbeddingCache
+    encoders: Encoders
+    backend: SearchBackend
+    journal: WriteJournal
+    metrics: ServiceMetrics
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
+    _model: TaggerModel | None = None
+    _model_pointer: str | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, metrics: ServiceMetrics) -> ServiceState:
+        """Open everything and repair the search index; the text encoder loads here (sizing the backend), not
+        at the first request."""
+        workspace = Workspace(settings.workspace)
+        encoders = Encoders(settings.encoders)
+        store = workspace.open_store()
+        state = cls(settings, store, workspace.open_cache(), encoders, search_backend(settings, encoders),
+                    WriteJournal(workspace.root / "service-pending-writes.json"), metrics)
+        try:
+            state.recover()
+        except BaseException:
+            state.close()
+            raise
+        return state
+
+    def close(self) -> None:
+        self.backend.close()
+        self.cache.close()
+        self.store.close()
+
+    # ---- model ----------------------------------------------------------------------------------------------
+    def model_name(self) -> str | None:
+        """The name of the workspace's current model, None before `shoptag train`."""
+        pointer = Workspace(self.settings.workspace).models_dir / "current"
+        return pointer.read_text().strip() if pointer.is_file() else None
+
+    def model(self) -> TaggerModel:
+        """The current model; a model trained while the service runs is picked up at the next write."""
+        current = self.model_name()
+        if current is None:
+            raise ModelUnavailable("no trained model in this workspace: run `shoptag train` first")
+        if current != self._model_pointer:
+            try:
+                self._model = load_checked_model(Workspace(self.settings.workspace).models_dir, self.encoders)
+            except StaleModelError as exc:
+                raise ModelUnavailable(str(exc)) from None
+            self._model_pointer = current
+        assert self._model is not None
+        return self._model
+
+    # ---- writes ---------------------------------------------------------------------------------------------
+    @contextmanager
+    def writing(self, ids: list[str]) -> Iterator[None]:
+        """One write at a time, its ids journalled first; a write that fails half-way is repaired at once
+        (and, should the process die instead, at the next start)."""
+        with self.write_lock:
+            if self.journal.pending():  # an earlier repair failed: do it before anything else
+                self.repair()
+            self.journal.record(ids)
+            try:
+                yield
+            except BaseException:
+                try:
+                    self.repair()
+                except Exception:
+                    log.exception("could not re-sync the search index; it is retried at the next write")
+                raise
+            self.journal.clear()
+            self.refresh_sizes()
+
+    def repair(self) -> None:
+        """Make the search documents of the journalled ids match the store, then forget them."""
+        pending = self.journal.pending()
+        log.warning("re-syncing %d products whose write did not finish", len(pending))
+        self.sync_search(pending)
+        self.journal.clear()
+
+    def sync_search(self, ids: list[str]) -> None:
+        """Send the store's current state of `ids` to the search backend: upsert those it has, delete the rest."""
+        products = self.store.products(ids)
+        if products:
+            vectors, _ = encode_products(products, self.encoders, self.cache, show_progress=False)
+            report = self.backend.upsert(search_docs(self.store, products, vectors, self.encoders.ids()))
+            if report.failed:
+                raise RuntimeError(f"search index rejected {len(report.failed)} documents: {report.failed[:3]}")
+        gone = sorted(set(ids) - {p.id for p in products})
+        if gone:
+            self.backend.delete(gone)
+
+    def recover(self) -> None:
+        """At start: finish interrupted writes; rebuild the whole index if it still disagrees with the store
+        (e.g. the workspace was tagged without a search backend, or the index files were lost)."""
+        if self.journal.pending():
+            self.repair()
+        if self.backend.count() != self.store.count_products():
+            log.warning("search index holds %d products, the store %d: rebuilding it from the store",
+                        self.backend.count(), self.store.count_products())
+            reindex(self.settings, self.store, self.encoders, self.backend, show_progress=False)
+        self.refresh_sizes()
+
+    def refresh_sizes(self) -> None:
+        self.metrics.sizes(self.store.count_products(), self.backend.count())

@@ -1,0 +1,61 @@
+"""The service's three writes: add (or replace) products and tag them, delete one, apply corrections.
+Each runs inside `ServiceState.writing`, so the store and the search index change together."""
+
+from __future__ import annotations
+
+from shoptag.pipeline.explain import explain
+from shoptag.pipeline.ingest import stored
+from shoptag.pipeline.tag import tag_batch
+from shoptag.tagger.catalog import Product
+
+from .state import ServiceState
+
+
+def add_products(state: ServiceState, products: list[Product]) -> list[dict]:
+    """Store the products (replacing any with the same id, catalog tags included), tag them now, index them.
+    Tags people gave (catalog or feedback) are kept. Returns each product's tags with their evidence."""
+    model = state.model()
+    rows = [stored(p) for p in products]
+    with state.writing([p.id for p in products]):
+        with state.store.transaction() as db:
+            state.store.upsert_products(db, rows)
+            for p in products:
+                state.store.set_catalog_tags(db, p.id, {family: list(values) for family, values in p.tags.items()})
+        decisions = tag_batch(model, state.store, state.encoders, state.cache, rows, state.backend)
+        explained = [explain(state.store, p.id) for p in products]
+    state.metrics.tagged(decisions.values())
+    state.metrics.products.labels("added").inc(len(products))
+    return explained
+
+
+def delete_product(state: ServiceState, product_id: str) -> bool:
+    """Remove a product from the store and the index; False when there was none. Its feedback log stays."""
+    with state.writing([product_id]):
+        if not state.store.has_product(product_id):
+            return False
+        state.store.delete_products([product_id])
+        state.backend.delete([product_id])
+    state.metrics.products.labels("deleted").inc()
+    return True
+
+
+def apply_corrections(state: ServiceState, items: list[tuple[str, str, list[str]]]) -> list[str]:
+    """Record corrections (appended to the feedback log, never lost) and re-index the products they touch.
+    All or nothing: raises `UnknownProducts` and applies none when any product is unknown."""
+    ids = sorted({pid for pid, _, _ in items})
+    with state.writing(ids):
+        unknown = [pid for pid in ids if not state.store.has_product(pid)]
+        if unknown:
+            raise UnknownProducts(unknown)
+        state.store.add_feedback(items, origin="service")
+        state.sync_search(ids)
+    state.metrics.feedback.inc(len(items))
+    return ids
+
+
+class UnknownProducts(KeyError):
+    """Corrections name products the store does not have; nothing was applied."""
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__(ids)
+        self.ids = ids
