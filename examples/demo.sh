@@ -11,7 +11,7 @@ step "1. ingest the bundled sample catalog (70 products, Chinese and English, so
 must shoptag ingest examples/sample_catalog.jsonl
 step "2. ingest a catalog of bad records: each is rejected with its line and reason, nothing crashes (exit 3)"
 shoptag ingest examples/bad_catalog.jsonl; [ $? -eq 3 ] || { echo "expected exit code 3 (rejects)" >&2; exit 1; }
-step "3. train: kNN index + classifier heads + lexical model, fused and calibrated on a validation split"
+step "3. train: kNN index + classifier heads + lexical model, fused and calibrated (cross-fitted: small catalog)"
 must shoptag train
 step "4. tag every product; a tag below the precision target becomes 'needs review', never a guess"
 must shoptag tag
