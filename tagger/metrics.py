@@ -1,0 +1,227 @@
+"""Quality metrics and calibration for tag scores: pure functions over numpy arrays.
+
+Conventions, shared by every function here:
+- single-label families: ``y_true`` / ``y_pred`` are int class indices of shape (n,); ``-1`` in ``y_pred``
+  means "no tag emitted" (needs review): it costs recall, never precision.
+- multi-label families: multi-hot (n, C) arrays of 0/1.
+- scores are (n, C) arrays, higher = more likely (probabilities after calibration).
+- macro averages run over the classes present in ``y_true`` only: a class with no true example in the
+  evaluated split has no recall to measure, and averaging its 0 in would punish the split, not the model.
+  Its false positives still count in micro precision and in the classes they were confused with.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+from sklearn.metrics import precision_recall_fscore_support
+
+AVERAGES = ("micro", "macro", "weighted")
+
+
+def _averaged_scores(y_true: np.ndarray, y_pred: np.ndarray, all_labels: np.ndarray, present: np.ndarray) -> dict:
+    """precision/recall/F1 for micro (all labels), macro and weighted (labels present in y_true)."""
+    out: dict[str, float] = {}
+    for average in AVERAGES:
+        labels = all_labels if average == "micro" else present
+        p, r, f, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, average=average, zero_division=0.0
+        )
+        out |= {f"precision_{average}": float(p), f"recall_{average}": float(r), f"f1_{average}": float(f)}
+    return out
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Accuracy and precision/recall/F1 (micro, macro, weighted) of single-label predictions.
+
+    With every product tagged, micro P = R = F1 = accuracy; abstentions (-1) make micro precision exceed
+    recall. ``support`` is the number of products, ``n_classes_present`` the classes in the macro average.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    present = np.unique(y_true)
+    return {
+        "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
+        **_averaged_scores(y_true, y_pred, np.arange(n_classes), present),
+        "support": int(len(y_true)),
+        "n_classes_present": int(len(present)),
+    }
+
+
+def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Subset accuracy and precision/recall/F1 (micro, macro, weighted, samples) of multi-hot predictions.
+
+    Samples averages count a product with no true and no predicted tag as perfect (it was rightly left
+    untagged), and a product left untagged as precision 1 (nothing wrong was emitted).
+    """
+    y_true, y_pred = np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int)
+    n_classes = y_true.shape[1]
+    present = np.flatnonzero(y_true.sum(axis=0) > 0)
+    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average="samples", zero_division=1.0)
+    return {
+        "accuracy": float(np.mean(np.all(y_true == y_pred, axis=1))) if len(y_true) else 0.0,
+        **_averaged_scores(y_true, y_pred, np.arange(n_classes), present),
+        "precision_samples": float(p),
+        "recall_samples": float(r),
+        "f1_samples": float(f),
+        "support": int(len(y_true)),
+        "n_classes_present": int(len(present)),
+    }
+
+
+def per_class_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, np.ndarray]:
+    """Per-class precision, recall, F1 and true support (single-label int arrays or multi-hot arrays)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.ndim == 2:
+        y_true, y_pred = y_true.astype(int), y_pred.astype(int)
+    p, r, f, s = precision_recall_fscore_support(
+        y_true, y_pred, labels=np.arange(n_classes), average=None, zero_division=0.0
+    )
+    return {"precision": p, "recall": r, "f1": f, "support": s}
+
+
+def _as_multi_hot(y_true: np.ndarray, n_classes: int) -> np.ndarray:
+    """Int labels (n,) as a boolean one-hot (n, C); multi-hot input passes through as booleans."""
+    y_true = np.asarray(y_true)
+    if y_true.ndim == 2:
+        return y_true.astype(bool)
+    hot = np.zeros((len(y_true), n_classes), dtype=bool)
+    known = y_true >= 0
+    hot[np.flatnonzero(known), y_true[known]] = True
+    return hot
+
+
+def emitted_tags(scores: np.ndarray, thresholds: np.ndarray, multilabel: bool = False) -> np.ndarray:
+    """Boolean (n, C) mask of the tags emitted under per-class `thresholds`.
+
+    Single-label: the top-scoring class only, when its score reaches its class threshold.
+    Multi-label: every class whose score reaches its threshold.
+    """
+    scores = np.asarray(scores, dtype=float)
+    thresholds = np.asarray(thresholds, dtype=float)
+    if multilabel:
+        return scores >= thresholds[None, :]
+    top = scores.argmax(axis=1)
+    rows = np.arange(len(scores))
+    mask = np.zeros(scores.shape, dtype=bool)
+    mask[rows, top] = scores[rows, top] >= thresholds[top]
+    return mask
+
+
+def coverage_at_precision(scores: np.ndarray, y_true: np.ndarray, thresholds: np.ndarray) -> dict[str, float]:
+    """What the per-class thresholds deliver: coverage, precision and recall of the emitted tags.
+
+    `y_true` int labels (n,) selects single-label emission (top class only), multi-hot (n, C) multi-label.
+    coverage = share of products that get at least one tag; precision = correct emitted tags / emitted
+    tags (single-label: the accuracy among covered products; NaN when nothing is emitted); recall = correct
+    emitted tags / true tags (single-label: share of all products tagged correctly without review).
+    """
+    scores = np.asarray(scores, dtype=float)
+    truth = _as_multi_hot(y_true, scores.shape[1])
+    emitted = emitted_tags(scores, thresholds, multilabel=np.asarray(y_true).ndim == 2)
+    n_emitted, n_correct = int(emitted.sum()), int((emitted & truth).sum())
+    return {
+        "coverage": float(emitted.any(axis=1).mean()) if len(scores) else 0.0,
+        "precision": n_correct / n_emitted if n_emitted else float("nan"),
+        "recall": n_correct / int(truth.sum()) if truth.any() else float("nan"),
+        "n_covered": int(emitted.any(axis=1).sum()),
+    }
+
+
+def lowest_threshold(scores: np.ndarray, correct: np.ndarray, target_precision: float) -> float:
+    """The smallest score t such that the candidates scoring >= t are correct at `target_precision` or
+    better (+inf when no t reaches it). Ties are kept together: a cut never splits equal scores."""
+    scores, correct = np.asarray(scores, dtype=float), np.asarray(correct, dtype=bool)
+    if len(scores) == 0:
+        return float("inf")
+    order = np.argsort(-scores, kind="stable")
+    ranked = scores[order]
+    precision = np.cumsum(correct[order]) / np.arange(1, len(ranked) + 1)
+    # a cut after position i is possible only where the next score is strictly lower
+    cut_ok = np.append(ranked[1:] < ranked[:-1], True)
+    reaching = np.flatnonzero(cut_ok & (precision >= target_precision))
+    return float(ranked[reaching[-1]]) if len(reaching) else float("inf")
+
+
+def choose_thresholds(
+    scores_val: np.ndarray, y_val: np.ndarray, target_precision: float, min_support: int = 20
+) -> np.ndarray:
+    """Per-class thresholds that reach `target_precision` on validation, as low as possible (most coverage).
+
+    Candidates for class c are the validation products whose top class is c (single-label, int `y_val`), or
+    all products (multi-label, multi-hot `y_val`); a candidate is correct when c is a true tag. A class
+    with at least `min_support` candidates (single-label) or true examples (multi-label) gets its own
+    `lowest_threshold`, +inf if it cannot reach the target ("needs review" always). Rarer classes are too
+    noisy to judge alone and share the pooled threshold: the lowest one reaching the target on all
+    candidates of all classes together.
+    """
+    scores_val = np.asarray(scores_val, dtype=float)
+    n, n_classes = scores_val.shape
+    truth = _as_multi_hot(y_val, n_classes)
+    if np.asarray(y_val).ndim == 2:
+        candidate = np.ones((n, n_classes), dtype=bool)
+        support = truth.sum(axis=0)
+    else:
+        candidate = emitted_tags(scores_val, np.full(n_classes, -np.inf))
+        support = candidate.sum(axis=0)
+    pooled = lowest_threshold(scores_val[candidate], truth[candidate], target_precision)
+    thresholds = np.full(n_classes, pooled)
+    for c in np.flatnonzero(support >= min_support):
+        rows = candidate[:, c]
+        thresholds[c] = lowest_threshold(scores_val[rows, c], truth[rows, c], target_precision)
+    return thresholds
+
+
+def reliability_curve(
+    confidences: np.ndarray, correct: np.ndarray, n_bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean confidence, accuracy and count per equal-width confidence bin on [0, 1] (NaN for empty bins).
+
+    A calibrated scorer has accuracy = confidence in every bin: its curve lies on the diagonal.
+    """
+    confidences = np.clip(np.asarray(confidences, dtype=float), 0.0, 1.0)
+    correct = np.asarray(correct, dtype=float)
+    bins = np.minimum((confidences * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bin_conf = np.bincount(bins, weights=confidences, minlength=n_bins) / count
+        bin_acc = np.bincount(bins, weights=correct, minlength=n_bins) / count
+    return bin_conf, bin_acc, count
+
+
+def expected_calibration_error(confidences: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> float:
+    """ECE: the count-weighted mean |accuracy - confidence| over the reliability bins."""
+    bin_conf, bin_acc, count = reliability_curve(confidences, correct, n_bins)
+    used = count > 0
+    if not used.any():
+        return 0.0
+    return float(np.sum(count[used] * np.abs(bin_acc[used] - bin_conf[used])) / count.sum())
+
+
+def _as_logits(logits_or_probs: np.ndarray) -> np.ndarray:
+    """Logits as given, or the log of probability rows (non-negative, summing to 1)."""
+    x = np.asarray(logits_or_probs, dtype=float)
+    is_probs = x.min() >= 0.0 and np.allclose(x.sum(axis=1), 1.0, atol=1e-4)
+    return np.log(np.clip(x, 1e-12, None)) if is_probs else x
+
+
+def fit_temperature(logits_or_probs_val: np.ndarray, y_val: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """Temperature scaling (Guo et al. 2017): the T minimising validation NLL of softmax(logits / T).
+
+    Accepts logits, or probabilities (recognised as non-negative rows summing to 1; their logs are used).
+    One parameter, so it fixes over- or under-confidence without changing any argmax.
+    """
+    logits = _as_logits(logits_or_probs_val)
+    y_val = np.asarray(y_val)
+    rows = np.arange(len(y_val))
+
+    def nll(log_t: float) -> float:
+        return float(-log_softmax(logits / np.exp(log_t), axis=1)[rows, y_val].mean())
+
+    result = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded")
+    return float(np.exp(result.x))
+
+
+def apply_temperature(logits_or_probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Calibrated probabilities softmax(logits / T)."""
+    return softmax(_as_logits(logits_or_probs) / temperature, axis=1)

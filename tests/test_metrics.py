@@ -1,0 +1,187 @@
+"""Metrics and calibration: hand-checked small cases, sklearn agreement, and synthetic calibrated scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+from sklearn.metrics import f1_score
+
+from shoptag.tagger.metrics import (
+    apply_temperature,
+    choose_thresholds,
+    classification_metrics,
+    coverage_at_precision,
+    emitted_tags,
+    expected_calibration_error,
+    fit_temperature,
+    lowest_threshold,
+    multilabel_metrics,
+    per_class_scores,
+    reliability_curve,
+)
+
+
+def test_classification_metrics_hand_checked() -> None:
+    # class 0: tp 2 fp 1 fn 0 -> P 2/3 R 1 F1 0.8; class 1: tp 1 fp 0 fn 1 -> P 1 R 1/2 F1 2/3; class 2 absent
+    y_true = np.array([0, 0, 1, 1])
+    y_pred = np.array([0, 0, 0, 1])
+    m = classification_metrics(y_true, y_pred, n_classes=3)
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["f1_micro"] == pytest.approx(0.75)
+    assert m["f1_macro"] == pytest.approx((0.8 + 2 / 3) / 2)  # class 2 has no true example: not averaged
+    assert m["f1_weighted"] == pytest.approx((0.8 * 2 + 2 / 3 * 2) / 4)
+    assert m["support"] == 4 and m["n_classes_present"] == 2
+
+
+def test_abstention_costs_recall_not_precision() -> None:
+    m = classification_metrics(np.array([0, 1, 1, 0]), np.array([0, 1, -1, -1]), n_classes=2)
+    assert m["precision_micro"] == pytest.approx(1.0)
+    assert m["recall_micro"] == pytest.approx(0.5)
+    assert m["accuracy"] == pytest.approx(0.5)
+
+
+def test_single_label_agrees_with_sklearn() -> None:
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 12, 500)
+    y_pred = np.where(rng.random(500) < 0.6, y_true, rng.integers(0, 12, 500))
+    m = classification_metrics(y_true, y_pred, n_classes=12)
+    for average in ("micro", "macro", "weighted"):
+        assert m[f"f1_{average}"] == pytest.approx(f1_score(y_true, y_pred, average=average))
+
+
+def test_multilabel_agrees_with_sklearn_and_subset_accuracy() -> None:
+    rng = np.random.default_rng(1)
+    y_true = (rng.random((300, 8)) < 0.3).astype(int)
+    y_true[:, 7] = 0  # a class without true examples: left out of the macro average
+    y_pred = np.where(rng.random((300, 8)) < 0.8, y_true, 1 - y_true)
+    m = multilabel_metrics(y_true, y_pred)
+    assert m["f1_micro"] == pytest.approx(f1_score(y_true, y_pred, average="micro"))
+    assert m["f1_weighted"] == pytest.approx(f1_score(y_true, y_pred, average="weighted", zero_division=0))
+    assert m["f1_macro"] == pytest.approx(f1_score(y_true[:, :7], y_pred[:, :7], average="macro", zero_division=0))
+    assert m["accuracy"] == pytest.approx(np.mean(np.all(y_true == y_pred, axis=1)))
+    assert m["n_classes_present"] == 7
+
+
+def test_multilabel_untagged_product_rightly_untagged_is_perfect() -> None:
+    y_true = np.array([[1, 0], [0, 0]])
+    m = multilabel_metrics(y_true, y_true.copy())
+    assert m["f1_samples"] == pytest.approx(1.0) and m["accuracy"] == pytest.approx(1.0)
+
+
+def test_per_class_scores_support_and_f1() -> None:
+    s = per_class_scores(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 1]), n_classes=3)
+    np.testing.assert_array_equal(s["support"], [2, 2, 0])
+    np.testing.assert_allclose(s["f1"], [0.8, 2 / 3, 0.0])
+
+
+def test_coverage_at_precision_single_label() -> None:
+    scores = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.45, 0.55]])
+    y_true = np.array([0, 1, 1, 0])
+    # class 0 emitted from 0.7 (row 0 only), class 1 from 0.5 (rows 2 and 3; row 3 wrong)
+    m = coverage_at_precision(scores, y_true, np.array([0.7, 0.5]))
+    assert m["coverage"] == pytest.approx(0.75)
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx(0.5)
+    assert m["n_covered"] == 3
+
+
+def test_coverage_at_precision_multilabel_emits_every_class_over_threshold() -> None:
+    scores = np.array([[0.9, 0.8], [0.1, 0.2]])
+    y_true = np.array([[1, 0], [0, 1]])
+    m = coverage_at_precision(scores, y_true, np.array([0.5, 0.5]))
+    assert m["coverage"] == pytest.approx(0.5)
+    assert m["precision"] == pytest.approx(0.5)
+    assert m["recall"] == pytest.approx(0.5)
+
+
+def test_nothing_emitted_has_nan_precision() -> None:
+    m = coverage_at_precision(np.array([[0.6, 0.4]]), np.array([0]), np.array([np.inf, np.inf]))
+    assert m["coverage"] == 0.0 and np.isnan(m["precision"])
+
+
+def test_lowest_threshold_never_splits_ties() -> None:
+    scores = np.array([0.9, 0.8, 0.8, 0.7])
+    correct = np.array([True, True, False, True])
+    assert lowest_threshold(scores, correct, 1.0) == pytest.approx(0.9)  # 0.8 would take a wrong tie
+    assert lowest_threshold(scores, correct, 0.75) == pytest.approx(0.7)
+    assert lowest_threshold(scores, np.zeros(4, dtype=bool), 0.5) == np.inf
+
+
+def _noisy_scores(rng: np.random.Generator, n: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax scores where a larger margin means a more likely correct top class."""
+    y = rng.integers(0, n_classes, n)
+    logits = rng.normal(0, 1.5, (n, n_classes))
+    logits[np.arange(n), y] += rng.normal(1.5, 1.5, n)
+    return softmax(logits, axis=1), y
+
+
+def test_thresholds_reach_target_precision_on_validation() -> None:
+    scores, y = _noisy_scores(np.random.default_rng(2), 4000, 5)
+    assert np.mean(scores.argmax(1) == y) < 0.8  # untouched, the scorer is far below the target
+    thresholds = choose_thresholds(scores, y, target_precision=0.9, min_support=20)
+    assert np.all(np.isfinite(thresholds))
+    m = coverage_at_precision(scores, y, thresholds)
+    assert m["precision"] >= 0.9
+    assert 0.05 < m["coverage"] < 1.0
+    for c in range(5):  # every class on its own, too
+        emitted = emitted_tags(scores, thresholds)[:, c]
+        assert np.mean(y[emitted] == c) >= 0.9
+
+
+def test_rare_classes_share_the_pooled_threshold_and_hopeless_ones_get_inf() -> None:
+    scores, y = _noisy_scores(np.random.default_rng(3), 2000, 3)
+    scores = np.hstack([scores * 0.9, np.zeros((2000, 2))])
+    # class 3: top class of 5 products, too few to judge alone; class 4: 100 top-class products, all wrong
+    scores[:5, 3] = 0.95
+    scores[5:105, 4] = 0.99
+    y[5:105] = 0
+    thresholds = choose_thresholds(scores, y, target_precision=0.9, min_support=20)
+    pooled = lowest_threshold(
+        scores[emitted_tags(scores, np.full(5, -np.inf))],
+        np.eye(5, dtype=bool)[y][emitted_tags(scores, np.full(5, -np.inf))],
+        0.9,
+    )
+    assert thresholds[3] == pytest.approx(pooled)
+    assert thresholds[4] == np.inf
+
+
+def test_multilabel_thresholds_reach_target() -> None:
+    rng = np.random.default_rng(4)
+    y = (rng.random((3000, 4)) < 0.3).astype(int)
+    scores = np.clip(0.35 * y + rng.normal(0.4, 0.2, y.shape), 0, 1)
+    thresholds = choose_thresholds(scores, y, target_precision=0.9, min_support=20)
+    m = coverage_at_precision(scores, y, thresholds)
+    assert m["precision"] >= 0.9 and m["coverage"] > 0.05
+
+
+def test_reliability_curve_of_calibrated_scores_is_near_the_diagonal() -> None:
+    rng = np.random.default_rng(5)
+    confidence = rng.random(50_000)
+    correct = rng.random(50_000) < confidence  # right exactly as often as claimed
+    bin_conf, bin_acc, count = reliability_curve(confidence, correct, n_bins=10)
+    assert count.sum() == 50_000
+    np.testing.assert_allclose(bin_acc, bin_conf, atol=0.02)
+    assert expected_calibration_error(confidence, correct) < 0.01
+    overconfident = rng.random(50_000) < confidence * 0.7
+    assert expected_calibration_error(confidence, overconfident) > 0.1
+
+
+def test_empty_reliability_bins_are_nan() -> None:
+    bin_conf, bin_acc, count = reliability_curve(np.array([0.05, 0.95, 1.0]), np.array([0, 1, 1]), n_bins=10)
+    np.testing.assert_array_equal(count, [1, 0, 0, 0, 0, 0, 0, 0, 0, 2])
+    assert np.isnan(bin_acc[1]) and bin_acc[9] == 1.0
+
+
+@pytest.mark.parametrize("true_temperature", [0.5, 2.5])
+def test_fit_temperature_recovers_a_known_temperature(true_temperature: float) -> None:
+    rng = np.random.default_rng(6)
+    logits = rng.normal(0, 3, (20_000, 6))
+    calibrated = softmax(logits, axis=1)
+    y = (calibrated.cumsum(axis=1) < rng.random((20_000, 1))).sum(axis=1)  # a draw from each row
+    # a model that reports logits * T' has temperature 1/T' to undo
+    distorted = logits / true_temperature
+    assert fit_temperature(distorted, y) == pytest.approx(1 / true_temperature, rel=0.05)
+    t = fit_temperature(softmax(distorted, axis=1), y)  # probabilities are accepted too
+    assert t == pytest.approx(1 / true_temperature, rel=0.05)
+    np.testing.assert_allclose(apply_temperature(distorted, 1 / true_temperature), calibrated, atol=1e-9)
