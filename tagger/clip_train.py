@@ -186,6 +186,50 @@ def model_file(clip: LoadedClip, metrics: list[dict[str, Any]]) -> dict[str, Any
     }
 
 
+def training_state(
+    clip: LoadedClip,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    step: int,
+    history: list[dict[str, Any]],
+    losses: list[float],
+) -> dict[str, Any]:
+    """Everything a resumed run needs to continue exactly where this one stopped."""
+    state = model_file(clip, history) | {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "step": step,
+        "losses": losses,
+    }
+    if clip.device.type == "cuda":
+        state["rng_cuda"] = torch.cuda.get_rng_state(clip.device)
+    return state
+
+
+def restore_training_state(
+    path: Path,
+    clip: LoadedClip,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+) -> tuple[int, list[dict[str, Any]], list[float]]:
+    """Load a `training_state` file into the live objects; returns (step, epoch history, losses)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["model_name"] != clip.model_name or state["model_cfg"] != clip.model_cfg:
+        raise ValueError(f"{path} is a {state['model_name']} checkpoint, not {clip.model_name}: use another out_dir")
+    clip.model.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng_cpu"])
+    if clip.device.type == "cuda" and "rng_cuda" in state:
+        torch.cuda.set_rng_state(state["rng_cuda"], clip.device)
+    return state["step"], state["metrics"], state["losses"]
+
+
 def train_clip(
     pairs_train: Sequence[Pair],
     pairs_val: Sequence[Pair],
@@ -236,36 +280,11 @@ def train_clip(
     checkpoint_path, model_path = out_dir / "last.pt", out_dir / "model.pt"
     step, history, losses = 0, [], []
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        if state["model_name"] != model_name or state["model_cfg"] != clip.model_cfg:
-            raise ValueError(f"{checkpoint_path} is a {state['model_name']} checkpoint, not {model_name}: use another out_dir")
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if torch_device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"], torch_device)
-        step, history, losses = state["step"], state["epochs"], state["losses"]
+        step, history, losses = restore_training_state(checkpoint_path, clip, optimizer, scheduler, scaler)
         console.print(f"resuming {model_name} from step {step} of {total_steps} ({checkpoint_path})")
     resumed_from = step
     deadline = time.monotonic() + time_budget_s if time_budget_s is not None else math.inf
     encoder = ImageEncoder.from_clip(clip, batch_size=max(batch, 256))
-
-    def save() -> None:
-        state = model_file(clip, history) | {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "step": step,
-            "epochs": history,
-            "losses": losses,
-        }
-        if torch_device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state(torch_device)
-        save_atomic(state, checkpoint_path)
-        save_atomic(model_file(clip, history), model_path)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
                TimeElapsedColumn(), TimeRemainingColumn())
@@ -274,8 +293,11 @@ def train_clip(
         while step < stop_at:
             epoch, done = divmod(step, steps_per_epoch)
             started, first_step = time.perf_counter(), step
-            order = torch.randperm(len(pairs_train), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-            loader = DataLoader(dataset, batch_size=batch, sampler=order[done * batch :].tolist(), drop_last=True,
+            # The epoch's own generator orders it and seeds the loader, so resuming mid-epoch replays the
+            # same batches; the global RNG (restored on resume) then only drives the augmentations.
+            generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            order = torch.randperm(len(pairs_train), generator=generator)[done * batch :].tolist()
+            loader = DataLoader(dataset, batch_size=batch, sampler=order, drop_last=True, generator=generator,
                                 num_workers=num_workers, pin_memory=torch_device.type == "cuda")
             model.train()
             for images, tokens in loader:
@@ -299,7 +321,8 @@ def train_clip(
             stats = EpochStats(epoch + 1, step, float(np.mean(losses[first_step:step])), recall.get("recall@1"),
                                recall.get("recall@10"), round(time.perf_counter() - started, 1))
             history.append(asdict(stats))
-            save()
+            save_atomic(training_state(clip, optimizer, scheduler, scaler, step, history, losses), checkpoint_path)
+            save_atomic(model_file(clip, history), model_path)
             progress.console.print(
                 f"epoch {stats.epoch} step {step}: loss {stats.train_loss:.4f}, "
                 f"held-out image→title recall@1 {stats.recall_at_1}, recall@10 {stats.recall_at_10}"
