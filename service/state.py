@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 from shoptag.indexer.backend import SearchBackend
@@ -58,8 +58,8 @@ class ServiceState:
 
     @classmethod
     def open(cls, settings: Settings, metrics: ServiceMetrics) -> ServiceState:
-        """Open everything and repair the search index; the text encoder loads here (sizing the backend), not
-        at the first request."""
+        """Open everything and repair the search index; the text encoder and the model load here, not at the
+        first request."""
         workspace = Workspace(settings.workspace)
         encoders = Encoders(settings.encoders)
         store = workspace.open_store()
@@ -67,6 +67,9 @@ class ServiceState:
                     WriteJournal(workspace.root / "service-pending-writes.json"), metrics)
         try:
             state.recover()
+            if state.model_name() is not None:
+                with suppress(ModelUnavailable):  # a stale model is reported by the first POST, not fatal here
+                    state.model()  # loaded now rather than by the first POST
         except BaseException:
             state.close()
             raise
