@@ -274,15 +274,11 @@ def test_killed_service_recovers(base_workspace, tmp_path):
     finally:
         store.close()
 
-    server = ServiceProcess(settings)
-    try:
-        with httpx.Client(base_url=server.base_url, timeout=120) as http:
-            assert http.get("/healthz").json()["products"] == http.get("/healthz").json()["indexed"] == 71
-            assert http.get("/products/new-jeans").status_code == 200
-            assert "new-jeans" in similar_ids(http, "sp-001")
-            assert "late-jeans" in similar_ids(http, "sp-001")
-            assert "sp-005" not in similar_ids(http, "sp-001")
-            assert_error(http.get("/similar/sp-005"), 404)
-    finally:
-        server.kill()
+    with thread_server(settings) as url, httpx.Client(base_url=url, timeout=120) as http:  # the restart
+        assert http.get("/healthz").json()["products"] == http.get("/healthz").json()["indexed"] == 71
+        assert http.get("/products/new-jeans").status_code == 200
+        assert "new-jeans" in similar_ids(http, "sp-001")
+        assert "late-jeans" in similar_ids(http, "sp-001")
+        assert "sp-005" not in similar_ids(http, "sp-001")
+        assert_error(http.get("/similar/sp-005"), 404)
     assert not (settings.workspace / "service-pending-writes.json").exists()
