@@ -422,7 +422,7 @@ def datasets(
 def train_clip(
     catalog: Annotated[Path, typer.Argument(help="Catalog with images and titles.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Checkpoint folder.")],
-    model: Annotated[str, typer.Option(help="open_clip architecture (shoptag-tiny, shoptag-small, ViT-B-32, ...).")] = "shoptag-small",
+    model: Annotated[str | None, typer.Option(help="open_clip architecture (shoptag-tiny, shoptag-small, ViT-B-32...); default: encoders.image_model, else shoptag-small.")] = None,
     checkpoint: Annotated[str | None, typer.Option(help="Start from this checkpoint (path or pretrained tag).")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 5,
     batch_size: Annotated[int, typer.Option(min=2)] = 128,
@@ -445,9 +445,8 @@ def train_clip(
             err.print(f"[red]{catalog} has {len(triples)} products with image and title[/]: too few to train")
             raise typer.Exit(EXIT_FAILED)
         report = run_train_clip(
-            triples, out_dir, model_name=model, checkpoint=checkpoint, epochs=epochs, batch_size=batch_size, lr=lr,
-            device=settings.encoders.device, max_steps=max_steps,
-            validation_fraction=settings.tagger.validation_fraction, test_fraction=settings.tagger.test_fraction,
+            triples, out_dir, settings, model_name=model, checkpoint=checkpoint, epochs=epochs,
+            batch_size=batch_size, lr=lr, max_steps=max_steps,
         )
         _emit(as_json, report, lambda: out.print(report))
 

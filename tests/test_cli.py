@@ -1,0 +1,76 @@
+"""The CLI as a user runs it: help everywhere, JSON output, exit codes, and the image path end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from fixtures_models import REPO, SAMPLE
+from typer.testing import CliRunner
+
+from shoptag.cli import EXIT_REJECTS, EXIT_USAGE, app
+
+COMMANDS = ["ingest", "train", "tag", "explain", "feedback", "evaluate", "search", "similar", "reindex",
+            "datasets", "train-clip", "serve"]
+
+
+@pytest.fixture()
+def run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no shoptag.toml of the repo's
+    runner = CliRunner()
+
+    def invoke(*args: str, env: dict | None = None):
+        return runner.invoke(app, list(args), env={"SHOPTAG_WORKSPACE": str(tmp_path / "ws"), **(env or {})})
+
+    return invoke
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(run, command):
+    result = run(command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_rejects_give_exit_code_3_and_json_counts(run):
+    result = run("ingest", str(REPO / "examples" / "bad_catalog.jsonl"), "--json")
+    assert result.exit_code == EXIT_REJECTS
+    data = json.loads(result.stdout)
+    assert (data["new"], data["rejected"]) == (2, 14)
+
+
+def test_bad_usage_gives_exit_code_2(run):
+    assert run("ingest", str(SAMPLE)).exit_code == 0
+    assert run("search", "jeans", "--tag", "no-equals-sign").exit_code == EXIT_USAGE
+    assert run("reindex", "--backend", "es").exit_code == EXIT_USAGE  # no Elasticsearch URL set
+    assert run("explain", "no-such-id").exit_code == 1
+
+
+def test_images_through_the_whole_pipeline(run, tmp_path):
+    """train-clip a tiny tower on the sample's photos, then tag with text + image vectors."""
+    ckpt = tmp_path / "clip"
+    result = run("train-clip", str(SAMPLE), "--out", str(ckpt), "--model", "shoptag-tiny", "--epochs", "1",
+                 "--batch-size", "4", "--max-steps", "2", "--json")
+    assert result.exit_code == 0, result.output
+    checkpoints = sorted(ckpt.glob("*.pt"))
+    assert checkpoints
+    # a copy of the sample where sp-001, which has a photo, is not labelled: the model must tag it
+    shutil.copytree(SAMPLE.parent / "images", tmp_path / "images")
+    records = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
+    records = [{k: v for k, v in r.items() if not (r["id"] == "sp-001" and k == "tags")} for r in records]
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records), encoding="utf-8")
+    env = {"SHOPTAG_ENCODERS__IMAGE_MODEL": "shoptag-tiny", "SHOPTAG_ENCODERS__IMAGE_CHECKPOINT": str(checkpoints[-1]),
+           "SHOPTAG_ENCODERS__TEXT_MODEL": "use-multilingual"}
+    for step in (["ingest", str(catalog)], ["train"], ["tag"]):
+        result = run(*step, env=env)
+        assert result.exit_code == 0, result.output
+    explained = json.loads(run("explain", "sp-001", "--json", env=env).stdout)  # sp-001 has a photo
+    modalities = {t["evidence"]["modality"] for ts in explained["tags"].values() for t in ts if "evidence" in t}
+    assert modalities == {"text+image"}
+    no_photo = json.loads(run("explain", "sp-008", "--json", env=env).stdout)
+    assert {t["evidence"]["modality"] for ts in no_photo["tags"].values() for t in ts if "evidence" in t} == {"text"}
+    # the image tower's id is part of the model: another checkpoint makes the saved model stale
+    stale = run("tag", env={**env, "SHOPTAG_ENCODERS__IMAGE_CHECKPOINT": ""})
+    assert stale.exit_code == 1 and "train" in stale.output
