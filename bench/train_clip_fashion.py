@@ -44,7 +44,9 @@ def markdown(report: TrainReport, args: argparse.Namespace, wall_s: float, where
         f"- machine: {where}; wall time {wall_s / 60:.1f} min; steps {report.steps} at batch {args.batch_size}, lr {args.lr}",
         f"- pairs: {report.n_train} train, {report.n_val} held out (validation split by id hash; "
         f"first {args.limit or 'all'} products of products.csv)",
-        "- recall: share of held-out photos whose own title ranks in the top k among all distinct held-out titles",
+        "- recall: share of held-out photos whose own title ranks in the top k among the "
+        f"{report.n_val_titles} distinct held-out titles (chance: recall@1 {1 / max(report.n_val_titles, 1):.2%}, "
+        f"recall@10 {min(1.0, 10 / max(report.n_val_titles, 1)):.2%})",
         "",
         "| epoch | step | train loss | recall@1 | recall@10 | seconds |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",

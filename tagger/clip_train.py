@@ -67,6 +67,7 @@ class TrainReport:
     device: str
     n_train: int
     n_val: int
+    n_val_titles: int  # distinct held-out titles: chance recall@k is k / this
     steps: int
     resumed_from_step: int
     epochs: list[EpochStats] = field(default_factory=list)
@@ -340,6 +341,7 @@ def train_clip(
         device=str(torch_device),
         n_train=len(pairs_train),
         n_val=len(pairs_val),
+        n_val_titles=len({title for _, title in pairs_val}),
         steps=step,
         resumed_from_step=resumed_from,
         epochs=[EpochStats(**entry) for entry in history],
