@@ -1,0 +1,91 @@
+"""Lexical TF-IDF + logistic regression scores on real English and Chinese titles."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+
+from shoptag.tagger.lexical import LexicalClassifier, normalize, tokenize
+from shoptag.tagger.metrics import classification_metrics, multilabel_metrics
+from shoptag.tagger.split import split_mask
+
+
+def _index(values: list[str]) -> dict[str, int]:
+    return {v: i for i, v in enumerate(sorted(set(values)))}
+
+
+def test_tokenize_mixed_chinese_and_english() -> None:
+    tokens = tokenize(normalize("Nike耐克男士跑步鞋ＡＩＲ 2019款"))
+    assert tokens[0] == "nike" and "air" in tokens and "2019" in tokens  # full-width letters folded by NFKC
+    assert "耐克" in tokens and "跑步鞋" in "".join(tokens)
+    assert all(t.strip() for t in tokens)
+
+
+def test_article_type_far_above_majority_on_fashion_slice(fashion_slice) -> None:
+    ids, titles, tags = fashion_slice.family("articleType")
+    index = _index([t[0] for t in tags])
+    y = np.array([index[t[0]] for t in tags])
+    masks = split_mask(ids, 0.15, 0.15)
+    train, test = np.flatnonzero(masks["train"]), np.flatnonzero(~masks["train"])
+    model = LexicalClassifier().fit([titles[i] for i in train], y[train], n_classes=len(index))
+    proba = model.predict_proba([titles[i] for i in test])
+    assert proba.shape == (len(test), len(index))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    accuracy = classification_metrics(y[test], proba.argmax(axis=1), len(index))["accuracy"]
+    majority = np.mean(y[test] == np.bincount(y[train]).argmax())
+    assert majority < 0.3
+    assert accuracy > majority + 0.5
+
+
+def test_product_type_learnt_from_chinese_titles(taobao_slice) -> None:
+    ids, titles, tags = taobao_slice.family("product_type")
+    train = split_mask(ids, 0.15, 0.15)["train"]
+    # the vocabulary rule of the tagger: tags seen at least twice in training
+    seen = Counter(v for values, is_train in zip(tags, train) if is_train for v in values)
+    index = _index([v for v, n in seen.items() if n >= 2])
+    y = np.zeros((len(titles), len(index) + 1), dtype=int)  # + one tag no training title carries
+    for row, values in enumerate(tags):
+        y[row, [index[v] for v in values if v in index]] = 1
+    model = LexicalClassifier().fit([t for t, m in zip(titles, train) if m], y[train], len(index) + 1, multilabel=True)
+    proba = model.predict_proba([t for t, m in zip(titles, train) if not m])
+    assert proba.shape == (int((~train).sum()), len(index) + 1)
+    assert np.all(proba[:, -1] == 0)  # a tag never seen in training scores 0
+    f1 = multilabel_metrics(y[~train], (proba >= 0.3).astype(int))["f1_micro"]
+    assert f1 > 0.3
+
+
+def test_absent_class_columns_are_zero_and_save_load_is_exact(tmp_path: Path) -> None:
+    titles = ["red cotton shirt", "blue denim jeans", "red silk shirt", "black denim jeans", "white shirt"]
+    y = np.array([0, 3, 0, 3, 0])  # classes 1, 2 and 4 have no training example
+    model = LexicalClassifier().fit(titles, y, n_classes=5)
+    queries = ["green shirt", "grey jeans", "好看的衬衫"]
+    proba = model.predict_proba(queries)
+    assert proba.shape == (3, 5)
+    assert np.all(proba[:, [1, 2, 4]] == 0)
+    assert proba[0].argmax() == 0 and proba[1].argmax() == 3
+    path = model.save(tmp_path / "deep" / "lexical.joblib")
+    assert [p.name for p in path.parent.iterdir()] == ["lexical.joblib"]  # no temporary file left
+    np.testing.assert_array_equal(LexicalClassifier.load(path).predict_proba(queries), proba)
+
+
+def test_one_class_and_constant_tags_need_no_model() -> None:
+    single = LexicalClassifier().fit(["a shirt", "another shirt"], np.array([2, 2]), n_classes=3)
+    np.testing.assert_array_equal(single.predict_proba(["jeans"]), [[0, 0, 1]])
+    y = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 0]])  # tag 0 on every product, tag 2 on none
+    multi = LexicalClassifier().fit(["a b", "c d", "a e"], y, n_classes=3, multilabel=True)
+    proba = multi.predict_proba(["a", "zz"])
+    np.testing.assert_array_equal(proba[:, 0], 1.0)
+    np.testing.assert_array_equal(proba[:, 2], 0.0)
+    assert proba[0, 1] > proba[1, 1]
+
+
+def test_unfitted_and_wrong_file_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="before fit"):
+        LexicalClassifier().predict_proba(["x"])
+    joblib.dump({"not": "a model"}, tmp_path / "x.joblib")
+    with pytest.raises(TypeError, match="LexicalClassifier"):
+        LexicalClassifier.load(tmp_path / "x.joblib")
