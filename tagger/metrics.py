@@ -225,3 +225,46 @@ def fit_temperature(logits_or_probs_val: np.ndarray, y_val: np.ndarray, bounds: 
 def apply_temperature(logits_or_probs: np.ndarray, temperature: float) -> np.ndarray:
     """Calibrated probabilities softmax(logits / T)."""
     return softmax(_as_logits(logits_or_probs) / temperature, axis=1)
+
+
+def evaluate_scores(
+    scores_val: np.ndarray,
+    y_val: np.ndarray,
+    scores_test: np.ndarray,
+    y_test: np.ndarray,
+    target_precision: float,
+    n_bins: int = 10,
+) -> dict:
+    """Everything a report shows for one scorer on one family, the same way for every method.
+
+    Predictions: the top class (single-label, int `y`) or every tag with score >= 0.5 (multi-label,
+    multi-hot `y`). Thresholds for `target_precision` are chosen on validation and applied to test.
+    Reliability and ECE use the top tag's score as confidence. Returns ``metrics`` (flat floats),
+    ``reliability`` (bin_conf, bin_acc, bin_count lists) and ``per_class_f1`` (list, class order; NaN for
+    a class with no test example, whose F1 says nothing).
+    """
+    scores_test = np.asarray(scores_test, dtype=float)
+    n_classes = scores_test.shape[1]
+    multilabel = np.asarray(y_test).ndim == 2
+    top = scores_test.argmax(axis=1)
+    truth = _as_multi_hot(y_test, n_classes)
+    correct = truth[np.arange(len(top)), top]
+    if multilabel:
+        y_pred = (scores_test >= 0.5).astype(int)
+        metrics = multilabel_metrics(y_test, y_pred)
+    else:
+        y_pred = top
+        metrics = classification_metrics(y_test, y_pred, n_classes)
+    at_target = coverage_at_precision(scores_test, y_test, choose_thresholds(scores_val, y_val, target_precision))
+    confidence = scores_test.max(axis=1)
+    bins = reliability_curve(confidence, correct, n_bins)
+    per_class = per_class_scores(y_test, y_pred, n_classes)
+    return {
+        "metrics": {
+            **metrics,
+            **{f"{k}_at_target": v for k, v in at_target.items()},
+            "ece": expected_calibration_error(confidence, correct, n_bins),
+        },
+        "reliability": {k: v.tolist() for k, v in zip(("bin_conf", "bin_acc", "bin_count"), bins)},
+        "per_class_f1": np.where(per_class["support"] > 0, per_class["f1"], np.nan).tolist(),
+    }

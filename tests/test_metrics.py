@@ -13,6 +13,7 @@ from shoptag.tagger.metrics import (
     classification_metrics,
     coverage_at_precision,
     emitted_tags,
+    evaluate_scores,
     expected_calibration_error,
     fit_temperature,
     lowest_threshold,
@@ -185,3 +186,17 @@ def test_fit_temperature_recovers_a_known_temperature(true_temperature: float) -
     t = fit_temperature(softmax(distorted, axis=1), y)  # probabilities are accepted too
     assert t == pytest.approx(1 / true_temperature, rel=0.05)
     np.testing.assert_allclose(apply_temperature(distorted, 1 / true_temperature), calibrated, atol=1e-9)
+
+
+def test_evaluate_scores_single_and_multi_label() -> None:
+    scores, y = _noisy_scores(np.random.default_rng(7), 3000, 4)
+    report = evaluate_scores(scores[:1500], y[:1500], scores[1500:], y[1500:], target_precision=0.9)
+    m = report["metrics"]
+    assert m["accuracy"] == pytest.approx(np.mean(scores[1500:].argmax(1) == y[1500:]))
+    assert 0 < m["coverage_at_target"] < 1 and m["precision_at_target"] > 0.8  # near the target on held-out data
+    assert sum(report["reliability"]["bin_count"]) == 1500 and len(report["per_class_f1"]) == 4
+    report = evaluate_scores(scores, y, scores[y < 3], y[y < 3], target_precision=0.9)
+    assert np.isnan(report["per_class_f1"][3]) and not np.isnan(report["per_class_f1"][2])
+    multi = (np.random.default_rng(8).random((200, 3)) < 0.4).astype(int)
+    report = evaluate_scores(multi * 0.8 + 0.1, multi, multi * 0.8 + 0.1, multi, target_precision=0.9)
+    assert report["metrics"]["f1_samples"] == pytest.approx(1.0) and report["metrics"]["ece"] < 0.2
