@@ -94,9 +94,14 @@ class LexicalClassifier:
     """TF-IDF word + char n-grams -> logistic regression, with probability columns in vocabulary order.
 
     Single-label: one multinomial LR (lbfgs). Multi-label: one binary L1 LR per tag (liblinear, one-vs-rest,
-    parallel over `n_jobs`, sparse coefficients). Classes without a training example get an all-zero column, so the output
-    always has `n_classes` columns aligned with the caller's tag indices. `class_weight="balanced"` trades a
-    little weighted F1 for recall on the long tail.
+    parallel over `n_jobs`, sparse coefficients). Classes without a training example get an all-zero
+    column, so the output always has `n_classes` columns aligned with the caller's tag indices.
+    `class_weight="balanced"` trades a little weighted F1 for recall on the long tail.
+
+    `tol` / `max_iter` bound the single-label lbfgs fit. Stopping early hurts the long tail first: on the
+    fashion articleType validation split, tol 1e-3 with 100 iterations gave macro F1 0.805 against 0.891
+    at tol 1e-4 (62 iterations), weighted F1 0.962 against 0.968. Loosen it only for throw-away fits
+    (e.g. cross-fitting folds that only set fusion weights).
     """
 
     def __init__(
@@ -105,12 +110,14 @@ class LexicalClassifier:
         C: float = 10.0,
         class_weight: str | None = None,
         min_df: int = 1,
-        max_iter: int = 150,
+        tol: float = 1e-4,
+        max_iter: int = 300,
         n_jobs: int = 2,
     ) -> None:
         self.C = C
         self.class_weight = class_weight
         self.min_df = min_df
+        self.tol = tol
         self.max_iter = max_iter
         self.n_jobs = n_jobs
         self.n_classes = 0
@@ -139,8 +146,9 @@ class LexicalClassifier:
             classes = np.unique(y)
             self._columns, self._always = (classes, classes[:0]) if len(classes) > 1 else (classes[:0], classes)
             if len(classes) > 1:
-                self._model = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter, tol=1e-3)
-                self._model.fit(x, y)
+                self._model = LogisticRegression(
+                    C=self.C, class_weight=self.class_weight, tol=self.tol, max_iter=self.max_iter
+                ).fit(x, y)
         return self
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
