@@ -1,7 +1,7 @@
 """Load check of the storefront service on a 20,000-product fashion workspace, loopback only.
 
 Builds the workspace once (cached under the git-ignored bench/work/service20k: ingest, train, tag; text only,
-`minilm`), starts `shoptag serve` in a subprocess, and measures with a bounded number of requests, each
+`minilm`), starts `shoptag serve` in a subprocess on a fresh copy of it, and measures with a bounded number of requests, each
 phase also bounded in time:
   * GET /similar (random catalog ids) and GET /search (words of random titles): latency p50/p95/p99;
   * POST /products of products the workspace has not seen (their tags removed, so the model tags them) one
@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -195,8 +196,11 @@ def main() -> None:
     parser.add_argument("--phase-seconds", type=float, default=180.0)
     args = parser.parse_args()
 
-    load_before = os.getloadavg()
     build = build_workspace(args.data_dir)
+    served = WORK / "run-ws"  # a fresh copy each run: the POSTs must not grow the cached 20k workspace
+    shutil.rmtree(served, ignore_errors=True)
+    shutil.copytree(WORK / "ws", served)
+    load_before = os.getloadavg()
     rng = random.Random(SEED)
     ids = [json.loads(line)["id"] for line in (WORK / "catalog.jsonl").read_text().splitlines()]
     titles = [json.loads(line).get("title", "") for line in (WORK / "catalog.jsonl").read_text().splitlines()]
@@ -205,7 +209,7 @@ def main() -> None:
     fresh = [{**p, "id": f"{run_id}-{p['id']}"} for p in fresh]
     singles, batched = fresh[: args.singles], fresh[args.singles :]
 
-    service = Service(WORK / "ws")
+    service = Service(served)
     try:
         similar = [lambda c, i=rng.choice(ids): c.get(f"/similar/{i}", params={"k": 10}) for _ in range(args.similar)]
         queries = [" ".join(rng.choice(titles).split()[:3]) for _ in range(args.search)]
