@@ -184,7 +184,8 @@ def plot_long_tail(methods: Mapping[str, MethodResult], title: str, out: Path) -
         points = [(max(c, 0.8), f) for c, f in pairs if f is not None and not math.isnan(f)]  # NaN: no test example
         ax.scatter(*zip(*points), s=14, alpha=0.6, label=name)
     ax.set_xscale("log")
-    ax.set(ylim=(-0.02, 1.02), xlabel="training examples of the class (log)", ylabel="test F1 of the class", title=title)
+    ax.set(ylim=(-0.02, 1.02), xlabel="training examples of the class (log)", ylabel="test F1 of the class")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -232,9 +233,10 @@ def write_report(
             for name, m in methods.items():
                 md += [f"- {name}: {n}" for n in m.notes]
                 page += [f"<p>{html.escape(name)}: {html.escape(n)}</p>" for n in m.notes]
+            slug, name = _slug(dataset, family), f"{dataset} {family}"
             plots = [
-                plot_reliability(methods, fused, f"{dataset} {family}: reliability", out_dir / f"{_slug(dataset, family)}-reliability.png"),
-                plot_long_tail(methods, f"{dataset} {family}: long tail", out_dir / f"{_slug(dataset, family)}-long-tail.png"),
+                plot_reliability(methods, fused, f"{name}: reliability", out_dir / f"{slug}-reliability.png"),
+                plot_long_tail(methods, f"{name}: long tail", out_dir / f"{slug}-long-tail.png"),
             ]
             for png in filter(None, plots):
                 written[png.stem] = png
@@ -263,7 +265,9 @@ def results_to_json(results: Results) -> dict:
             return [clean(v) for v in value]
         return value
 
-    return {d: {f: {n: clean(asdict(m)) for n, m in ms.items()} for f, ms in fams.items()} for d, fams in results.items()}
+    return {
+        d: {f: {n: clean(asdict(m)) for n, m in ms.items()} for f, ms in fams.items()} for d, fams in results.items()
+    }
 
 
 def _method_result(value: MethodResult | Mapping) -> MethodResult:

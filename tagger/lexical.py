@@ -46,7 +46,13 @@ def tokenize(text: str) -> list[str]:
 
 def _vectorizer(min_df: int) -> FeatureUnion:
     """Word 1-2-grams + char_wb 2-4-grams, each sublinear TF-IDF, L2-normalised, float32."""
-    common = {"preprocessor": normalize, "lowercase": False, "sublinear_tf": True, "min_df": min_df, "dtype": np.float32}
+    common = {
+        "preprocessor": normalize,
+        "lowercase": False,
+        "sublinear_tf": True,
+        "min_df": min_df,
+        "dtype": np.float32,
+    }
     return FeatureUnion(
         [
             ("word", TfidfVectorizer(tokenizer=tokenize, token_pattern=None, ngram_range=(1, 2), **common)),
@@ -55,7 +61,9 @@ def _vectorizer(min_df: int) -> FeatureUnion:
     )
 
 
-def _fit_l1_block(x: sp.csr_matrix, y: np.ndarray, C: float, class_weight: str | None) -> tuple[sp.csc_matrix, np.ndarray]:
+def _fit_l1_block(
+    x: sp.csr_matrix, y: np.ndarray, C: float, class_weight: str | None
+) -> tuple[sp.csc_matrix, np.ndarray]:
     """L1 logistic regressions for a block of tags: (sparse coefficients (F, block), intercepts (block,)).
 
     tol 1e-2 is LIBLINEAR's own default for L1 problems (sklearn's 1e-4 costs twice the time here)."""

@@ -205,7 +205,9 @@ def _as_logits(logits_or_probs: np.ndarray) -> np.ndarray:
     return np.log(np.clip(x, 1e-12, None)) if is_probs else x
 
 
-def fit_temperature(logits_or_probs_val: np.ndarray, y_val: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+def fit_temperature(
+    logits_or_probs_val: np.ndarray, y_val: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
+) -> float:
     """Temperature scaling (Guo et al. 2017): the T minimising validation NLL of softmax(logits / T).
 
     Accepts logits, or probabilities (recognised as non-negative rows summing to 1; their logs are used).

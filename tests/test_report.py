@@ -22,7 +22,7 @@ def _results() -> dict:
                 ),
                 "knn": MethodResult(metrics={"accuracy": 0.90, "f1_weighted": 0.89, "f1_macro": 0.70, "ece": 0.02}),
                 "fused": MethodResult(
-                    metrics={"accuracy": 0.96, "f1_weighted": 0.955, "f1_macro": 0.78, "precision_at_target": float("nan")},
+                    metrics={"accuracy": 0.96, "f1_weighted": 0.955, "f1_macro": 0.78, "precision_at_target": math.nan},
                     reliability=RELIABILITY,
                     per_class_f1=[0.95, 0.1, 1.0],
                     class_frequency=[500, 3, 40],
