@@ -130,18 +130,21 @@ class Store:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
+    def _rows_for(self, sql: str, ids: Sequence[str]) -> list[tuple]:
+        """Rows of `sql`, whose `{ids}` is replaced by placeholders, for `ids` in chunks SQLite accepts."""
+        rows: list[tuple] = []
+        for start in range(0, len(ids), 900):
+            chunk = list(ids[start : start + 900])
+            rows += self._query(sql.replace("{ids}", ",".join("?" * len(chunk))), chunk)
+        return rows
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     # ---- products -------------------------------------------------------------------------------------------
     def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for start in range(0, len(ids), 900):
-            chunk = list(ids[start : start + 900])
-            rows = self._query(f"SELECT id, content_hash FROM products WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-            out.update(rows)
-        return out
+        return dict(self._rows_for("SELECT id, content_hash FROM products WHERE id IN ({ids})", ids))
 
     def upsert_products(self, db: sqlite3.Connection, products: Iterable[StoredProduct]) -> None:
         """Insert or replace products inside a transaction; tags are untouched."""
@@ -170,10 +173,7 @@ class Store:
         if ids is None:
             rows = self._query(f"SELECT {cols} FROM products ORDER BY id")
         else:
-            rows = []
-            for start in range(0, len(ids), 900):
-                chunk = list(ids[start : start + 900])
-                rows += self._query(f"SELECT {cols} FROM products WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            rows = self._rows_for(f"SELECT {cols} FROM products WHERE id IN ({{ids}})", ids)
             order = {pid: i for i, pid in enumerate(ids)}
             rows.sort(key=lambda r: order[r[0]])
         return [StoredProduct(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8]) for r in rows]
@@ -236,16 +236,12 @@ class Store:
 
         Values are (value, source, score). Feedback with an empty list means "no value applies".
         """
-        rows = self._query(
-            "SELECT product_id, family, value, source, score FROM tags WHERE status = 'accepted' "
-            "ORDER BY product_id, family"
-        )
+        sql = "SELECT product_id, family, value, source, score FROM tags WHERE status = 'accepted'"
+        rows = self._query(sql) if ids is None else self._rows_for(sql + " AND product_id IN ({ids})", ids)
         wanted = set(ids) if ids is not None else None
         out: dict[str, dict[str, list[tuple[str, str, float]]]] = {}
         best: dict[tuple[str, str], int] = {}
         for pid, family, value, source, score in rows:
-            if wanted is not None and pid not in wanted:
-                continue
             rank = TAG_SOURCES.index(source)
             key = (pid, family)
             if key in best and best[key] < rank:
@@ -255,7 +251,7 @@ class Store:
                 best[key] = rank
                 families[family] = []
             families[family].append((value, source, score if score is not None else 1.0))
-        for pid, family in self._feedback_cleared():
+        for pid, family in self._feedback_cleared(ids):
             if wanted is None or pid in wanted:
                 out.setdefault(pid, {})[family] = []
         return out
@@ -268,12 +264,13 @@ class Store:
             for pid, families in self.effective_tags().items()
         }
 
-    def _feedback_cleared(self) -> list[tuple[str, str]]:
+    def _feedback_cleared(self, ids: Sequence[str] | None = None) -> list[tuple[str, str]]:
         """(product, family) pairs whose latest feedback says no value applies."""
-        rows = self._query(
+        sql = (
             "SELECT product_id, family, value_list FROM feedback f WHERE seq = "
             "(SELECT MAX(seq) FROM feedback g WHERE g.product_id = f.product_id AND g.family = f.family)"
         )
+        rows = self._query(sql) if ids is None else self._rows_for(sql + " AND product_id IN ({ids})", ids)
         return [(pid, family) for pid, family, values in rows if not json.loads(values)]
 
     def tagged_hashes(self) -> dict[str, str | None]:
