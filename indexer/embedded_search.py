@@ -1,10 +1,12 @@
 """The embedded search backend: SQLite FTS5 for BM25 and tag filters/facets, FAISS for kNN and "similar".
 
-Layout of `directory`: ``search.sqlite`` (WAL) and the vector files ``text.N.faiss`` / ``fused.N.faiss``.
-N, the vector version, is stored in the SQLite file and bumped in the same transaction that writes the
-rows, after the new vector files are safely on disk: a crash leaves either the old rows with the old
-vectors or the new rows with the new ones. Readers take a SQLite snapshot and load the vector version it
-names, so another process's writes show up at the next query.
+Layout of `directory`: ``search.sqlite`` (WAL) and the vector snapshots ``text.N.faiss`` / ``fused.N.faiss``.
+Every write appends its vectors to the ``vector_log`` table in the same transaction as its rows, so a crash
+leaves rows and vectors in step and a small write costs a few KB, not a rewrite of the whole index. Every
+`SNAPSHOT_EVERY` logged changes (and on a full rebuild) the indexes are saved as snapshot N+1, after the files
+are safely on disk, and the log up to it is dropped in the same transaction. Readers take a SQLite snapshot,
+load the FAISS snapshot it names and replay the log after it, so another process's writes show up at the
+next query.
 
 Chinese text is segmented with jieba's search mode before it reaches FTS5 (whose `unicode61` tokenizer
 would otherwise keep a whole run of Han characters as one token), so 牛仔 finds 牛仔裤; queries are
@@ -32,7 +34,8 @@ from .vector_index import VectorIndex
 HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 # bm25 weights of the FTS columns title, description, tags: the same boosts as the Elasticsearch query
 BM25 = "bm25(docs_fts, 3.0, 1.0, 2.0)"
-KEEP_VERSIONS = 2  # vector versions kept on disk, so a reader holding the previous snapshot can still load it
+KEEP_VERSIONS = 2  # vector snapshots kept on disk, so a reader holding the previous one can still load it
+SNAPSHOT_EVERY = 1000  # logged vector changes between two snapshots
 BATCH = 500
 
 SCHEMA = """
@@ -58,6 +61,13 @@ CREATE TABLE IF NOT EXISTS tags (
 CREATE INDEX IF NOT EXISTS tags_by_value ON tags (family, value, rid);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('vectors', 0);
+INSERT OR IGNORE INTO meta VALUES ('log_seq', 0);
+CREATE TABLE IF NOT EXISTS vector_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    text BLOB,   -- NULL: the product has no such vector (or was deleted)
+    fused BLOB
+);
 """
 
 
@@ -84,11 +94,12 @@ def filter_sql(filters: dict[str, list[str]], rid: str = "rid") -> tuple[str, li
 
 @dataclass
 class Vectors:
-    """The two FAISS indexes of one vector version."""
+    """The two FAISS indexes: snapshot `version` with the vector log applied up to `seq`."""
 
     version: int
     text: VectorIndex
     fused: VectorIndex
+    seq: int = 0
 
 
 class EmbeddedBackend:
@@ -107,7 +118,7 @@ class EmbeddedBackend:
         self._writer.executescript(SCHEMA)
         self._write_lock = threading.Lock()  # one writer at a time in this process (SQLite serialises processes)
         self._vector_lock = threading.Lock()  # FAISS indexes are not safe to read while they change
-        self._vectors = self._load_vectors(self._version(self._writer))
+        self._vectors = self._fresh(Vectors(-1, *self._empty()), self._writer)
 
     # ---- writing --------------------------------------------------------------------------------------------
     def upsert(self, docs: Iterable[SearchDoc]) -> WriteReport:
@@ -116,7 +127,7 @@ class EmbeddedBackend:
         with self._transaction() as vectors:
             for doc in docs:
                 if self._write_doc(doc, report):
-                    _put_vectors(vectors, doc)
+                    self._log(vectors, doc.id, doc.text_vector, doc.fused_vector)
         return report
 
     def delete(self, ids: Sequence[str]) -> WriteReport:
@@ -129,8 +140,7 @@ class EmbeddedBackend:
                     continue
                 self._writer.execute("DELETE FROM docs_fts WHERE rowid = ?", row)
                 self._writer.execute("DELETE FROM tags WHERE rid = ?", row)
-                vectors.text.remove([pid])
-                vectors.fused.remove([pid])
+                self._log(vectors, pid, None, None)
                 report.deleted += 1
         return report
 
@@ -197,41 +207,63 @@ class EmbeddedBackend:
 
     @contextmanager
     def _transaction(self, *, rebuild: bool = False) -> Iterator[Vectors]:
-        """One write transaction and the vector indexes to change in it. The vectors are saved as a new version
-        before the commit that makes it current; raising inside rolls both back.
+        """One write transaction and the vector indexes to change in it; raising inside rolls both back.
 
-        Upserts change the live FAISS indexes in place (readers wait for the short write); a rebuild fills new
-        ones aside, so searches go on against the old version until the commit.
+        Upserts change the live FAISS indexes in place (readers wait for the short write) and log the change;
+        a rebuild fills new indexes aside, so searches go on against the old ones until the commit.
         """
         with self._write_lock:
             self._writer.execute("BEGIN IMMEDIATE")
-            version = self._version(self._writer) + 1
             try:
                 if rebuild:
-                    staged = self._load_vectors(0)
+                    staged = Vectors(self._version(self._writer), *self._empty(), seq=self._last_seq())
                     yield staged
                 else:
-                    with self._vector_lock:  # another process may have written since we loaded
-                        staged = self._vectors = self._fresh(self._vectors, version - 1)
+                    with self._vector_lock:  # another process may have written since we last looked
+                        staged = self._vectors = self._fresh(self._vectors, self._writer)
                         yield staged
-                staged.text.save(self._path("text", version))
-                staged.fused.save(self._path("fused", version))
-                self._writer.execute("UPDATE meta SET value = ? WHERE key = 'vectors'", (version,))
+                logged = staged.seq - self._writer.execute("SELECT value FROM meta WHERE key = 'log_seq'").fetchone()[0]
+                if rebuild or logged >= SNAPSHOT_EVERY:
+                    self._save_snapshot(staged)
                 self._writer.execute("COMMIT")
             except BaseException as error:
                 self._writer.execute("ROLLBACK")
-                for kind in ("text", "fused"):
-                    self._path(kind, version).unlink(missing_ok=True)
-                if not rebuild:  # the live indexes hold uncommitted changes
+                self._path("text", self._version(self._writer) + 1).unlink(missing_ok=True)
+                self._path("fused", self._version(self._writer) + 1).unlink(missing_ok=True)
+                if not rebuild:  # the live indexes hold uncommitted changes: back to what is committed
                     with self._vector_lock:
-                        self._vectors = self._load_vectors(version - 1)
+                        self._vectors = self._fresh(Vectors(-1, *self._empty()), self._writer)
                 if isinstance(error, _Abort):
                     return
                 raise
-            staged.version = version
             with self._vector_lock:
                 self._vectors = staged
-            self._drop_versions_before(version - KEEP_VERSIONS + 1)
+            self._drop_versions_before(staged.version - KEEP_VERSIONS + 1)
+
+    def _log(self, vectors: Vectors, product_id: str, text: np.ndarray | None, fused: np.ndarray | None) -> None:
+        """Apply a product's vectors (None: it has none) to the live indexes and append them to the log."""
+        for index, vector in ((vectors.text, text), (vectors.fused, fused)):
+            if vector is None:
+                index.remove([product_id])
+            else:
+                index.add([product_id], np.asarray(vector, dtype=np.float32)[None, :])
+        vectors.seq = self._writer.execute(
+            "INSERT INTO vector_log (id, text, fused) VALUES (?, ?, ?) RETURNING seq",
+            (product_id, _blob(text), _blob(fused)),
+        ).fetchone()[0]
+
+    def _save_snapshot(self, vectors: Vectors) -> None:
+        """Write the indexes as the next snapshot and drop the log it includes (inside the transaction)."""
+        vectors.version = self._version(self._writer) + 1
+        vectors.text.save(self._path("text", vectors.version))
+        vectors.fused.save(self._path("fused", vectors.version))
+        self._writer.execute("UPDATE meta SET value = ? WHERE key = 'vectors'", (vectors.version,))
+        self._writer.execute("UPDATE meta SET value = ? WHERE key = 'log_seq'", (vectors.seq,))
+        self._writer.execute("DELETE FROM vector_log WHERE seq <= ?", (vectors.seq,))
+
+    def _last_seq(self) -> int:
+        row = self._writer.execute("SELECT seq FROM sqlite_sequence WHERE name = 'vector_log'").fetchone()
+        return row[0] if row else 0
 
     # ---- reading --------------------------------------------------------------------------------------------
     def search(self, query: SearchQuery) -> SearchResults:
@@ -325,9 +357,8 @@ class EmbeddedBackend:
         conn = sqlite3.connect(f"file:{self._db}?mode=ro", uri=True, isolation_level=None)
         try:
             conn.execute("BEGIN")
-            version = self._version(conn)
             with self._vector_lock:
-                self._vectors = self._fresh(self._vectors, version)
+                self._vectors = self._fresh(self._vectors, conn)
                 yield conn, self._vectors
         finally:
             conn.close()
@@ -344,12 +375,29 @@ class EmbeddedBackend:
     def _path(self, kind: str, version: int) -> Path:
         return self.directory / f"{kind}.{version}.faiss"
 
-    def _fresh(self, vectors: Vectors, version: int) -> Vectors:
-        return vectors if vectors.version == version else self._load_vectors(version)
+    def _fresh(self, vectors: Vectors, conn: sqlite3.Connection) -> Vectors:
+        """`vectors` brought up to what `conn` sees: a newer snapshot is loaded, then the log after it replayed."""
+        version = self._version(conn)
+        if version > vectors.version:
+            vectors = self._load_vectors(version)
+            vectors.seq = conn.execute("SELECT value FROM meta WHERE key = 'log_seq'").fetchone()[0]
+        for seq, product_id, text, fused in conn.execute(
+            "SELECT seq, id, text, fused FROM vector_log WHERE seq > ? ORDER BY seq", (vectors.seq,)
+        ):
+            for index, blob in ((vectors.text, text), (vectors.fused, fused)):
+                if blob is None:
+                    index.remove([product_id])
+                else:
+                    index.add([product_id], np.frombuffer(blob, dtype=np.float32)[None, :])
+            vectors.seq = seq
+        return vectors
+
+    def _empty(self) -> tuple[VectorIndex, VectorIndex]:
+        return VectorIndex(self.dims.text, self.factory), VectorIndex(self.dims.fused, self.factory)
 
     def _load_vectors(self, version: int) -> Vectors:
         if version == 0:
-            return Vectors(0, VectorIndex(self.dims.text, self.factory), VectorIndex(self.dims.fused, self.factory))
+            return Vectors(0, *self._empty())
         return Vectors(version, VectorIndex.load(self._path("text", version)),
                        VectorIndex.load(self._path("fused", version)))
 
@@ -366,13 +414,8 @@ class _Abort(Exception):
     """Raised inside a transaction to roll it back quietly (the report already says why)."""
 
 
-def _put_vectors(vectors: Vectors, doc: SearchDoc) -> None:
-    """Replace a product's vectors; a vector the doc no longer has is removed, never left stale."""
-    for index, vector in ((vectors.text, doc.text_vector), (vectors.fused, doc.fused_vector)):
-        if vector is None:
-            index.remove([doc.id])
-        else:
-            index.add([doc.id], np.asarray(vector)[None, :])
+def _blob(vector: np.ndarray | None) -> bytes | None:
+    return None if vector is None else np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
 
 def _hits(conn: sqlite3.Connection, scored: Sequence[tuple[str, float]]) -> list[Hit]:
