@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from .atomic_file import atomic_write
 
 EXACT_LIMIT = 100_000  # below this many vectors exact search is fast enough and needs no training
 COMPACT_RATIO = 0.2  # rebuild when this share of the vectors is tombstoned
@@ -197,8 +197,6 @@ class VectorIndex:
     # ---- persistence ----------------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
         """Write index and id map as one file, atomically: a crash leaves the old file or the new one."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         live = sorted(self._str_of)
         meta = {
             "dim": self.dim,
@@ -207,23 +205,15 @@ class VectorIndex:
             "ef_search": self.ef_search,
             "next": self._next,
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    index=faiss.serialize_index(self._index),
-                    ints=np.asarray(live, dtype=np.int64),
-                    ids=np.asarray([self._str_of[i] for i in live], dtype=object).astype(str),
-                    tombstones=np.asarray(sorted(self._tombstones), dtype=np.int64),
-                    meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                )
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as fh:
+            np.savez(
+                fh,
+                index=faiss.serialize_index(self._index),
+                ints=np.asarray(live, dtype=np.int64),
+                ids=np.asarray([self._str_of[i] for i in live], dtype=object).astype(str),
+                tombstones=np.asarray(sorted(self._tombstones), dtype=np.int64),
+                meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+            )
 
     @classmethod
     def load(cls, path: Path, *, use_gpu: bool = False) -> VectorIndex:

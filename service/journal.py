@@ -8,9 +8,9 @@ keeps a product the store lost, nor misses one the store has.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from shoptag.indexer.atomic_file import atomic_write
 
 
 class WriteJournal:
@@ -27,17 +27,8 @@ class WriteJournal:
     def record(self, ids: list[str]) -> None:
         """Add `ids` to the pending ones, durably (temp file, fsync, rename) before the write starts."""
         ids = list(dict.fromkeys([*self.pending(), *ids]))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(ids, fh, ensure_ascii=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(self.path, "w", encoding="utf-8") as fh:
+            json.dump(ids, fh, ensure_ascii=False)
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -28,8 +28,6 @@ import csv
 import hashlib
 import io
 import json
-import os
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -40,7 +38,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
-
+from shoptag.indexer.atomic_file import atomic_write
 from shoptag.pipeline.settings import CatalogSettings
 
 RAW_CHARS = 2_000  # how much of a bad record a reject keeps, enough to find and fix it
@@ -146,21 +144,11 @@ def write_rejects(rejects: Iterable[Reject], path: Path) -> int:
 
     Returns how many were written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for reject in rejects:
-                out.write(json.dumps(asdict(reject), ensure_ascii=False) + "\n")
-                count += 1
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(Path(path), "w", encoding="utf-8") as out:
+        for reject in rejects:
+            out.write(json.dumps(asdict(reject), ensure_ascii=False) + "\n")
+            count += 1
     return count
 
 
