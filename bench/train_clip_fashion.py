@@ -1,7 +1,7 @@
 """Train CLIP on the fashion image–title pairs and log held-out image→title recall@1/@10 per epoch.
 
 CPU (what this repo's machines have; budgeted to finish in about half an hour):
-    nice .venv/bin/python bench/train_clip_fashion.py --limit 6000 --epochs 6 --time-budget-min 30
+    nice .venv/bin/python bench/train_clip_fashion.py --limit 6000 --epochs 3 --time-budget-min 28
 H100 (from scratch with the larger config, all 44k pairs):
     .venv/bin/python bench/train_clip_fashion.py --model shoptag-base --device cuda --amp \
         --batch-size 512 --epochs 30 --lr 1e-3 --workers 8 --limit 0 --tag h100-base
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--model", default="shoptag-small")
     parser.add_argument("--checkpoint", default=None, help="pretrained tag or local file to fine-tune")
     parser.add_argument("--limit", type=int, default=6000, help="first N products (0: all 44k)")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--device", default="cpu")
