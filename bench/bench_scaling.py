@@ -1,0 +1,108 @@
+"""Scaling of kNN tagging and "similar" with the catalog size, on synthetic unit vectors (dim 384, clustered
+around 1,000 random centres like product categories) with one synthetic 50-value tag family.
+
+One size per process (``--size``), so `run.py` records the peak memory of each size on its own. The index
+type is what `choose_factory` picks for that size; an index that needs training (IVF) is trained on a sample
+of at most `TRAIN_PER_LIST` vectors per inverted list (faiss's own cap is 256 per list, i.e. every vector at
+1M), which bounds the k-means time and is noted in the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+
+import numpy as np
+
+from bench_common import Output, Timer, add_latency, latencies, parse_args
+
+DIM = 384
+CENTRES = 1000
+NOISE = 0.6
+TAG_VALUES = 50
+KNN_K = 20
+TAG_BATCH = 1000
+SEARCH_BATCH = 100
+TRAIN_PER_LIST = 40  # faiss warns below 39 training vectors per inverted list
+
+
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--size", type=int, default=10_000, help="number of products")
+
+
+def synthetic(n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` unit vectors scattered around `CENTRES` random unit centres, built in chunks to bound memory."""
+    centres = rng.standard_normal((CENTRES, DIM), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    out = np.empty((n, DIM), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        stop = min(n, start + 100_000)
+        block = centres[rng.integers(0, CENTRES, stop - start)]
+        block += rng.standard_normal(block.shape, dtype=np.float32) * (NOISE / np.sqrt(DIM))
+        out[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def main() -> None:
+    args = parse_args(__doc__, options)
+    import faiss
+    import scipy.sparse as sp
+
+    from shoptag.indexer.vector_index import VectorIndex, choose_factory, gpu_available
+    from shoptag.tagger.model import knn_scores, neighbours
+
+    output = Output()
+    output.add("scaling", "RSS after imports", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "MB",
+               args.device, args.size, {"why": "subtract from peak RSS for the memory the vectors and index take"})
+    if args.device == "cuda" and not gpu_available():
+        output.notes.append("faiss here has no GPU support (faiss-cpu): scaling runs on the CPU only")
+        output.write(args.out)
+        return
+    n, device, name = args.size, args.device, "scaling"
+    rng = np.random.default_rng(3)
+    vectors = synthetic(n, rng)
+    ids = [f"p{i}" for i in range(n)]
+    factory = choose_factory(n, DIM)
+
+    index = VectorIndex(DIM, factory, use_gpu=device == "cuda")
+    sample = vectors[rng.choice(n, min(n, TRAIN_PER_LIST * nlist(factory)), replace=False)] if nlist(factory) else vectors
+    with Timer() as build:
+        index.train(sample)
+        index.add(ids, vectors)
+    output.add(name, "index build", build.seconds, "s", device, n,
+               {"factory": factory, "trained_on": len(sample) if nlist(factory) else 0, "nprobe": index.nprobe})
+
+    queries = np.arange(0, n, max(1, n // (TAG_BATCH * 2)))
+    labels = sp.csr_matrix((np.ones(n, np.float32), (np.arange(n), rng.integers(0, TAG_VALUES, n))), shape=(n, TAG_VALUES))
+    row_of = {pid: row for row, pid in enumerate(ids)}
+    with Timer() as tagging:
+        for start in range(0, len(queries), TAG_BATCH):
+            rows = queries[start : start + TAG_BATCH]
+            nb_rows, nb_sims = neighbours(index, row_of, vectors[rows], [ids[r] for r in rows], 2 * KNN_K)
+            knn_scores(nb_rows, nb_sims, labels, KNN_K, 0.05)
+    output.add(name, "kNN tagging", len(queries) / tagging.seconds, "products tagged/s", device, n,
+               {"factory": factory, "queries": len(queries), "k": KNN_K, "batch": TAG_BATCH})
+
+    batches = [queries[i : i + SEARCH_BATCH] for i in range(0, len(queries) - SEARCH_BATCH + 1, SEARCH_BATCH)]
+    add_latency(output, name, f"kNN search k={KNN_K}, batch of {SEARCH_BATCH}",
+                latencies(lambda rows: index.search(vectors[rows], KNN_K), batches), device, n)
+    singles = queries[: 50 if args.quick else 200]
+    similar = lambda row: index.search(vectors[row][None, :], KNN_K, exclude=[ids[row]])  # noqa: E731
+    add_latency(output, name, f"similar (single query k={KNN_K})", latencies(similar, singles), device, n)
+    if device == "cpu":  # OpenMP threads spin on a busy machine: one query gains nothing from a second thread
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        add_latency(output, name, f"similar (single query k={KNN_K}), faiss 1 thread", latencies(similar, singles), device, n)
+        faiss.omp_set_num_threads(threads)
+    output.notes.append(f"{n}: {factory}" + (f", IVF trained on a sample of {len(sample)}" if nlist(factory) else ""))
+    output.write(args.out)
+
+
+def nlist(factory: str) -> int:
+    """The number of inverted lists of an IVF factory string, 0 for other index types."""
+    head = factory.split(",")[0]
+    return int(head[3:]) if head.startswith("IVF") else 0
+
+
+if __name__ == "__main__":
+    main()
