@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -25,19 +24,19 @@ import open_clip
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from torch.utils.data import DataLoader, Dataset
-
+from shoptag.indexer.atomic_file import atomic_write
 from shoptag.tagger.augment import ImageTransform, train_transform
 from shoptag.tagger.image_encoder import (
     ImageEncoder,
     ImageSource,
     LoadedClip,
+    as_torch_device,
     autocast,
     checkpoint_model_id,
     load_clip,
     open_image,
-    resolve_device,
 )
+from torch.utils.data import DataLoader, Dataset
 
 Pair = tuple[ImageSource, str]
 
@@ -141,10 +140,9 @@ def fashion_pairs(data_dir: Path, limit: int | None = None) -> Iterator[tuple[st
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file beside `path`, then rename over it: a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through `atomic_write`: a crash never leaves half a checkpoint."""
+    with atomic_write(path) as fh:
+        torch.save(obj, fh)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -261,7 +259,7 @@ def train_clip(
         raise ValueError("no training pairs")
     out_dir.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True)
-    torch_device = resolve_device(device)
+    torch_device = as_torch_device(device)
     torch.manual_seed(seed)
     clip = load_clip(model_name, checkpoint, torch_device, seed)
     model = clip.model

@@ -20,9 +20,10 @@ import numpy as np
 import open_clip
 import torch
 from PIL import Image, UnidentifiedImageError
-
 from shoptag.tagger.augment import eval_transform
 from shoptag.tagger.clip_config import config_digest, register_config, register_shoptag_configs
+
+from .text_encoder import resolve_device
 
 ImageSource = Path | str | bytes | Image.Image
 
@@ -52,11 +53,9 @@ def open_image(item: ImageSource, position: int | None = None) -> Image.Image:
         raise ImageDecodeError(f"cannot read image {where}{describe(item)}: {error}") from error
 
 
-def resolve_device(device: str) -> torch.device:
-    """`auto` is the first CUDA GPU when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def as_torch_device(device: str) -> torch.device:
+    """The torch device for a settings value (`auto`: the first CUDA GPU when there is one, else the CPU)."""
+    return torch.device(resolve_device(device))
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
@@ -151,7 +150,7 @@ class ImageEncoder:
     """L2-normalised CLIP vectors of product images and of texts, plus zero-shot class scores."""
 
     def __init__(self, model_name: str, checkpoint: str | None = None, device: str = "auto", batch_size: int = 128):
-        self._setup(load_clip(model_name, checkpoint, resolve_device(device)), batch_size)
+        self._setup(load_clip(model_name, checkpoint, as_torch_device(device)), batch_size)
 
     @classmethod
     def from_clip(cls, clip: LoadedClip, batch_size: int = 128) -> ImageEncoder:
