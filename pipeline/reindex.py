@@ -1,41 +1,46 @@
 """Stage: store → search backend. A full reindex rebuilds the index beside the live one and swaps; an
-incremental one sends only products whose document changed since the backend last received it."""
+incremental one sends only products whose document changed since the backend last received it.
+
+What a document holds apart from its vectors (content, tags with scores, the models behind the vectors) is
+hashed from the store alone, so an incremental run finds the changed products without loading a vector,
+and encodes (through the cache) and builds documents for those only.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 
 from shoptag.indexer.backend import SearchBackend
 from shoptag.indexer.documents import SearchDoc
-from shoptag.indexer.store import Store
+from shoptag.indexer.store import Store, StoredProduct
 
 from .encode import Encoders, encode_products
 from .progress import progress_bar
-from .search_docs import search_docs
+from .search_docs import doc_tags, search_docs
 from .settings import Settings
 from .workspace import Workspace
 
 BATCH = 2000
 
 
-def doc_hash(doc: SearchDoc) -> str:
-    """What makes a document differ: content, tags with scores, and the models behind its vectors."""
-    tags = {f: sorted((t.value, round(t.score, 4), t.source) for t in ts) for f, ts in doc.tags.items()}
-    key = json.dumps([doc.content_hash, tags, doc.text_model, doc.image_model], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(key.encode()).hexdigest()
+def doc_hash(content_hash: str, tags: Mapping[str, Sequence[tuple[str, str, float]]], model_ids: Mapping) -> str:
+    """What makes a product's document differ: content, winning tags with scores, the encoders' ids."""
+    families = {f: sorted((t.value, round(t.score, 4), t.source) for t in ts) for f, ts in doc_tags(tags).items()}
+    key = [content_hash, families, str(model_ids.get("text_model") or ""), str(model_ids.get("image_model") or "")]
+    return hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def backend_key(settings: Settings, backend: SearchBackend) -> str:
     return f"es:{settings.es.url}:{settings.es.index_alias}" if backend.name == "es" else "embedded"
 
 
-def reindex(
-    settings: Settings, store: Store, encoders: Encoders, backend: SearchBackend, *,
-    incremental: bool = False, show_progress: bool = True,
-) -> dict:
-    """Build documents for every product (vectors from the cache) and hand them to the backend."""
-    products = store.products()
+def build_docs(
+    store: Store, products: Sequence[StoredProduct], encoders: Encoders, settings: Settings,
+    tags: Mapping[str, Mapping[str, Sequence[tuple[str, str, float]]]], show_progress: bool,
+) -> list[SearchDoc]:
+    """Documents for `products`, vectors from the embedding cache (encoding only what it lacks)."""
     cache = Workspace(settings.workspace).open_cache()
     docs: list[SearchDoc] = []
     try:
@@ -43,15 +48,27 @@ def reindex(
             for start in range(0, len(products), BATCH):
                 batch = products[start : start + BATCH]
                 vectors, _ = encode_products(batch, encoders, cache, show_progress=False)
-                docs += search_docs(store, batch, vectors, encoders.ids())
+                docs += search_docs(store, batch, vectors, encoders.ids(), tags)
                 advance(len(batch))
     finally:
         cache.close()
+    return docs
+
+
+def reindex(
+    settings: Settings, store: Store, encoders: Encoders, backend: SearchBackend, *,
+    incremental: bool = False, show_progress: bool = True,
+) -> dict:
+    """Send every product (or, incrementally, the changed ones) to the backend; record what it now holds."""
+    products = store.products()
+    tags = store.effective_tags()
+    model_ids = encoders.ids()
+    hashes = {p.id: doc_hash(p.content_hash, tags.get(p.id, {}), model_ids) for p in products}
     key = backend_key(settings, backend)
-    hashes = {d.id: doc_hash(d) for d in docs}
     if incremental:
         previous = store.indexed_hashes(key)
-        docs = [d for d in docs if previous.get(d.id) != hashes[d.id]]
+        products = [p for p in products if previous.get(p.id) != hashes[p.id]]
+    docs = build_docs(store, products, encoders, settings, tags, show_progress)
     report = backend.reindex(docs, incremental=incremental)
     failed = {pid for pid, _ in report.failed}
     if not incremental and failed:

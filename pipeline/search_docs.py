@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from shoptag.indexer.documents import DocTag, SearchDoc
 from shoptag.indexer.store import Store, StoredProduct
@@ -10,16 +10,27 @@ from shoptag.indexer.store import Store, StoredProduct
 from .encode import ProductVectors
 
 
-def search_docs(store: Store, products: Sequence[StoredProduct], vectors: ProductVectors, model_ids: dict) -> list[SearchDoc]:
-    """One document per product: accepted tags only (a tag "needing review" is not searchable)."""
-    tags = store.effective_tags([p.id for p in products])
+def doc_tags(tags: Mapping[str, Sequence[tuple[str, str, float]]]) -> dict[str, list[DocTag]]:
+    """A product's winning tags (from `Store.effective_tags`) as search sees them; empty families dropped."""
+    return {
+        family: [DocTag(value, float(score), source) for value, source, score in values]
+        for family, values in tags.items()
+        if values
+    }
+
+
+def search_docs(
+    store: Store, products: Sequence[StoredProduct], vectors: ProductVectors, model_ids: dict,
+    tags: Mapping[str, Mapping[str, Sequence[tuple[str, str, float]]]] | None = None,
+) -> list[SearchDoc]:
+    """One document per product: accepted tags only (a tag "needing review" is not searchable).
+
+    `tags` (product -> family -> winning tags) saves a store query when the caller has them already."""
+    if tags is None:
+        tags = store.effective_tags([p.id for p in products])
     docs = []
     for row, p in enumerate(products):
-        families = {
-            family: [DocTag(value, float(score), source) for value, source, score in values]
-            for family, values in tags.get(p.id, {}).items()
-            if values
-        }
+        families = doc_tags(tags.get(p.id, {}))
         docs.append(
             SearchDoc(
                 id=p.id,

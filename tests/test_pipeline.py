@@ -190,3 +190,28 @@ def test_cache_encodes_an_unchanged_text_once_per_model(tmp_path, minilm):
     _, n3 = encode_with_cache(texts, hashes, model_id="another-model", dim=minilm.dim, encode=encode, cache=cache, batch_size=8)
     assert n3 == 2  # a new model id never reuses another model's vectors
     cache.close()
+
+
+def test_incremental_reindex_sends_only_changed_products(trained_sample, tmp_path):
+    from shoptag.indexer.backends import VectorDims, open_backend
+    from shoptag.indexer.documents import SearchQuery
+    from shoptag.pipeline.reindex import reindex
+
+    settings, _, encoders = trained_sample
+    shutil.copytree(settings.workspace, tmp_path / "ws")
+    settings = settings.model_copy(update={"workspace": tmp_path / "ws"})
+    store = Workspace(settings.workspace).open_store()
+    dim = encoders.text.dim
+    backend = open_backend(settings, VectorDims(text=dim, image=None, fused=dim))
+    try:
+        full = reindex(settings, store, encoders, backend, show_progress=False)
+        assert full["sent"] == 70 and full["swapped"]
+        assert reindex(settings, store, encoders, backend, incremental=True, show_progress=False)["sent"] == 0
+        store.add_feedback([("sp-019", "category", ["Shirts"])], origin="test")
+        again = reindex(settings, store, encoders, backend, incremental=True, show_progress=False)
+        assert again["sent"] == 1
+        hits = backend.search(SearchQuery(text="衬衫裙", filters={"category": ["Shirts"]})).hits
+        assert "sp-019" in [h.id for h in hits]
+    finally:
+        backend.close()
+        store.close()
