@@ -152,14 +152,15 @@ def main() -> None:
 
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    runs = previous_runs(args)
+    kept = previous_runs(args)
+    runs = list(kept)
     for job in jobs(args.max_scale, args.quick, args.text_models):
         if args.only and job.name not in args.only:
             continue
         for device in ("cpu", "cuda") if args.device == "cuda" and job.per_device else ("cpu",):
             runs.append(run_job(job, device, args))
             write_results(runs, started, args)  # after every job, so an interrupted run keeps what it measured
-    failed = [r["job"] for r in runs if r["rc"] != 0]
+    failed = [r["job"] for r in runs[len(kept):] if r["rc"] != 0]
     if failed:
         sys.exit(f"benchmarks failed: {', '.join(failed)}")
 
