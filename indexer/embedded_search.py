@@ -276,11 +276,14 @@ class EmbeddedBackend:
             parts: list[tuple[str, list]] = []
             ranked: list[list[tuple[str, float]]] = []
             if match is not None:
-                parts.append((f"SELECT rowid AS rid FROM docs_fts WHERE docs_fts MATCH ?{filters}",
+                # FTS5 must stay the outer loop: a tag filter pushed into it as a rowid constraint would re-run
+                # the full-text match once per allowed product (seconds at 20k products); `+` and CROSS JOIN
+                # keep the filter a check on each match instead
+                parts.append((f"SELECT rowid AS rid FROM docs_fts WHERE docs_fts MATCH ?{filter_sql(query.filters, '+rowid')[0]}",
                               [match, *filter_params]))
                 ranked.append(conn.execute(
-                    f"""SELECT d.id, -{BM25} AS score FROM docs_fts JOIN docs d ON d.rid = docs_fts.rowid
-                        WHERE docs_fts MATCH ?{filter_sql(query.filters, 'd.rid')[0]}
+                    f"""SELECT d.id, -{BM25} AS score FROM docs_fts CROSS JOIN docs d ON d.rid = docs_fts.rowid
+                        WHERE docs_fts MATCH ?{filter_sql(query.filters, '+d.rid')[0]}
                         ORDER BY score DESC, d.id LIMIT ?""",
                     [match, *filter_params, query.window if hybrid else query.size],
                 ).fetchall())
@@ -339,7 +342,7 @@ class EmbeddedBackend:
         exclude: str | None = None,
     ) -> list[tuple[str, float]]:
         """The `k` nearest products passing `filters`: oversample FAISS, keep what passes, widen until enough."""
-        sql, params = filter_sql(filters)
+        sql, params = filter_sql(filters, "+rid")  # drive from the FAISS candidates, check the tags of each
         fetch = 4 * k
         while True:
             ids, sims = index.search(np.asarray(vector)[None, :], min(fetch, len(index)), exclude=[exclude])
