@@ -8,9 +8,10 @@ then temperature-scaled on validation so that a score of 0.8 means right about 8
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 from sklearn.metrics import f1_score, precision_recall_curve
 
 EPS = 1e-6
@@ -87,8 +88,12 @@ def apply_temperature(scores: np.ndarray, temperature: float, multilabel: bool) 
     return (exp / exp.sum(1, keepdims=True)).astype(np.float32)
 
 
-def fit_temperature(scores: np.ndarray, y: np.ndarray, multilabel: bool, grid: Sequence[float] | None = None) -> float:
-    """The temperature minimising validation log loss of the calibrated scores."""
-    grid = grid if grid is not None else np.exp(np.linspace(np.log(0.25), np.log(4.0), 41))
-    losses = [log_loss(apply_temperature(scores, t, multilabel), y, multilabel) for t in grid]
-    return float(grid[int(np.argmin(losses))])
+def fit_temperature(scores: np.ndarray, y: np.ndarray, multilabel: bool, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """Temperature scaling (Guo et al. 2017): the T minimising validation log loss of the calibrated scores,
+    by a bounded scalar search over log T. One parameter, so the top tag never changes."""
+    result = minimize_scalar(
+        lambda log_t: log_loss(apply_temperature(scores, float(np.exp(log_t)), multilabel), y, multilabel),
+        bounds=(np.log(bounds[0]), np.log(bounds[1])),
+        method="bounded",
+    )
+    return float(np.exp(result.x))

@@ -13,8 +13,6 @@ Conventions, shared by every function here:
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
 from sklearn.metrics import precision_recall_fscore_support
 
 AVERAGES = ("micro", "macro", "weighted")
@@ -198,35 +196,10 @@ def expected_calibration_error(confidences: np.ndarray, correct: np.ndarray, n_b
     return float(np.sum(count[used] * np.abs(bin_acc[used] - bin_conf[used])) / count.sum())
 
 
-def _as_logits(logits_or_probs: np.ndarray) -> np.ndarray:
-    """Logits as given, or the log of probability rows (non-negative, summing to 1)."""
-    x = np.asarray(logits_or_probs, dtype=float)
-    is_probs = x.min() >= 0.0 and np.allclose(x.sum(axis=1), 1.0, atol=1e-4)
-    return np.log(np.clip(x, 1e-12, None)) if is_probs else x
 
 
-def fit_temperature(
-    logits_or_probs_val: np.ndarray, y_val: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
-) -> float:
-    """Temperature scaling (Guo et al. 2017): the T minimising validation NLL of softmax(logits / T).
-
-    Accepts logits, or probabilities (recognised as non-negative rows summing to 1; their logs are used).
-    One parameter, so it fixes over- or under-confidence without changing any argmax.
-    """
-    logits = _as_logits(logits_or_probs_val)
-    y_val = np.asarray(y_val)
-    rows = np.arange(len(y_val))
-
-    def nll(log_t: float) -> float:
-        return float(-log_softmax(logits / np.exp(log_t), axis=1)[rows, y_val].mean())
-
-    result = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded")
-    return float(np.exp(result.x))
 
 
-def apply_temperature(logits_or_probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Calibrated probabilities softmax(logits / T)."""
-    return softmax(_as_logits(logits_or_probs) / temperature, axis=1)
 
 
 def evaluate_scores(

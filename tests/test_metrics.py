@@ -5,22 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.special import softmax
-from sklearn.metrics import f1_score
-
 from shoptag.tagger.metrics import (
-    apply_temperature,
     choose_thresholds,
     classification_metrics,
     coverage_at_precision,
     emitted_tags,
     evaluate_scores,
     expected_calibration_error,
-    fit_temperature,
     lowest_threshold,
     multilabel_metrics,
     per_class_scores,
     reliability_curve,
 )
+from sklearn.metrics import f1_score
 
 
 def test_classification_metrics_hand_checked() -> None:
@@ -172,20 +169,6 @@ def test_empty_reliability_bins_are_nan() -> None:
     bin_conf, bin_acc, count = reliability_curve(np.array([0.05, 0.95, 1.0]), np.array([0, 1, 1]), n_bins=10)
     np.testing.assert_array_equal(count, [1, 0, 0, 0, 0, 0, 0, 0, 0, 2])
     assert np.isnan(bin_acc[1]) and bin_acc[9] == 1.0
-
-
-@pytest.mark.parametrize("true_temperature", [0.5, 2.5])
-def test_fit_temperature_recovers_a_known_temperature(true_temperature: float) -> None:
-    rng = np.random.default_rng(6)
-    logits = rng.normal(0, 3, (20_000, 6))
-    calibrated = softmax(logits, axis=1)
-    y = (calibrated.cumsum(axis=1) < rng.random((20_000, 1))).sum(axis=1)  # a draw from each row
-    # a model that reports logits * T' has temperature 1/T' to undo
-    distorted = logits / true_temperature
-    assert fit_temperature(distorted, y) == pytest.approx(1 / true_temperature, rel=0.05)
-    t = fit_temperature(softmax(distorted, axis=1), y)  # probabilities are accepted too
-    assert t == pytest.approx(1 / true_temperature, rel=0.05)
-    np.testing.assert_allclose(apply_temperature(distorted, 1 / true_temperature), calibrated, atol=1e-9)
 
 
 def test_evaluate_scores_single_and_multi_label() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from shoptag.indexer.vector_index import VectorIndex
 from shoptag.tagger.fuse import apply_temperature, choose_weights, fit_temperature, log_loss, simplex_grid
 from shoptag.tagger.head import HeadConfig, class_weights, predict_head, train_head
@@ -113,3 +112,16 @@ def test_vocab_marks_multivalued_families_and_drops_rare_values():
     assert vocabs["category"].values == ("Jeans", "Watch") and not vocabs["category"].multilabel
     assert vocabs["scene"].multilabel and vocabs["scene"].values == ("office",)
     assert vocabs["category"].single_labels([["Once"], ["Watch"], None]).tolist() == [-1, 1, -1]
+
+
+@pytest.mark.parametrize("true_temperature", [0.5, 2.5])
+def test_fit_temperature_recovers_a_known_temperature(true_temperature):
+    rng = np.random.default_rng(5)
+    logits = rng.normal(scale=2.0, size=(4000, 5))
+    calibrated = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    y = np.array([rng.choice(5, p=p) for p in calibrated])
+    distorted = np.exp(logits / true_temperature)  # a model that reports logits / T' needs temperature 1/T'
+    distorted /= distorted.sum(1, keepdims=True)
+    t = fit_temperature(distorted, y, multilabel=False)
+    assert t == pytest.approx(1 / true_temperature, rel=0.05)
+    np.testing.assert_allclose(apply_temperature(distorted, t, False), calibrated, atol=0.02)
