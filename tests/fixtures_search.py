@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
-
+from loopback import free_port, wait_until_ok
 from shoptag.indexer.documents import DocTag, SearchDoc
 from shoptag.indexer.embedded_search import EmbeddedBackend
 from shoptag.indexer.es.backend import ESBackend
@@ -92,18 +89,11 @@ class NoidaServer:
             stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"noida-db exited with {self.process.returncode}; see {log.name}")
-            try:
-                if httpx.get(f"{self.url}/_cluster/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        pytest.fail(f"noida-db did not become healthy on {self.url} within {timeout}s")
+        try:
+            wait_until_ok(f"{self.url}/_cluster/health", lambda: self.process.poll() is None, timeout)
+        except (RuntimeError, TimeoutError) as error:
+            self.stop()
+            pytest.fail(f"noida-db did not become healthy on {self.url}: {error}; see {log.name}")
 
     def stop(self) -> None:
         """Terminate the server (it saves its data on the way out; the data directory stays)."""
@@ -118,10 +108,6 @@ class NoidaServer:
         self.process = None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import uvicorn
-
+from loopback import free_port, wait_until_ok
 from shoptag.pipeline.encode import Encoders
 from shoptag.pipeline.ingest import ingest
 from shoptag.pipeline.settings import Settings
@@ -59,24 +56,8 @@ def build_workspace(settings: Settings, *, trained: bool = True) -> None:
         store.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_healthy(base_url: str, alive: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if not alive():
-            raise RuntimeError(f"the service at {base_url} died while starting")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"the service at {base_url} did not answer /healthz within {START_TIMEOUT:.0f}s")
+    wait_until_ok(f"{base_url}/healthz", alive, START_TIMEOUT, interval=0.25)
 
 
 @contextmanager
