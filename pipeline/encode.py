@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-
 from shoptag.indexer.store import StoredProduct
 from shoptag.tagger.embedding_cache import EmbeddingCache, encode_with_cache
 from shoptag.tagger.product_vector import fuse
@@ -57,6 +56,18 @@ class ProductVectors:
         return "text+image" if self.has_image[row] else "text"
 
 
+def _encode_cached(
+    label: str, items: Sequence, hashes: Sequence[str], encoder, cache: EmbeddingCache, batch_size: int,
+    show_progress: bool,
+) -> tuple[np.ndarray, int]:
+    """One modality through the cache, with its progress bar."""
+    with progress_bar(f"encode {label}", len(items), show_progress) as advance:
+        return encode_with_cache(
+            items, hashes, model_id=encoder.model_id, dim=encoder.dim, encode=encoder.encode, cache=cache,
+            batch_size=batch_size, on_batch=advance,
+        )
+
+
 def encode_products(
     products: Sequence[StoredProduct],
     encoders: Encoders,
@@ -65,35 +76,19 @@ def encode_products(
     show_progress: bool = True,
 ) -> tuple[ProductVectors, dict[str, int]]:
     """Vectors of `products`, encoding only what the cache lacks; also how many were encoded per modality."""
-    text_encoder = encoders.text
-    with progress_bar("encode text", len(products), show_progress) as advance:
-        text, text_encoded = encode_with_cache(
-            [p.text for p in products],
-            [p.text_hash for p in products],
-            model_id=text_encoder.model_id,
-            dim=text_encoder.dim,
-            encode=text_encoder.encode,
-            cache=cache,
-            batch_size=encoders.settings.batch_size,
-            on_batch=advance,
-        )
+    settings = encoders.settings
+    text, text_encoded = _encode_cached(
+        "text", [p.text for p in products], [p.text_hash for p in products], encoders.text, cache,
+        settings.batch_size, show_progress,
+    )
     has_image = np.array([bool(p.image and p.image_hash) for p in products], dtype=bool)
     image, image_encoded = None, 0
-    image_encoder = encoders.image
-    if image_encoder is not None:
+    if encoders.image is not None:
         rows = np.flatnonzero(has_image)
-        image = np.zeros((len(products), image_encoder.dim), dtype=np.float32)
-        with progress_bar("encode images", len(rows), show_progress) as advance:
-            vectors, image_encoded = encode_with_cache(
-                [products[r].image for r in rows],
-                [products[r].image_hash for r in rows],
-                model_id=image_encoder.model_id,
-                dim=image_encoder.dim,
-                encode=image_encoder.encode,
-                cache=cache,
-                batch_size=encoders.settings.image_batch_size,
-                on_batch=advance,
-            )
-        image[rows] = vectors
-    fused = fuse(text, image, has_image, encoders.settings.image_weight)
+        image = np.zeros((len(products), encoders.image.dim), dtype=np.float32)
+        image[rows], image_encoded = _encode_cached(
+            "images", [products[r].image for r in rows], [products[r].image_hash for r in rows], encoders.image,
+            cache, settings.image_batch_size, show_progress,
+        )
+    fused = fuse(text, image, has_image, settings.image_weight)
     return ProductVectors(text, image, has_image, fused), {"text": text_encoded, "image": image_encoded}
