@@ -67,6 +67,16 @@ CREATE TABLE IF NOT EXISTS indexed (
     doc_hash TEXT NOT NULL,     -- hash of the document last sent: incremental reindex sends only changes
     PRIMARY KEY (backend, product_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS changes (
+    product_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL        -- rises with every change to the product's content, tags or feedback (triggers)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS changes_by_seq ON changes(seq);
+CREATE TABLE IF NOT EXISTS index_marks (
+    backend TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,       -- every change up to this one has reached the backend
+    models TEXT NOT NULL        -- the encoders its vectors came from: other encoders make every document stale
+);
 CREATE TABLE IF NOT EXISTS rejects (
     run_id INTEGER NOT NULL REFERENCES runs(id),
     line INTEGER,
@@ -75,6 +85,24 @@ CREATE TABLE IF NOT EXISTS rejects (
     raw TEXT
 );
 """
+
+# (table, event, the product's id in the row, condition): what makes a product's search document change
+_CHANGE_EVENTS = (
+    ("products", "INSERT", "NEW.id", ""),
+    ("products", "UPDATE", "NEW.id", "WHEN OLD.content_hash IS NOT NEW.content_hash"),
+    ("products", "DELETE", "OLD.id", ""),
+    ("tags", "INSERT", "NEW.product_id", ""),
+    ("tags", "UPDATE", "NEW.product_id", ""),
+    ("tags", "DELETE", "OLD.product_id", ""),
+    ("feedback", "INSERT", "NEW.product_id", ""),
+)
+CHANGE_TRIGGERS = "".join(
+    f"CREATE TRIGGER IF NOT EXISTS changed_{table}_{event.lower()} AFTER {event} ON {table} {when} BEGIN "
+    f"INSERT INTO changes (product_id, seq) VALUES ({pid}, (SELECT coalesce(max(seq), 0) + 1 FROM changes)) "
+    "ON CONFLICT (product_id) DO UPDATE SET seq = excluded.seq; "
+    "END;\n"
+    for table, event, pid, when in _CHANGE_EVENTS
+)
 
 TAG_SOURCES = ("feedback", "catalog", "model")
 
@@ -113,7 +141,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        self._db.executescript(SCHEMA + CHANGE_TRIGGERS)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -322,15 +350,35 @@ class Store:
     def indexed_hashes(self, backend: str) -> dict[str, str]:
         return dict(self._query("SELECT product_id, doc_hash FROM indexed WHERE backend = ?", (backend,)))
 
-    def set_indexed(self, backend: str, hashes: Mapping[str, str], *, replace_all: bool = False) -> None:
-        """Record what the backend now holds; `replace_all` after a full reindex forgets everything else."""
+    def set_indexed(
+        self, backend: str, hashes: Mapping[str, str], *, replace_all: bool = False, gone: Sequence[str] = (),
+        mark: tuple[int, str] | None = None,
+    ) -> None:
+        """Record what the backend now holds: documents sent (`replace_all` after a full reindex forgets every
+        other), products deleted from it, and optionally the (change seq, models) it is complete up to."""
         with self.transaction() as db:
             if replace_all:
                 db.execute("DELETE FROM indexed WHERE backend = ?", (backend,))
+            db.executemany("DELETE FROM indexed WHERE backend = ? AND product_id = ?", [(backend, pid) for pid in gone])
             db.executemany(
                 "INSERT OR REPLACE INTO indexed (backend, product_id, doc_hash) VALUES (?, ?, ?)",
                 [(backend, pid, h) for pid, h in hashes.items()],
             )
+            if mark is not None:
+                db.execute("INSERT OR REPLACE INTO index_marks (backend, seq, models) VALUES (?, ?, ?)", (backend, *mark))
+
+    def change_seq(self) -> int:
+        """The latest change's number: take it before reading what to index."""
+        return self._query("SELECT coalesce(max(seq), 0) FROM changes")[0][0]
+
+    def index_mark(self, backend: str) -> tuple[int, str] | None:
+        """(change seq, models) the backend is complete up to, or None when no reindex has recorded one."""
+        row = self._query("SELECT seq, models FROM index_marks WHERE backend = ?", (backend,))
+        return (row[0][0], row[0][1]) if row else None
+
+    def changed_since(self, seq: int) -> list[str]:
+        """Ids of products (deleted ones included) changed after change number `seq`."""
+        return [r[0] for r in self._query("SELECT product_id FROM changes WHERE seq > ? ORDER BY product_id", (seq,))]
 
     # ---- runs and rejects -----------------------------------------------------------------------------------
     def start_run(self, kind: str, source: str | None) -> tuple[int, int]:

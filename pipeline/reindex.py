@@ -3,7 +3,9 @@ incremental one sends only products whose document changed since the backend las
 
 What a document holds apart from its vectors (content, tags with scores, the models behind the vectors) is
 hashed from the store alone, so an incremental run finds the changed products without loading a vector,
-and encodes (through the cache) and builds documents for those only.
+and encodes (through the cache) and builds documents for those only. The store numbers every change to a
+product (SQLite triggers); a run records the number it is complete up to, so the next incremental run hashes
+only the products changed since, not the whole catalog, and deletes from the backend the ones that are gone.
 """
 
 from __future__ import annotations
@@ -59,19 +61,37 @@ def reindex(
     settings: Settings, store: Store, encoders: Encoders, backend: SearchBackend, *,
     incremental: bool = False, show_progress: bool = True,
 ) -> dict:
-    """Send every product (or, incrementally, the changed ones) to the backend; record what it now holds."""
-    products = store.products()
-    tags = store.effective_tags()
-    model_ids = encoders.ids()
-    hashes = {p.id: doc_hash(p.content_hash, tags.get(p.id, {}), model_ids) for p in products}
+    """Send every product (or, incrementally, the changed ones) to the backend and delete the ones gone from
+    the store; record what it now holds."""
     key = backend_key(settings, backend)
+    seq = store.change_seq()  # first: what changes while this runs is left for the next run
+    model_ids = encoders.ids()
+    models = json.dumps(model_ids, sort_keys=True, default=str)
+    mark = store.index_mark(key) if incremental else None
+    if mark is not None and mark[1] == models:
+        candidates = store.changed_since(mark[0])
+        products = store.products(candidates)
+        tags = store.effective_tags([p.id for p in products])
+    else:  # first run, or other encoders: every product is a candidate
+        products = store.products()
+        tags = store.effective_tags()
+        candidates = None
+    hashes = {p.id: doc_hash(p.content_hash, tags.get(p.id, {}), model_ids) for p in products}
+    gone: list[str] = []
     if incremental:
         previous = store.indexed_hashes(key)
+        present = set(hashes)
+        gone = [pid for pid in (previous if candidates is None else candidates) if pid in previous and pid not in present]
         products = [p for p in products if previous.get(p.id) != hashes[p.id]]
     docs = build_docs(store, products, encoders, settings, tags, show_progress)
     report = backend.reindex(docs, incremental=incremental)
     failed = {pid for pid, _ in report.failed}
     if not incremental and failed:
-        return {"sent": len(docs), "written": report.written, "failed": report.failed, "swapped": False}
-    store.set_indexed(key, {d.id: hashes[d.id] for d in docs if d.id not in failed}, replace_all=not incremental)
-    return {"sent": len(docs), "written": report.written, "failed": report.failed, "swapped": not incremental}
+        return {"sent": len(docs), "written": report.written, "deleted": 0, "failed": report.failed, "swapped": False}
+    deleted = backend.delete(gone).deleted if gone else 0
+    store.set_indexed(
+        key, {d.id: hashes[d.id] for d in docs if d.id not in failed}, replace_all=not incremental, gone=gone,
+        mark=None if failed else (seq, models),  # failed products stay after the mark: the next run retries them
+    )
+    return {"sent": len(docs), "written": report.written, "deleted": deleted, "failed": report.failed,
+            "swapped": not incremental}

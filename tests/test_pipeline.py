@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures_models import REPO, SAMPLE
-
 from shoptag.pipeline.encode import Encoders
 from shoptag.pipeline.explain import explain
 from shoptag.pipeline.feedback import apply_feedback
@@ -212,6 +211,38 @@ def test_incremental_reindex_sends_only_changed_products(trained_sample, tmp_pat
         assert again["sent"] == 1
         hits = backend.search(SearchQuery(text="衬衫裙", filters={"category": ["Shirts"]})).hits
         assert "sp-019" in [h.id for h in hits]
+    finally:
+        backend.close()
+        store.close()
+
+
+def test_incremental_reindex_reads_only_changes_since_its_mark_and_deletes_what_is_gone(trained_sample, tmp_path):
+    from shoptag.indexer.backends import VectorDims, open_backend
+    from shoptag.pipeline.reindex import backend_key, reindex
+
+    settings, _, encoders = trained_sample
+    shutil.copytree(settings.workspace, tmp_path / "ws")
+    settings = settings.model_copy(update={"workspace": tmp_path / "ws"})
+    store = Workspace(settings.workspace).open_store()
+    dim = encoders.text.dim
+    backend = open_backend(settings, VectorDims(text=dim, image=None, fused=dim))
+    try:
+        reindex(settings, store, encoders, backend, show_progress=False)
+        key = backend_key(settings, backend)
+        seq, _ = store.index_mark(key)
+        assert store.changed_since(seq) == []
+        store.add_feedback([("sp-003", "style", ["classic"])], origin="test")
+        store.delete_products(["sp-004"])
+        assert store.changed_since(seq) == ["sp-003", "sp-004"]
+        report = reindex(settings, store, encoders, backend, incremental=True, show_progress=False)
+        assert (report["sent"], report["deleted"]) == (1, 1)
+        assert "sp-004" not in store.indexed_hashes(key)
+        assert "sp-004" not in {h.id for h in backend.similar("sp-003", 70)}
+        assert store.changed_since(store.index_mark(key)[0]) == []
+        # vectors from other encoders: the mark no longer applies and every document is compared again
+        store.set_indexed(key, {}, mark=(store.index_mark(key)[0], "other encoders"))
+        assert reindex(settings, store, encoders, backend, incremental=True, show_progress=False)["sent"] == 0
+        assert store.index_mark(key)[1] != "other encoders"
     finally:
         backend.close()
         store.close()
