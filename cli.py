@@ -261,24 +261,40 @@ def evaluate(
     config: ConfigOpt = None,
     workspace: WorkspaceOpt = None,
     report_dir: Annotated[Path | None, typer.Option("--report", help="Write report.md/.html and plots here.")] = None,
+    modality: Annotated[
+        str | None,
+        typer.Option(help="Tag from 'text' only, 'image' only or 'text+image' (default: as configured)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Held-out evaluation of TF-IDF+LR, kNN-only, head-only and fused tagging on the fixed split."""
+    """Held-out evaluation of TF-IDF+LR, kNN-only, head-only, zero-shot CLIP (with an image tower) and fused
+    tagging on the fixed split."""
+    from shoptag.pipeline.evaluate import METHOD_ORDER, for_modality, summary_rows
     from shoptag.pipeline.evaluate import evaluate as run
-    from shoptag.pipeline.evaluate import summary_rows
 
+    if modality not in (None, "text", "image", "text+image"):
+        err.print(f"[red]bad --modality {modality!r}[/]: expected text, image or text+image")
+        raise typer.Exit(EXIT_USAGE)
     with _session(config, workspace) as (settings, store):
+        if modality:
+            try:
+                settings = for_modality(settings, modality)  # type: ignore[arg-type]
+            except ValueError as exc:
+                err.print(f"[red]{exc}[/]")
+                raise typer.Exit(EXIT_USAGE) from None
         results = run(settings, store, _encoders(settings), show_progress=not as_json)
+        if modality:
+            results["modality"] = modality
         if report_dir:
             from shoptag.pipeline.report import write_report
 
-            write_report({"catalog": results}, report_dir)
+            write_report({modality or "catalog": results}, report_dir)
 
         def human() -> None:
             out.print(f"split {results['split']}, target precision {results['target_precision']}")
             for metric in ("f1_weighted", "f1_macro", "coverage_at_target"):
                 rows = summary_rows(results["families"], metric)
-                methods = sorted({m for _, r in rows for m in r}, key=["tfidf-lr", "knn", "head", "fused"].index)
+                methods = sorted({m for _, r in rows for m in r}, key=METHOD_ORDER.index)
                 table = Table("family", *methods, title=metric)
                 for family, r in rows:
                     best = max(r.values())
@@ -385,7 +401,7 @@ def reindex(
             backend.close()
         _emit(as_json, report, lambda: out.print(
             f"reindexed {report['sent']} products into {backend.name} ({report['written']} written, "
-            f"{len(report['failed'])} failed)"
+            f"{report['deleted']} deleted, {len(report['failed'])} failed)"
         ))
         if report["failed"]:
             raise typer.Exit(EXIT_FAILED)
@@ -460,7 +476,6 @@ def serve(
 ) -> None:
     """Run the storefront HTTP service (similar, real-time tagging, feedback, search, metrics)."""
     import uvicorn
-
     from shoptag.pipeline.settings import load_settings
     from shoptag.service.app import create_app
 

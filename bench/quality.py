@@ -3,11 +3,16 @@
 For each data set: build the catalog (`shoptag datasets`), ingest it into its own workspace, run
 `shoptag evaluate --report`. Results land in bench/results/quality-<name>/ (report.md, report.html, plots,
 results.json). Needs ../shared/data (or SHOPTAG_DATA_DIR); says so and exits 0 when it is absent.
+
+With ``--clip-checkpoint`` (a `shoptag train-clip` model.pt) the fashion catalog is built with its photos and
+evaluated three times on the same split, ``--modality text``, ``image`` and ``text+image`` (zero-shot CLIP
+beside the other methods), with one side-by-side report in bench/results/quality-<name>-modalities/.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -29,12 +34,26 @@ def shoptag(*args: str, env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "shoptag.cli", *args], check=True, env={**os.environ, **env})
 
 
-def run(name: str, limit: int | None) -> None:
+def evaluate(env: dict[str, str], out: Path, *extra: str) -> dict:
+    """`shoptag evaluate --report out --json` (plus `extra`); its results, also saved as out/results.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "results.json").open("w") as fh:
+        subprocess.run([sys.executable, "-m", "shoptag.cli", "evaluate", "--report", str(out), "--json", *extra],
+                       check=True, stdout=fh, env={**os.environ, **env})
+    return json.loads((out / "results.json").read_text())
+
+
+def run(name: str, limit: int | None, clip: tuple[str, str] | None) -> None:
     data_args, env = RUNS[name]
-    suffix = f"{name}{limit}" if limit else name
+    images = clip is not None and name == "fashion"
+    suffix = (f"{name}{limit}" if limit else name) + ("-images" if images else "")
     catalog = WORK / f"{suffix}.jsonl"
     workspace = WORK / f"ws-{suffix}"
     env = {**env, "SHOPTAG_WORKSPACE": str(workspace), "HF_HUB_OFFLINE": "1"}
+    if images:
+        assert clip is not None
+        data_args = [*data_args, "--images"]
+        env |= {"SHOPTAG_ENCODERS__IMAGE_MODEL": clip[0], "SHOPTAG_ENCODERS__IMAGE_CHECKPOINT": clip[1]}
     start = time.perf_counter()
     if not catalog.exists():
         shoptag("datasets", *data_args, "--out", str(catalog), *(["--limit", str(limit)] if limit else []), env=env)
@@ -43,18 +62,30 @@ def run(name: str, limit: int | None) -> None:
     except subprocess.CalledProcessError as exc:
         if exc.returncode != 3:  # 3: some records rejected, the run went on
             raise
-    out = RESULTS / f"quality-{suffix}"
-    with (WORK / f"{suffix}-evaluate.json").open("w") as fh:
-        subprocess.run([sys.executable, "-m", "shoptag.cli", "evaluate", "--report", str(out), "--json"],
-                       check=True, stdout=fh, env={**os.environ, **env})
-    (out / "results.json").write_bytes((WORK / f"{suffix}-evaluate.json").read_bytes())
-    print(f"{name}: {time.perf_counter() - start:.0f} s, report in {out}")
+    if not images:
+        out = RESULTS / f"quality-{suffix}"
+        evaluate(env, out)
+        print(f"{name}: {time.perf_counter() - start:.0f} s, report in {out}")
+        return
+    from shoptag.pipeline.report import write_report
+
+    by_modality = {}
+    for modality in ("text", "image", "text+image"):
+        out = RESULTS / f"quality-{suffix}-{modality.replace('+', '-')}"
+        by_modality[modality] = evaluate(env, out, "--modality", modality)
+        print(f"{name} {modality}: {time.perf_counter() - start:.0f} s so far", flush=True)
+    combined = RESULTS / f"quality-{suffix}-modalities"
+    write_report(by_modality, combined, title=f"shoptag quality by modality: {name}",
+                 notes=[f"image tower {clip[0]} from {clip[1]}", "same split, same catalog; one evaluate run each"])
+    print(f"{name}: {time.perf_counter() - start:.0f} s, report in {combined}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=sorted(RUNS), action="append")
     parser.add_argument("--limit", type=int, help="fashion: first N products only")
+    parser.add_argument("--clip-checkpoint", help="fashion: also tag from the photos with this CLIP model.pt")
+    parser.add_argument("--clip-model", default="shoptag-small", help="open_clip architecture of --clip-checkpoint")
     args = parser.parse_args()
     data = Path(os.environ.get("SHOPTAG_DATA_DIR", ROOT.parent / "shared" / "data"))
     if not (data / "fashion" / "products.csv").is_file():
@@ -62,7 +93,8 @@ def main() -> None:
         return
     WORK.mkdir(parents=True, exist_ok=True)
     for name in args.only or sorted(RUNS):
-        run(name, args.limit if name == "fashion" else None)
+        clip = (args.clip_model, str(Path(args.clip_checkpoint).resolve())) if args.clip_checkpoint else None
+        run(name, args.limit if name == "fashion" else None, clip)
 
 
 if __name__ == "__main__":

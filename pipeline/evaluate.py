@@ -1,13 +1,17 @@
 """Stage: held-out evaluation. Fit on the train split, tune on validation, measure on test, every method on
 the same split: the TF-IDF + logistic regression baseline (the lexical source alone), kNN only, head only,
-and the fused tagger; coverage at the target precision uses thresholds chosen on validation per method."""
+zero-shot CLIP (when an image tower is configured) and the fused tagger; coverage at the target precision
+uses thresholds chosen on validation per method.
+
+`for_modality` turns one configuration into its text-only, image-only and text+image variants, so the
+three can be compared on the same split."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
-
 from shoptag.indexer.store import Store
 from shoptag.tagger.fuse import apply_temperature, fit_temperature
 from shoptag.tagger.metrics import (
@@ -27,24 +31,70 @@ from .train import LabelledSet, fit_on, labelled_set
 from .workspace import Workspace
 
 METHOD_NAMES = {"lexical": "tfidf-lr", "knn": "knn", "head": "head", "fused": "fused"}
+ZERO_SHOT = "zero-shot-clip"
+METHOD_ORDER = ("tfidf-lr", "knn", "head", ZERO_SHOT, "fused")  # how tables list them
+Modality = Literal["text", "image", "text+image"]
 
 
-def _scores_by_method(model: TaggerModel, data: LabelledSet, rows: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+def for_modality(settings: Settings, modality: Modality) -> Settings:
+    """The settings that tag from one modality: text drops the image tower; image gives the image half all
+    the weight and drops the lexical (title) source; text+image keeps both halves as configured."""
+    encoders, tagger = settings.encoders, settings.tagger
+    if modality == "text":
+        encoders = encoders.model_copy(update={"image_model": None, "image_checkpoint": None})
+    elif not encoders.image_model:
+        raise ValueError(f"modality {modality!r} needs an image tower: set encoders.image_model")
+    elif modality == "image":
+        encoders = encoders.model_copy(update={"image_weight": 1.0})
+        tagger = tagger.model_copy(update={"lexical": False})
+    return settings.model_copy(update={"encoders": encoders, "tagger": tagger})
+
+
+def zero_shot(model: TaggerModel, data: LabelledSet, rows: np.ndarray, encoders: Encoders) -> dict[str, np.ndarray]:
+    """family -> zero-shot CLIP scores of `rows` (image against "a photo of <tag>"), for the single-valued
+    families; a product without a photo gets the uniform row. Empty without an image tower."""
+    if encoders.image is None or data.vectors.image is None:
+        return {}
+    vectors, has_image = data.vectors.image[rows], data.vectors.has_image[rows]
+    out = {}
+    for family, fm in model.families.items():
+        if fm.vocab.multilabel:  # a softmax over prompts names one tag; a tag set needs per-tag thresholds
+            continue
+        scores = encoders.image.zero_shot_scores(vectors, fm.vocab.values).astype(np.float32)
+        scores[~has_image] = 1.0 / len(fm.vocab)
+        out[family] = scores
+    return out
+
+
+def _scores_by_method(
+    model: TaggerModel, data: LabelledSet, rows: np.ndarray, encoders: Encoders | None = None
+) -> dict[str, dict[str, np.ndarray]]:
     """family -> method -> (len(rows), C) scores; single-source methods are temperature-calibrated like the
     fused one is, so their coverage at the target precision is comparable."""
     scored = score_sources(model, data.vectors.fused[rows], [data.texts[i] for i in rows], [data.ids[i] for i in rows])
+    zero = zero_shot(model, data, rows, encoders) if encoders is not None else {}
     return {
-        family: {**{METHOD_NAMES[name]: scores for name, scores in fs.sources.items()}, "fused": fs.fused}
+        family: {
+            **{METHOD_NAMES[name]: scores for name, scores in fs.sources.items()},
+            **({ZERO_SHOT: zero[family]} if family in zero else {}),
+            "fused": fs.fused,
+        }
         for family, fs in scored.items()
     }
 
 
 def evaluate_model(
-    model: TaggerModel, data: LabelledSet, val_rows: np.ndarray, test_rows: np.ndarray, target_precision: float
+    model: TaggerModel,
+    data: LabelledSet,
+    val_rows: np.ndarray,
+    test_rows: np.ndarray,
+    target_precision: float,
+    encoders: Encoders | None = None,
 ) -> dict[str, dict]:
-    """Per family and method: metrics on the test rows, thresholds and temperatures from the validation rows."""
-    val_scores = _scores_by_method(model, data, val_rows)
-    test_scores = _scores_by_method(model, data, test_rows)
+    """Per family and method: metrics on the test rows, thresholds and temperatures from the validation rows.
+    With `encoders` holding an image tower, zero-shot CLIP is measured beside the other methods."""
+    val_scores = _scores_by_method(model, data, val_rows, encoders)
+    test_scores = _scores_by_method(model, data, test_rows, encoders)
     results: dict[str, dict] = {}
     for family, fm in model.families.items():
         vocab, multilabel = fm.vocab, fm.vocab.multilabel
@@ -100,7 +150,7 @@ def evaluate(settings: Settings, store: Store, encoders: Encoders, *, show_progr
         raise ValueError("the test split is empty: set tagger.test_fraction above 0 or label more products")
     model = fit_on(data, masks["train"], masks["val"], settings, encoders)
     results = evaluate_model(
-        model, data, np.flatnonzero(masks["val"]), np.flatnonzero(masks["test"]), t.target_precision
+        model, data, np.flatnonzero(masks["val"]), np.flatnonzero(masks["test"]), t.target_precision, encoders
     )
     return {
         "split": {name: int(mask.sum()) for name, mask in masks.items()},
