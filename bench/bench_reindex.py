@@ -1,8 +1,9 @@
 """End-to-end `shoptag reindex` of the fashion catalog (embedded backend, text encoder MiniLM), timed as a user
 runs it: each step is a fresh `shoptag` process, so start-up and model loading count.
 
-Steps: ingest; full reindex with an empty embedding cache (encodes every product); full reindex again (every
-vector cached); edit the titles of 1% of the products in a copy of the catalog and ingest it; then
+Steps: ingest; full reindex with an empty embedding cache and no ONNX export of the text model yet (encodes
+every product, exporting the model for ONNX Runtime first); full reindex again (every vector cached); edit the
+titles of 1% of the products in a copy of the catalog and ingest it; then
 ``reindex --incremental``. The figure that matters is full (cold) / incremental: the embedding cache and the
 indexed-document hashes must make the incremental run at least 20 times faster.
 """
@@ -16,8 +17,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-from bench_common import Output, catalog_limit, fashion_catalog_file, fashion_workspace, parse_args, run_measured
+from bench_common import (
+    Output,
+    catalog_limit,
+    fashion_catalog_file,
+    fashion_workspace,
+    parse_args,
+    run_measured,
+)
 
 EDITED_SHARE = 0.01
 REQUIRED_RATIO = 20.0
@@ -50,9 +57,11 @@ def main() -> None:
     edited = args.work / f"{catalog.stem}-edited.jsonl"
     changed = edited_catalog(catalog, edited)
 
+    onnx_cache = args.work / "onnx-cache"  # empty: the cold run pays for the one-time ONNX export too
+    shutil.rmtree(onnx_cache, ignore_errors=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "SHOPTAG_ENCODERS__DEVICE": args.device, "SHOPTAG_ENCODERS__TEXT_MODEL": "minilm",
-           "SHOPTAG_ENCODERS__IMAGE_MODEL": ""}
+           "SHOPTAG_ENCODERS__IMAGE_MODEL": "", "SHOPTAG_ENCODERS__ONNX_CACHE": str(onnx_cache)}
     env.pop("SHOPTAG_ES__URL", None)  # the embedded backend
     if args.device == "cuda":
         env["SHOPTAG_ENCODERS__BATCH_SIZE"] = str(CUDA_BATCH)

@@ -11,6 +11,7 @@ from shoptag.indexer.store import StoredProduct
 from shoptag.tagger.embedding_cache import EmbeddingCache, encode_with_cache
 from shoptag.tagger.product_vector import fuse
 from shoptag.tagger.text_encoder import TextEncoder, load_text_encoder
+from shoptag.tagger.text_onnx import default_cache_dir
 
 from .progress import progress_bar
 from .settings import EncoderSettings
@@ -24,7 +25,9 @@ class Encoders:
 
     @cached_property
     def text(self) -> TextEncoder:
-        return load_text_encoder(self.settings.text_model, self.settings.device, self.settings.batch_size)
+        s = self.settings
+        onnx_cache = (s.onnx_cache or default_cache_dir()) if s.onnx else None
+        return load_text_encoder(s.text_model, s.device, s.batch_size, onnx_cache=onnx_cache)
 
     @cached_property
     def image(self):  # ImageEncoder | None; imported lazily: open_clip is slow to import

@@ -32,6 +32,10 @@ class EncoderSettings(BaseModel):
     # Weight of the image half in the fused vector when a product has an image (text gets 1 - this).
     image_weight: float = Field(0.35, ge=0.0, le=1.0)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # On the CPU, run sentence-transformers models with ONNX Runtime from a one-time export (same vectors,
+    # no torch import per run); the export goes to onnx_cache (default ~/.cache/shoptag/onnx).
+    onnx: bool = True
+    onnx_cache: Path | None = None
     batch_size: int = Field(64, ge=1)
     image_batch_size: int = Field(128, ge=1)
 
