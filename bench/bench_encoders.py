@@ -8,6 +8,8 @@ be assumed. On cuda the encoders run fp16 with large batches (what `Encoders` do
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 from bench_common import Output, Timer, fashion_photos, fashion_titles, parse_args
 
@@ -27,17 +29,21 @@ def options(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated open_clip configs (default: shoptag-small; quick: shoptag-tiny; cuda adds shoptag-base)")
 
 
-def text_throughput(output: Output, alias: str, titles: list[str], device: str, batch: int) -> None:
-    """Products/s of one text encoder (model loading not timed; one untimed warm-up batch)."""
+def text_throughput(
+    output: Output, alias: str, titles: list[str], device: str, batch: int, onnx_cache: Path | None = None
+) -> None:
+    """Products/s of one text encoder (model loading not timed; one untimed warm-up batch); with `onnx_cache`,
+    a sentence-transformers model run by ONNX Runtime (what `Encoders` uses on the CPU)."""
     from shoptag.tagger.text_encoder import load_text_encoder
 
     with Timer() as load:
-        encoder = load_text_encoder(alias, device, batch)
-    encoder.encode(titles[:batch])
+        encoder = load_text_encoder(alias, device, batch, onnx_cache=onnx_cache)
+        encoder.encode(titles[:batch])  # warm-up (and, with onnx_cache, the one-time export)
     with Timer() as t:
         encoder.encode(titles)
-    output.add("encoders", f"text {alias}", len(titles) / t.seconds, "products/s", device, len(titles),
-               {"batch_size": batch, "load_s": load.seconds, "dim": encoder.dim})
+    name = f"text {alias}" + (" (onnxruntime)" if onnx_cache else "")
+    output.add("encoders", name, len(titles) / t.seconds, "products/s", device, len(titles),
+               {"batch_size": batch, "load_and_warm_up_s": load.seconds, "dim": encoder.dim})
 
 
 def image_throughput(output: Output, model: str, photos: list[bytes], device: str, batch: int) -> None:
@@ -61,6 +67,9 @@ def main() -> None:
     for model in args.text_models.split(","):
         if model != "use-multilingual":
             text_throughput(output, model, titles[: size["text"]], args.device, size["text_batch"])
+            if args.device == "cpu":
+                with tempfile.TemporaryDirectory() as onnx_cache:
+                    text_throughput(output, model, titles[: size["text"]], args.device, size["text_batch"], Path(onnx_cache))
         elif size["use"]:
             text_throughput(output, model, titles[: size["use"]], args.device, size["text_batch"])
         else:

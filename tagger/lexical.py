@@ -106,6 +106,10 @@ class LexicalClassifier:
     column, so the output always has `n_classes` columns aligned with the caller's tag indices.
     `class_weight="balanced"` trades a little weighted F1 for recall on the long tail.
 
+    `min_df` stays 1 although n-grams seen in one training title are most of the features: on the 4,161
+    Taobao product-type titles (2,825 tags), min_df 2 keeps 89k of 259k features and fits 12 times faster,
+    but test weighted F1 falls from 0.884 to 0.858 (a rare type's telling n-gram is often in one title).
+
     `tol` / `max_iter` bound the single-label lbfgs fit. Stopping early hurts the long tail first: on the
     fashion articleType validation split, tol 1e-3 with 100 iterations gave macro F1 0.805 against 0.891
     at tol 1e-4 (62 iterations), weighted F1 0.962 against 0.968. Loosen it only for throw-away fits
