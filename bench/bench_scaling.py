@@ -2,9 +2,9 @@
 around 1,000 random centres like product categories) with one synthetic 50-value tag family.
 
 One size per process (``--size``), so `run.py` records the peak memory of each size on its own. The index
-type is what `choose_factory` picks for that size; an index that needs training (IVF) is trained on a sample
-of at most `TRAIN_PER_LIST` vectors per inverted list (faiss's own cap is 256 per list, i.e. every vector at
-1M), which bounds the k-means time and is noted in the figures.
+type is what `choose_factory` picks for that size; `VectorIndex` trains an IVF index on a sample of
+`TRAIN_PER_LIST` vectors per inverted list (faiss's own cap is 256 per list, i.e. every vector at 1M); the
+build time includes that training, and the sample size is noted in the figures.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import argparse
 import resource
 
 import numpy as np
-
 from bench_common import Output, Timer, add_latency, latencies, parse_args
 
 DIM = 384
@@ -23,7 +22,6 @@ TAG_VALUES = 50
 KNN_K = 20
 TAG_BATCH = 1000
 SEARCH_BATCH = 100
-TRAIN_PER_LIST = 40  # faiss warns below 39 training vectors per inverted list
 
 
 def options(parser: argparse.ArgumentParser) -> None:
@@ -47,8 +45,7 @@ def main() -> None:
     args = parse_args(__doc__, options)
     import faiss
     import scipy.sparse as sp
-
-    from shoptag.indexer.vector_index import VectorIndex, choose_factory, gpu_available
+    from shoptag.indexer.vector_index import TRAIN_PER_LIST, VectorIndex, choose_factory, gpu_available
     from shoptag.tagger.model import knn_scores, neighbours
 
     output = Output()
@@ -64,13 +61,11 @@ def main() -> None:
     ids = [f"p{i}" for i in range(n)]
     factory = choose_factory(n, DIM)
 
-    index = VectorIndex(DIM, factory, use_gpu=device == "cuda")
-    sample = vectors[rng.choice(n, min(n, TRAIN_PER_LIST * nlist(factory)), replace=False)] if nlist(factory) else vectors
-    with Timer() as build:
-        index.train(sample)
-        index.add(ids, vectors)
+    with Timer() as build:  # training included: VectorIndex samples TRAIN_PER_LIST vectors per IVF list
+        index = VectorIndex.build(ids, vectors, factory, use_gpu=device == "cuda")
+    trained_on = min(n, TRAIN_PER_LIST * index.nlist)
     output.add(name, "index build", build.seconds, "s", device, n,
-               {"factory": factory, "trained_on": len(sample) if nlist(factory) else 0, "nprobe": index.nprobe})
+               {"factory": factory, "trained_on": trained_on, "nprobe": index.nprobe})
 
     queries = np.arange(0, n, max(1, n // (TAG_BATCH * 2)))
     labels = sp.csr_matrix((np.ones(n, np.float32), (np.arange(n), rng.integers(0, TAG_VALUES, n))), shape=(n, TAG_VALUES))
@@ -94,14 +89,8 @@ def main() -> None:
         faiss.omp_set_num_threads(1)
         add_latency(output, name, f"similar (single query k={KNN_K}), faiss 1 thread", latencies(similar, singles), device, n)
         faiss.omp_set_num_threads(threads)
-    output.notes.append(f"{n}: {factory}" + (f", IVF trained on a sample of {len(sample)}" if nlist(factory) else ""))
+    output.notes.append(f"{n}: {factory}" + (f", IVF trained on a sample of {trained_on}" if index.nlist else ""))
     output.write(args.out)
-
-
-def nlist(factory: str) -> int:
-    """The number of inverted lists of an IVF factory string, 0 for other index types."""
-    head = factory.split(",")[0]
-    return int(head[3:]) if head.startswith("IVF") else 0
 
 
 if __name__ == "__main__":

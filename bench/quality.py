@@ -69,14 +69,18 @@ def run(name: str, limit: int | None, clip: tuple[str, str] | None) -> None:
         return
     from shoptag.pipeline.report import write_report
 
-    by_modality = {}
+    by_modality, notes = {}, [f"image tower {clip[0]} from {clip[1]}", "same products, same split"]
+    text_only = RESULTS / f"quality-{suffix.removesuffix('-images')}" / "results.json"
     for modality in ("text", "image", "text+image"):
+        if modality == "text" and text_only.is_file():  # the text-only run of the same products: same computation
+            by_modality[modality] = json.loads(text_only.read_text())
+            notes.append(f"text: the results of {text_only.relative_to(ROOT)}")
+            continue
         out = RESULTS / f"quality-{suffix}-{modality.replace('+', '-')}"
         by_modality[modality] = evaluate(env, out, "--modality", modality)
         print(f"{name} {modality}: {time.perf_counter() - start:.0f} s so far", flush=True)
     combined = RESULTS / f"quality-{suffix}-modalities"
-    write_report(by_modality, combined, title=f"shoptag quality by modality: {name}",
-                 notes=[f"image tower {clip[0]} from {clip[1]}", "same split, same catalog; one evaluate run each"])
+    write_report(by_modality, combined, title=f"shoptag quality by modality: {name}", notes=notes)
     print(f"{name}: {time.perf_counter() - start:.0f} s, report in {combined}")
 
 

@@ -49,6 +49,22 @@ def test_knn_never_votes_with_the_product_itself():
     assert (sims[:, 0] < 0.999).all()
 
 
+def test_ivf_index_trains_on_a_sample_per_list_and_still_finds_neighbours():
+    from shoptag.indexer.vector_index import TRAIN_PER_LIST
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(16, 32)).astype(np.float32)
+    vectors = centres[rng.integers(0, 16, 4 * TRAIN_PER_LIST * 8)] + 0.1 * rng.normal(size=(4 * TRAIN_PER_LIST * 8, 32))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    ids = [f"p{i}" for i in range(len(vectors))]
+    index = VectorIndex.build(ids, vectors, "IVF8,Flat", nprobe=8)
+    assert index.nlist == 8 and index.is_trained and len(index) == len(ids)
+    found, sims = index.search(vectors[:20], 1)
+    assert [f[0] for f in found] == ids[:20]  # every list probed: exact
+    np.testing.assert_allclose(sims[:, 0], 1.0, atol=1e-5)
+    assert VectorIndex(32, "Flat").nlist == 0
+
+
 def test_fused_vector_halves_and_missing_image():
     text = np.eye(2, 4, dtype=np.float32)
     image = np.eye(2, 3, dtype=np.float32)
