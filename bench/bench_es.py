@@ -7,6 +7,7 @@ Elasticsearch cluster (run with ``SHOPTAG_ES__URL`` pointing at one to compare).
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -82,13 +83,17 @@ def documents(data: FashionVectors, limit: int) -> list:
     ]
 
 
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--docs", type=int, default=10_000, help="documents to bulk-index (quick: 500)")
+
+
 def main() -> None:
-    args = parse_args(__doc__)
+    args = parse_args(__doc__, options)
     from shoptag.indexer.backends import VectorDims, open_backend
 
     output = Output()
     data = fashion_vectors(args.work, args.data_dir, catalog_limit(args.quick), "cpu")
-    docs = documents(data, 500 if args.quick else 10_000)
+    docs = documents(data, 500 if args.quick else args.docs)
     dim = data.encoders.text.dim
     load = workload(data.texts[: len(docs)], data.ids[: len(docs)], data.encoders.text, 20 if args.quick else 50)
     with noida(args.work / "noida") as url:
