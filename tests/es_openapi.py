@@ -20,15 +20,18 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+import os
 import re
-from pathlib import Path
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-SPEC = Path("/work/shared/es-spec/elasticsearch-openapi.json.gz")
+# ../shared/es-spec beside the checkout, or $SHOPTAG_ES_SPEC
+SPEC = Path(os.environ.get("SHOPTAG_ES_SPEC", Path(__file__).resolve().parents[2] / "shared" / "es-spec"
+                           / "elasticsearch-openapi.json.gz"))
 OPEN_SCHEMAS = {"_types.query_dsl.TermsQuery"}
 REF = "#/components/schemas/"
 # friendly operation names -> (method, path template) in the spec

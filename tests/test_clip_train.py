@@ -8,14 +8,11 @@ import numpy as np
 import pytest
 import torch
 from fixtures_clip import TINY_RUN, TinyRun, make_shape_pairs
-
 from shoptag.pipeline.settings import EncoderSettings, Settings
 from shoptag.pipeline.train_clip import run_train_clip
 from shoptag.tagger.clip_train import fashion_pairs, held_out_recall, retrieval_recall
 from shoptag.tagger.image_encoder import ImageEncoder
 from shoptag.tagger.split import split_of
-
-FASHION = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion"
 
 
 def test_retrieval_recall_ranks_the_true_text_and_counts_ties_in_its_favour() -> None:
@@ -69,10 +66,8 @@ def test_a_capped_run_resumes_from_its_step_and_ends_like_an_uncapped_one(tmp_pa
     assert state["step"] == 6 and state["model_cfg"]["embed_dim"] == 32
 
 
-def test_fashion_pairs_reads_photos_and_titles_from_the_zip() -> None:
-    if not (FASHION / "fashion-images.zip").exists():
-        pytest.skip(f"fashion data not found in {FASHION}")
-    triples = list(fashion_pairs(FASHION, limit=5))
+def test_fashion_pairs_reads_photos_and_titles_from_the_zip(data_dir: Path) -> None:
+    triples = list(fashion_pairs(data_dir / "fashion", limit=5))
     assert len(triples) == 5
     for product_id, image, title in triples:
         assert product_id.isdigit() and image[:2] == b"\xff\xd8" and title
