@@ -84,7 +84,7 @@ def documents(data: FashionVectors, limit: int) -> list:
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--docs", type=int, default=10_000, help="documents to bulk-index (quick: 500)")
+    parser.add_argument("--docs", type=int, default=2000, help="documents to bulk-index (quick: 500)")
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ class Job:
     per_device: bool = False  # run once per device when benchmarking cuda
 
 
-def jobs(max_scale: int, quick: bool, text_models: str) -> list[Job]:
+def jobs(max_scale: int, quick: bool, text_models: str, es_docs: int = 2000) -> list[Job]:
     """The benchmarks in run order: the ones needing no catalog vectors first, then reindex, which builds the
     fashion workspace whose cached vectors knn, search and es reuse."""
     scales = [s for s in (QUICK_SCALES if quick else SCALES) if s <= max_scale]
@@ -45,7 +45,7 @@ def jobs(max_scale: int, quick: bool, text_models: str) -> list[Job]:
         Job("reindex", "bench_reindex.py", per_device=True),
         Job("knn", "bench_knn.py", per_device=True),
         Job("search", "bench_search.py"),
-        Job("es", "bench_es.py"),
+        Job("es", "bench_es.py", ("--docs", str(es_docs))),
     ]
 
 
@@ -146,6 +146,9 @@ def main() -> None:
     parser.add_argument("--max-scale", type=int, default=1_000_000, help="largest synthetic catalog for scaling")
     parser.add_argument("--text-models", default="minilm,use-multilingual",
                         help="text encoders the encoders job times: aliases or local sentence-transformers folders")
+    parser.add_argument("--es-docs", type=int, default=2000,
+                        help="documents the es job indexes into noida-db: its searches are brute force (hybrid 0.6 s "
+                             "at 2,000 docs), so at 10,000 the job's 200 timed queries take over 9 minutes")
     parser.add_argument("--work", type=Path, default=WORK, help="scratch folder (git-ignored)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where speed.json and speed.md go")
     args = parser.parse_args()
@@ -154,7 +157,7 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     kept = previous_runs(args)
     runs = list(kept)
-    for job in jobs(args.max_scale, args.quick, args.text_models):
+    for job in jobs(args.max_scale, args.quick, args.text_models, args.es_docs):
         if args.only and job.name not in args.only:
             continue
         for device in ("cpu", "cuda") if args.device == "cuda" and job.per_device else ("cpu",):

@@ -191,58 +191,54 @@ def test_cache_encodes_an_unchanged_text_once_per_model(tmp_path, minilm):
     cache.close()
 
 
-def test_incremental_reindex_sends_only_changed_products(trained_sample, tmp_path):
+@pytest.fixture()
+def sample_backend(trained_sample, tmp_path):
+    """A copy of the trained sample workspace, its store and its embedded search backend (closed after)."""
     from shoptag.indexer.backends import VectorDims, open_backend
+
+    settings, _, encoders = trained_sample
+    shutil.copytree(settings.workspace, tmp_path / "ws")
+    settings = settings.model_copy(update={"workspace": tmp_path / "ws"})
+    store = Workspace(settings.workspace).open_store()
+    dim = encoders.text.dim
+    backend = open_backend(settings, VectorDims(text=dim, image=None, fused=dim))
+    yield settings, store, encoders, backend
+    backend.close()
+    store.close()
+
+
+def test_incremental_reindex_sends_only_changed_products(sample_backend):
     from shoptag.indexer.documents import SearchQuery
     from shoptag.pipeline.reindex import reindex
 
-    settings, _, encoders = trained_sample
-    shutil.copytree(settings.workspace, tmp_path / "ws")
-    settings = settings.model_copy(update={"workspace": tmp_path / "ws"})
-    store = Workspace(settings.workspace).open_store()
-    dim = encoders.text.dim
-    backend = open_backend(settings, VectorDims(text=dim, image=None, fused=dim))
-    try:
-        full = reindex(settings, store, encoders, backend, show_progress=False)
-        assert full["sent"] == 70 and full["swapped"]
-        assert reindex(settings, store, encoders, backend, incremental=True, show_progress=False)["sent"] == 0
-        store.add_feedback([("sp-019", "category", ["Shirts"])], origin="test")
-        again = reindex(settings, store, encoders, backend, incremental=True, show_progress=False)
-        assert again["sent"] == 1
-        hits = backend.search(SearchQuery(text="衬衫裙", filters={"category": ["Shirts"]})).hits
-        assert "sp-019" in [h.id for h in hits]
-    finally:
-        backend.close()
-        store.close()
+    settings, store, encoders, backend = sample_backend
+    full = reindex(settings, store, encoders, backend, show_progress=False)
+    assert full["sent"] == 70 and full["swapped"]
+    assert reindex(settings, store, encoders, backend, incremental=True, show_progress=False)["sent"] == 0
+    store.add_feedback([("sp-019", "category", ["Shirts"])], origin="test")
+    again = reindex(settings, store, encoders, backend, incremental=True, show_progress=False)
+    assert again["sent"] == 1
+    hits = backend.search(SearchQuery(text="衬衫裙", filters={"category": ["Shirts"]})).hits
+    assert "sp-019" in [h.id for h in hits]
 
 
-def test_incremental_reindex_reads_only_changes_since_its_mark_and_deletes_what_is_gone(trained_sample, tmp_path):
-    from shoptag.indexer.backends import VectorDims, open_backend
+def test_incremental_reindex_reads_only_changes_since_its_mark_and_deletes_what_is_gone(sample_backend):
     from shoptag.pipeline.reindex import backend_key, reindex
 
-    settings, _, encoders = trained_sample
-    shutil.copytree(settings.workspace, tmp_path / "ws")
-    settings = settings.model_copy(update={"workspace": tmp_path / "ws"})
-    store = Workspace(settings.workspace).open_store()
-    dim = encoders.text.dim
-    backend = open_backend(settings, VectorDims(text=dim, image=None, fused=dim))
-    try:
-        reindex(settings, store, encoders, backend, show_progress=False)
-        key = backend_key(settings, backend)
-        seq, _ = store.index_mark(key)
-        assert store.changed_since(seq) == []
-        store.add_feedback([("sp-003", "style", ["classic"])], origin="test")
-        store.delete_products(["sp-004"])
-        assert store.changed_since(seq) == ["sp-003", "sp-004"]
-        report = reindex(settings, store, encoders, backend, incremental=True, show_progress=False)
-        assert (report["sent"], report["deleted"]) == (1, 1)
-        assert "sp-004" not in store.indexed_hashes(key)
-        assert "sp-004" not in {h.id for h in backend.similar("sp-003", 70)}
-        assert store.changed_since(store.index_mark(key)[0]) == []
-        # vectors from other encoders: the mark no longer applies and every document is compared again
-        store.set_indexed(key, {}, mark=(store.index_mark(key)[0], "other encoders"))
-        assert reindex(settings, store, encoders, backend, incremental=True, show_progress=False)["sent"] == 0
-        assert store.index_mark(key)[1] != "other encoders"
-    finally:
-        backend.close()
-        store.close()
+    settings, store, encoders, backend = sample_backend
+    reindex(settings, store, encoders, backend, show_progress=False)
+    key = backend_key(settings, backend)
+    seq, _ = store.index_mark(key)
+    assert store.changed_since(seq) == []
+    store.add_feedback([("sp-003", "style", ["classic"])], origin="test")
+    store.delete_products(["sp-004"])
+    assert store.changed_since(seq) == ["sp-003", "sp-004"]
+    report = reindex(settings, store, encoders, backend, incremental=True, show_progress=False)
+    assert (report["sent"], report["deleted"]) == (1, 1)
+    assert "sp-004" not in store.indexed_hashes(key)
+    assert "sp-004" not in {h.id for h in backend.similar("sp-003", 70)}
+    assert store.changed_since(store.index_mark(key)[0]) == []
+    # vectors from other encoders: the mark no longer applies and every document is compared again
+    store.set_indexed(key, {}, mark=(store.index_mark(key)[0], "other encoders"))
+    assert reindex(settings, store, encoders, backend, incremental=True, show_progress=False)["sent"] == 0
+    assert store.index_mark(key)[1] != "other encoders"
