@@ -30,10 +30,9 @@ from .settings import Settings
 from .train import LabelledSet, fit_on, labelled_set
 from .workspace import Workspace
 
-METHOD_NAMES = {"lexical": "tfidf-lr", "knn": "knn", "head": "head", "knn-text": "knn-text", "head-text": "head-text",
-                "fused": "fused"}
+METHOD_NAMES = {"lexical": "tfidf-lr", "knn": "knn", "head": "head", "fused": "fused"}
 ZERO_SHOT = "zero-shot-clip"
-METHOD_ORDER = ("tfidf-lr", "knn", "head", "knn-text", "head-text", ZERO_SHOT, "fused")  # how tables list them
+METHOD_ORDER = ("tfidf-lr", "knn", "head", ZERO_SHOT, "fused")  # how tables list them
 Modality = Literal["text", "image", "text+image"]
 
 

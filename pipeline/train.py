@@ -54,17 +54,8 @@ def fit_on(data: LabelledSet, fit_mask: np.ndarray, val_mask: np.ndarray, settin
             f"too few labelled products ({len(data.ids)}) to train and validate: label more products"
         )
     return fit_tagger(
-        data.ids, data.vectors.fused, data.texts, data.tags, fit_mask, val_mask, encoders.ids(), fit_config(settings),
-        text_dim=photo_half_after(encoders),
+        data.ids, data.vectors.fused, data.texts, data.tags, fit_mask, val_mask, encoders.ids(), fit_config(settings)
     )
-
-
-def photo_half_after(encoders: Encoders) -> int | None:
-    """Where the photo half of the product vector starts, when text and photo both have weight; else None
-    (the tagger then has no text-half sources to add)."""
-    if encoders.image is None or not 0.0 < encoders.settings.image_weight < 1.0:
-        return None
-    return encoders.text.dim
 
 
 def train(settings: Settings, store: Store, encoders: Encoders, *, show_progress: bool = True) -> tuple[TaggerModel, dict]:

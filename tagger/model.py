@@ -1,10 +1,6 @@
 """The tagger model: per family, three score sources (kNN vote, head, lexical), their fusion weights, a
 temperature and per-tag thresholds; plus the FAISS index of labelled products the kNN votes come from.
 
-When the product vector has a photo half, kNN and head also run on the text half alone (sources
-``knn-text`` and ``head-text``): the fusion weights, chosen per family on validation, can then keep the photo
-for the families it helps (colour) and leave it out of those the titles already decide (category).
-
 `fit_tagger` learns all of it from arrays (vectors, texts, known tags) and a fit / validation split
 (k-fold cross-fitting instead for small catalogs);
 `score_sources` and `decide` apply it. Nothing here reads files or the store: the pipeline does.
@@ -50,8 +46,6 @@ class FamilyModel:
     temperature: float
     thresholds: np.ndarray  # per tag; +inf: never emitted, always "needs review"
     report: dict = field(default_factory=dict)
-    text_head: TagHead | None = None  # the head on the text half (vectors with a photo half only)
-    text_knn_temperature: float | None = None
 
 
 @dataclass
@@ -64,8 +58,6 @@ class TaggerModel:
     knn_k: int
     target_precision: float
     created_at: float = field(default_factory=time.time)
-    text_dim: int | None = None  # the fused vector's text half is [:text_dim]; None: no photo half
-    text_index: VectorIndex | None = None  # text halves of the labelled products
 
     def row_of(self) -> dict[str, int]:
         return {pid: row for row, pid in enumerate(self.labelled_ids)}
@@ -107,17 +99,6 @@ def knn_scores(rows: np.ndarray, sims: np.ndarray, labels: sp.csr_matrix, k: int
     return vote(chosen, weights, labels), chosen, weights
 
 
-def text_half(vectors: np.ndarray, text_dim: int) -> np.ndarray:
-    """The unit text vectors inside fused vectors ``[√(1-w)·text, √w·image]``."""
-    half = np.ascontiguousarray(vectors[:, :text_dim], dtype=np.float32)
-    return half / np.maximum(np.linalg.norm(half, axis=1, keepdims=True), 1e-12)
-
-
-def _views(vectors: np.ndarray, text_dim: int | None) -> dict[str, np.ndarray]:
-    """Source-name suffix -> the vectors kNN and head run on: the fused vector, and its text half."""
-    return {"": vectors, **({"-text": text_half(vectors, text_dim)} if text_dim else {})}
-
-
 def _targets(labels: sp.csr_matrix, multilabel: bool) -> np.ndarray:
     dense = np.asarray(labels.todense())
     return dense if multilabel else dense.argmax(1)
@@ -126,51 +107,43 @@ def _targets(labels: sp.csr_matrix, multilabel: bool) -> np.ndarray:
 # ---- fitting --------------------------------------------------------------------------------------------------
 @dataclass
 class _FoldScores:
-    """Out-of-sample scores of every source for the rows a fold scores, per family; kNN and head per view
-    ("" for the fused vector, "-text" for its text half)."""
+    """Out-of-sample scores of every source for the rows a fold scores, per family."""
 
     rows: np.ndarray
-    knn: dict[str, dict[str, dict[float, np.ndarray]]]  # family -> view -> kNN temperature -> scores
-    head: dict[str, dict[str, np.ndarray]]  # family -> view -> scores
+    knn: dict[str, dict[float, np.ndarray]]  # family -> kNN temperature -> scores
+    head: dict[str, np.ndarray]
     lexical: dict[str, np.ndarray]
-    heads: dict[str, dict[str, tuple[TagHead, dict]]]  # family -> view -> (head, report)
+    heads: dict[str, tuple[TagHead, dict]]
     lexicals: dict[str, LexicalClassifier]
-    index: dict[str, VectorIndex]  # view -> index of the fold's training rows
+    index: VectorIndex
 
 
 def _fit_fold(
     ids: Sequence[str], vectors: np.ndarray, texts: Sequence[str], tags: Sequence[Mapping[str, Sequence[str]]],
     vocabs: Mapping[str, FamilyVocab], train_rows: np.ndarray, score_rows: np.ndarray, config: FitConfig,
-    text_dim: int | None = None,
 ) -> _FoldScores:
     """Fit every source on `train_rows` and score `score_rows` with them."""
     train_ids = [ids[i] for i in train_rows]
-    views = _views(vectors, text_dim)
-    fold = _FoldScores(score_rows, {}, {}, {}, {}, {}, {})
-    nb = {}
-    for view, x in views.items():
-        fold.index[view] = VectorIndex.build(train_ids, x[train_rows], config.index_factory)
-        nb[view] = neighbours(
-            fold.index[view], {pid: r for r, pid in enumerate(train_ids)}, x[score_rows],
-            [ids[i] for i in score_rows], 2 * config.knn_k,
-        )
+    index = VectorIndex.build(train_ids, vectors[train_rows], config.index_factory)
+    nb_rows, nb_sims = neighbours(
+        index, {pid: r for r, pid in enumerate(train_ids)}, vectors[score_rows], [ids[i] for i in score_rows], 2 * config.knn_k
+    )
+    fold = _FoldScores(score_rows, {}, {}, {}, {}, {}, index)
     for family, vocab in vocabs.items():
         train_labels = vocab.label_matrix([tags[i].get(family) for i in train_rows])
         score_labels = vocab.label_matrix([tags[i].get(family) for i in score_rows])
         has = np.asarray(train_labels.sum(1)).ravel() > 0
         y_train = _targets(train_labels[has], vocab.multilabel)
         score_has = np.asarray(score_labels.sum(1)).ravel() > 0
-        fold.knn[family], fold.head[family], fold.heads[family] = {}, {}, {}
-        for view, x in views.items():
-            fold.knn[family][view] = {
-                t: knn_scores(*nb[view], train_labels, config.knn_k, t)[0] for t in KNN_TEMPERATURES
-            }
-            head = train_head(
-                x[train_rows][has], y_train, x[score_rows][score_has],
-                _targets(score_labels[score_has], vocab.multilabel), len(vocab), vocab.multilabel, config.head,
-            )
-            fold.heads[family][view] = head
-            fold.head[family][view] = predict_head(head[0], x[score_rows], vocab.multilabel)
+        fold.knn[family] = {
+            t: knn_scores(nb_rows, nb_sims, train_labels, config.knn_k, t)[0] for t in KNN_TEMPERATURES
+        }
+        head = train_head(
+            vectors[train_rows][has], y_train, vectors[score_rows][score_has],
+            _targets(score_labels[score_has], vocab.multilabel), len(vocab), vocab.multilabel, config.head,
+        )
+        fold.heads[family] = head
+        fold.head[family] = predict_head(head[0], vectors[score_rows], vocab.multilabel)
         if config.lexical:
             lexical = LexicalClassifier().fit(
                 [texts[i] for i in train_rows[has]], y_train, len(vocab), multilabel=vocab.multilabel
@@ -199,11 +172,9 @@ def fit_tagger(
     val_mask: np.ndarray,
     encoders: Mapping[str, object],
     config: FitConfig = FitConfig(),
-    text_dim: int | None = None,
 ) -> TaggerModel:
     """Learn a tagger from the labelled products in `fit_mask`, choosing everything tunable on `val_mask`
-    (or, for small catalogs, on out-of-fold scores of all of them). `text_dim`: the vectors have a photo half
-    after their first `text_dim` columns, and kNN and head also run on the text half.
+    (or, for small catalogs, on out-of-fold scores of all of them).
 
     After tuning, the validation products join the kNN index, so production tagging sees every label.
     """
@@ -212,13 +183,9 @@ def fit_tagger(
     vocabs = build_vocabs([tags[i] for i in fit_rows], config.min_tag_count)
     if not vocabs:
         raise ValueError("no tag family with at least two learnable values among the labelled products")
-    folds = [
-        _fit_fold(ids, vectors, texts, tags, vocabs, tr, sc, config, text_dim)
-        for tr, sc in _folds(ids, fit_rows, val_rows, config)
-    ]
+    folds = [_fit_fold(ids, vectors, texts, tags, vocabs, tr, sc, config) for tr, sc in _folds(ids, fit_rows, val_rows, config)]
     crossfit = len(folds) > 1
     scored = np.concatenate([f.rows for f in folds])
-    views = _views(vectors, text_dim)
 
     families: dict[str, FamilyModel] = {}
     for family, vocab in vocabs.items():
@@ -227,12 +194,9 @@ def fit_tagger(
         if not has.any():
             continue
         y = _targets(labels[has], vocab.multilabel)
-        sources, knn_t = {}, {}
-        for view in views:
-            knn_by_t = {t: np.vstack([f.knn[family][view][t] for f in folds])[has] for t in KNN_TEMPERATURES}
-            knn_t[view] = min(KNN_TEMPERATURES, key=lambda t: log_loss(knn_by_t[t] + 1e-3, y, vocab.multilabel))
-            sources[f"knn{view}"] = knn_by_t[knn_t[view]]
-            sources[f"head{view}"] = np.vstack([f.head[family][view] for f in folds])[has]
+        knn_by_t = {t: np.vstack([f.knn[family][t] for f in folds])[has] for t in KNN_TEMPERATURES}
+        knn_t = min(KNN_TEMPERATURES, key=lambda t: log_loss(knn_by_t[t] + 1e-3, y, vocab.multilabel))
+        sources = {"knn": knn_by_t[knn_t], "head": np.vstack([f.head[family] for f in folds])[has]}
         if config.lexical:
             sources["lexical"] = np.vstack([f.lexical[family] for f in folds])[has]
         weights = choose_weights(sources, y, vocab.multilabel, config.weight_step)
@@ -243,40 +207,34 @@ def fit_tagger(
             pool_labels = vocab.label_matrix([tags[i].get(family) for i in pool])
             pool_has = np.asarray(pool_labels.sum(1)).ravel() > 0
             y_pool = _targets(pool_labels[pool_has], vocab.multilabel)
-            heads = {}
-            for view, x in views.items():
-                epochs = int(np.median([f.heads[family][view][1]["best_epoch"] for f in folds])) + 1
-                heads[view] = train_head(
-                    x[pool][pool_has], y_pool, np.zeros((0, x.shape[1]), dtype=np.float32), y_pool[:0], len(vocab),
-                    vocab.multilabel, replace(config.head, epochs=epochs),
-                )
+            epochs = int(np.median([f.heads[family][1]["best_epoch"] for f in folds])) + 1
+            no_rows = np.zeros((0, vectors.shape[1]), dtype=np.float32)
+            head, head_report = train_head(
+                vectors[pool][pool_has], y_pool, no_rows, y_pool[:0], len(vocab), vocab.multilabel,
+                replace(config.head, epochs=epochs),
+            )
             lexical = (
                 LexicalClassifier().fit([texts[i] for i in pool[pool_has]], y_pool, len(vocab), multilabel=vocab.multilabel)
                 if config.lexical else None
             )
         else:
-            heads = folds[0].heads[family]
+            head, head_report = folds[0].heads[family]
             lexical = folds[0].lexicals.get(family)
-        text_view = heads.get("-text")
         families[family] = FamilyModel(
-            vocab, heads[""][0], lexical, knn_t[""], weights, temperature, thresholds,
-            report={"head": heads[""][1], "knn_temperature": knn_t[""], "tuned_on": int(has.sum()),
+            vocab, head, lexical, knn_t, weights, temperature, thresholds,
+            report={"head": head_report, "knn_temperature": knn_t, "tuned_on": int(has.sum()),
                     "tuning": f"{len(folds)}-fold cross-fitting" if crossfit else "validation split"},
-            text_head=text_view[0] if text_view else None, text_knn_temperature=knn_t.get("-text"),
         )
 
     order = pool if crossfit else np.concatenate([fit_rows, val_rows])
     labelled_ids = [ids[i] for i in order]
-    indexes = {}
-    for view, x in views.items():
-        if crossfit:
-            indexes[view] = VectorIndex.build(labelled_ids, x[order], config.index_factory)
-        else:
-            indexes[view] = folds[0].index[view]
-            indexes[view].add([ids[i] for i in val_rows], x[val_rows])
+    if crossfit:
+        index = VectorIndex.build(labelled_ids, vectors[order], config.index_factory)
+    else:
+        index = folds[0].index
+        index.add([ids[i] for i in val_rows], vectors[val_rows])
     labels = {family: fm.vocab.label_matrix([tags[i].get(family) for i in order]) for family, fm in families.items()}
-    return TaggerModel(families, indexes[""], labelled_ids, labels, dict(encoders), config.knn_k, config.target_precision,
-                       text_dim=text_dim, text_index=indexes.get("-text"))
+    return TaggerModel(families, index, labelled_ids, labels, dict(encoders), config.knn_k, config.target_precision)
 
 
 # ---- applying -------------------------------------------------------------------------------------------------
@@ -294,19 +252,11 @@ def score_sources(
     model: TaggerModel, vectors: np.ndarray, texts: Sequence[str], ids: Sequence[str | None]
 ) -> dict[str, FamilyScores]:
     """Scores of every source and the fused, calibrated score, per family, for a batch of products."""
-    row_of = model.row_of()
-    rows, sims = neighbours(model.index, row_of, vectors, ids, 2 * model.knn_k)
-    if model.text_dim and model.text_index is not None:
-        text = text_half(vectors, model.text_dim)
-        text_rows, text_sims = neighbours(model.text_index, row_of, text, ids, 2 * model.knn_k)
+    rows, sims = neighbours(model.index, model.row_of(), vectors, ids, 2 * model.knn_k)
     out = {}
     for family, fm in model.families.items():
         knn, chosen, weights = knn_scores(rows, sims, model.labels[family], model.knn_k, fm.knn_temperature)
         sources = {"knn": knn, "head": predict_head(fm.head, vectors, fm.vocab.multilabel)}
-        if fm.text_head is not None and fm.text_knn_temperature is not None:
-            labels = model.labels[family]
-            sources["knn-text"] = knn_scores(text_rows, text_sims, labels, model.knn_k, fm.text_knn_temperature)[0]
-            sources["head-text"] = predict_head(fm.text_head, text, fm.vocab.multilabel)
         if fm.lexical is not None:
             sources["lexical"] = fm.lexical.predict_proba(list(texts))
         fused = apply_temperature(fuse_scores(sources, fm.weights), fm.temperature, fm.vocab.multilabel)
@@ -377,12 +327,10 @@ def save_model(model: TaggerModel, models_dir: Path) -> Path:
         "knn_k": model.knn_k,
         "target_precision": model.target_precision,
         "created_at": model.created_at,
-        "text_dim": model.text_dim,
         "families": {
             family: {
                 "vocab": fm.vocab.to_dict(),
                 "knn_temperature": fm.knn_temperature,
-                "text_knn_temperature": fm.text_knn_temperature,
                 "weights": fm.weights,
                 "temperature": fm.temperature,
                 "thresholds": [t if np.isfinite(t) else None for t in fm.thresholds.tolist()],
@@ -394,11 +342,6 @@ def save_model(model: TaggerModel, models_dir: Path) -> Path:
     }
     (tmp / "model.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1))
     torch.save({family: head_state(fm.head) for family, fm in model.families.items()}, tmp / "heads.pt")
-    text_heads = {family: head_state(fm.text_head) for family, fm in model.families.items() if fm.text_head is not None}
-    if text_heads:
-        torch.save(text_heads, tmp / "text_heads.pt")
-    if model.text_index is not None:
-        model.text_index.save(tmp / "text_index.npz")
     for family, fm in model.families.items():
         if fm.lexical is not None:
             fm.lexical.save(tmp / f"lexical-{_safe(family)}.joblib")
@@ -420,7 +363,6 @@ def load_model(models_dir: Path) -> TaggerModel:
     folder = models_dir / pointer.read_text().strip()
     meta = json.loads((folder / "model.json").read_text())
     heads = torch.load(folder / "heads.pt", weights_only=False)
-    text_heads = torch.load(folder / "text_heads.pt", weights_only=False) if (folder / "text_heads.pt").is_file() else {}
     stacked = sp.load_npz(folder / "labels.npz").tocsc()
     families, labels, start = {}, {}, 0
     for family, fmeta in meta["families"].items():
@@ -432,8 +374,6 @@ def load_model(models_dir: Path) -> TaggerModel:
         families[family] = FamilyModel(
             vocab, head_from_state(heads[family]), lexical, fmeta["knn_temperature"], fmeta["weights"],
             fmeta["temperature"], thresholds, fmeta["report"],
-            text_head=head_from_state(text_heads[family]) if family in text_heads else None,
-            text_knn_temperature=fmeta.get("text_knn_temperature"),
         )
     return TaggerModel(
         families,
@@ -444,8 +384,6 @@ def load_model(models_dir: Path) -> TaggerModel:
         meta["knn_k"],
         meta["target_precision"],
         meta["created_at"],
-        text_dim=meta.get("text_dim"),
-        text_index=VectorIndex.load(folder / "text_index.npz") if (folder / "text_index.npz").is_file() else None,
     )
 
 
