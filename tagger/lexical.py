@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 import unicodedata
+import warnings
 from pathlib import Path
 
 import jieba
@@ -20,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 from joblib import Parallel, delayed
 from scipy.special import expit
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
@@ -63,17 +65,21 @@ def _vectorizer(min_df: int) -> FeatureUnion:
 
 def _fit_l1_block(
     x: sp.csr_matrix, y: np.ndarray, C: float, class_weight: str | None
-) -> tuple[sp.csc_matrix, np.ndarray]:
-    """L1 logistic regressions for a block of tags: (sparse coefficients (F, block), intercepts (block,)).
+) -> tuple[sp.csc_matrix, np.ndarray, int]:
+    """L1 logistic regressions for a block of tags: (sparse coefficients (F, block), intercepts (block,), how
+    many fits stopped at the iteration limit).
 
     tol 1e-2 is LIBLINEAR's own default for L1 problems (sklearn's 1e-4 costs twice the time here)."""
-    coefs, intercepts = [], []
+    coefs, intercepts, unconverged = [], [], 0
     for j in range(y.shape[1]):
         model = LogisticRegression(l1_ratio=1.0, C=C, class_weight=class_weight, solver="liblinear", tol=1e-2)
-        model.fit(x, y[:, j])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            model.fit(x, y[:, j])
+        unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
         coefs.append(sp.csc_matrix(model.coef_.astype(np.float32).T))
         intercepts.append(float(model.intercept_[0]))
-    return sp.hstack(coefs, format="csc"), np.array(intercepts, dtype=np.float32)
+    return sp.hstack(coefs, format="csc"), np.array(intercepts, dtype=np.float32), unconverged
 
 
 class _SparseOneVsRest:
@@ -89,9 +95,17 @@ class _SparseOneVsRest:
 
     @classmethod
     def fit(cls, x: sp.csr_matrix, y: np.ndarray, C: float, class_weight: str | None, n_jobs: int) -> _SparseOneVsRest:
+        """Fit every tag; fits that stop at LIBLINEAR's iteration limit (common for tags with two or three
+        examples among many n-grams) are counted in one warning, not one warning each."""
         blocks = [b for b in np.array_split(np.arange(y.shape[1]), 4 * max(n_jobs, 1)) if len(b)]
         fitted = Parallel(n_jobs=n_jobs)(delayed(_fit_l1_block)(x, y[:, b], C, class_weight) for b in blocks)
-        return cls(sp.hstack([c for c, _ in fitted], format="csc"), np.concatenate([b for _, b in fitted]))
+        unconverged = sum(n for _, _, n in fitted)
+        if unconverged:
+            warnings.warn(
+                f"lexical source: {unconverged} of {y.shape[1]} tag fits stopped at the iteration limit "
+                "(their coefficients are still usable)", ConvergenceWarning, stacklevel=2,
+            )
+        return cls(sp.hstack([c for c, _, _ in fitted], format="csc"), np.concatenate([b for _, b, _ in fitted]))
 
     def predict_proba(self, x: sp.csr_matrix) -> np.ndarray:
         """Independent probability of each tag: sigmoid of its linear score."""
