@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
@@ -269,11 +269,11 @@ def evaluate(
 ) -> None:
     """Held-out evaluation of TF-IDF+LR, kNN-only, head-only, zero-shot CLIP (with an image tower) and fused
     tagging on the fixed split."""
-    from shoptag.pipeline.evaluate import METHOD_ORDER, for_modality, summary_rows
+    from shoptag.pipeline.evaluate import METHOD_ORDER, Modality, for_modality, summary_rows
     from shoptag.pipeline.evaluate import evaluate as run
 
-    if modality not in (None, "text", "image", "text+image"):
-        err.print(f"[red]bad --modality {modality!r}[/]: expected text, image or text+image")
+    if modality not in (None, *get_args(Modality)):
+        err.print(f"[red]bad --modality {modality!r}[/]: expected one of {', '.join(get_args(Modality))}")
         raise typer.Exit(EXIT_USAGE)
     with _session(config, workspace) as (settings, store):
         if modality:
@@ -476,6 +476,7 @@ def serve(
 ) -> None:
     """Run the storefront HTTP service (similar, real-time tagging, feedback, search, metrics)."""
     import uvicorn
+
     from shoptag.pipeline.settings import load_settings
     from shoptag.service.app import create_app
 

@@ -17,14 +17,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from bench_common import (
-    Output,
-    catalog_limit,
-    fashion_catalog_file,
-    fashion_workspace,
-    parse_args,
-    run_measured,
-)
+
+from bench_common import Output, catalog_limit, fashion_catalog_file, fashion_workspace, parse_args, run_measured
 
 EDITED_SHARE = 0.01
 REQUIRED_RATIO = 20.0

@@ -13,6 +13,7 @@ import argparse
 import resource
 
 import numpy as np
+
 from bench_common import Output, Timer, add_latency, latencies, parse_args
 
 DIM = 384
@@ -45,6 +46,7 @@ def main() -> None:
     args = parse_args(__doc__, options)
     import faiss
     import scipy.sparse as sp
+
     from shoptag.indexer.vector_index import TRAIN_PER_LIST, VectorIndex, choose_factory, gpu_available
     from shoptag.tagger.model import knn_scores, neighbours
 

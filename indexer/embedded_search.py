@@ -28,15 +28,7 @@ import jieba
 import numpy as np
 
 from .documents import Hit, SearchDoc, SearchQuery, SearchResults, WriteReport
-from .search_common import (
-    WORD,
-    VectorDims,
-    batches,
-    changed_docs,
-    doc_fingerprint,
-    rrf_fuse,
-    tag_values,
-)
+from .search_common import WORD, VectorDims, batches, changed_docs, doc_fingerprint, rrf_fuse, tag_values
 from .vector_index import VectorIndex
 
 HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")

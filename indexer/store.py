@@ -158,12 +158,13 @@ class Store:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
-    def _rows_for(self, sql: str, ids: Sequence[str]) -> list[tuple]:
-        """Rows of `sql`, whose `{ids}` is replaced by placeholders, for `ids` in chunks SQLite accepts."""
+    def _rows_for(self, sql: str, ids: Sequence[str], params: Sequence = ()) -> list[tuple]:
+        """Rows of `sql`, whose `{ids}` is replaced by placeholders, for `ids` in chunks SQLite accepts;
+        `params` fill the placeholders before `{ids}`."""
         rows: list[tuple] = []
         for start in range(0, len(ids), 900):
             chunk = list(ids[start : start + 900])
-            rows += self._query(sql.replace("{ids}", ",".join("?" * len(chunk))), chunk)
+            rows += self._query(sql.replace("{ids}", ",".join("?" * len(chunk))), [*params, *chunk])
         return rows
 
     def close(self) -> None:
@@ -347,8 +348,12 @@ class Store:
         return bool(self._query("SELECT 1 FROM products WHERE id = ?", (product_id,)))
 
     # ---- search index bookkeeping ---------------------------------------------------------------------------
-    def indexed_hashes(self, backend: str) -> dict[str, str]:
-        return dict(self._query("SELECT product_id, doc_hash FROM indexed WHERE backend = ?", (backend,)))
+    def indexed_hashes(self, backend: str, ids: Sequence[str] | None = None) -> dict[str, str]:
+        """Document hashes the backend last received: of every product, or of `ids` only."""
+        sql = "SELECT product_id, doc_hash FROM indexed WHERE backend = ?"
+        if ids is None:
+            return dict(self._query(sql, (backend,)))
+        return dict(self._rows_for(sql + " AND product_id IN ({ids})", ids, (backend,)))
 
     def set_indexed(
         self, backend: str, hashes: Mapping[str, str], *, replace_all: bool = False, gone: Sequence[str] = (),

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
+
 from shoptag.indexer.store import Store
 from shoptag.tagger.fuse import apply_temperature, fit_temperature
 from shoptag.tagger.metrics import (
@@ -67,12 +68,12 @@ def zero_shot(model: TaggerModel, data: LabelledSet, rows: np.ndarray, encoders:
 
 
 def _scores_by_method(
-    model: TaggerModel, data: LabelledSet, rows: np.ndarray, encoders: Encoders | None = None
+    model: TaggerModel, data: LabelledSet, rows: np.ndarray, encoders: Encoders
 ) -> dict[str, dict[str, np.ndarray]]:
     """family -> method -> (len(rows), C) scores; single-source methods are temperature-calibrated like the
     fused one is, so their coverage at the target precision is comparable."""
     scored = score_sources(model, data.vectors.fused[rows], [data.texts[i] for i in rows], [data.ids[i] for i in rows])
-    zero = zero_shot(model, data, rows, encoders) if encoders is not None else {}
+    zero = zero_shot(model, data, rows, encoders)
     return {
         family: {
             **{METHOD_NAMES[name]: scores for name, scores in fs.sources.items()},
@@ -89,7 +90,7 @@ def evaluate_model(
     val_rows: np.ndarray,
     test_rows: np.ndarray,
     target_precision: float,
-    encoders: Encoders | None = None,
+    encoders: Encoders,
 ) -> dict[str, dict]:
     """Per family and method: metrics on the test rows, thresholds and temperatures from the validation rows.
     With `encoders` holding an image tower, zero-shot CLIP is measured beside the other methods."""

@@ -78,10 +78,9 @@ def reindex(
         candidates = None
     hashes = {p.id: doc_hash(p.content_hash, tags.get(p.id, {}), model_ids) for p in products}
     gone: list[str] = []
-    if incremental:
-        previous = store.indexed_hashes(key)
-        present = set(hashes)
-        gone = [pid for pid in (previous if candidates is None else candidates) if pid in previous and pid not in present]
+    if incremental:  # what the backend holds of the candidates: changed documents are sent, vanished ones deleted
+        previous = store.indexed_hashes(key, candidates)
+        gone = [pid for pid in previous if pid not in hashes]
         products = [p for p in products if previous.get(p.id) != hashes[p.id]]
     docs = build_docs(store, products, encoders, settings, tags, show_progress)
     report = backend.reindex(docs, incremental=incremental)

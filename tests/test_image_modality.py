@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from fixtures_clip import COLOURS, TinyRun, make_shape_pairs
+from typer.testing import CliRunner
+
 from shoptag.cli import EXIT_USAGE, app
 from shoptag.pipeline.evaluate import for_modality
 from shoptag.pipeline.settings import EncoderSettings, Settings
-from typer.testing import CliRunner
 
 
 @pytest.fixture(scope="module")

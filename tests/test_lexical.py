@@ -9,10 +9,11 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
+
 from shoptag.tagger.lexical import LexicalClassifier, normalize, tokenize
 from shoptag.tagger.metrics import classification_metrics, multilabel_metrics
 from shoptag.tagger.split import split_mask
-from sklearn.exceptions import ConvergenceWarning
 
 
 def _index(values: list[str]) -> dict[str, int]:

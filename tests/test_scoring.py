@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from shoptag.indexer.vector_index import VectorIndex
+from shoptag.indexer.vector_index import TRAIN_PER_LIST, VectorIndex
 from shoptag.tagger.fuse import apply_temperature, choose_weights, fit_temperature, log_loss, simplex_grid
 from shoptag.tagger.head import HeadConfig, class_weights, predict_head, train_head
 from shoptag.tagger.product_vector import fuse, query_scale
@@ -50,8 +50,6 @@ def test_knn_never_votes_with_the_product_itself():
 
 
 def test_ivf_index_trains_on_a_sample_per_list_and_still_finds_neighbours():
-    from shoptag.indexer.vector_index import TRAIN_PER_LIST
-
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(16, 32)).astype(np.float32)
     vectors = centres[rng.integers(0, 16, 4 * TRAIN_PER_LIST * 8)] + 0.1 * rng.normal(size=(4 * TRAIN_PER_LIST * 8, 32))

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+
 from shoptag.tagger.text_encoder import load_text_encoder
 from shoptag.tagger.text_onnx import export_dir
 
