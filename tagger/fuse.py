@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.special import expit
 from sklearn.metrics import f1_score, precision_recall_curve
 
 EPS = 1e-6
@@ -82,7 +83,7 @@ def apply_temperature(scores: np.ndarray, temperature: float, multilabel: bool) 
     """Calibrated scores: softmax (single) or sigmoid (multi) of the scores' logits divided by `temperature`."""
     logits = to_logits(scores, multilabel) / temperature
     if multilabel:
-        return (1 / (1 + np.exp(-logits))).astype(np.float32)
+        return expit(logits).astype(np.float32)  # no overflow warning at large negative logits
     logits -= logits.max(1, keepdims=True)
     exp = np.exp(logits)
     return (exp / exp.sum(1, keepdims=True)).astype(np.float32)
