@@ -35,7 +35,7 @@ def doc_hash(content_hash: str, tags: Mapping[str, Sequence[tuple[str, str, floa
 
 
 def backend_key(settings: Settings, backend: SearchBackend) -> str:
-    return f"es:{settings.es.url}:{settings.es.index_alias}" if backend.name == "es" else "embedded"
+    return f"es:{settings.es.url}:{settings.es.index_alias}" if backend.name == "elasticsearch" else "embedded"
 
 
 def build_docs(

@@ -191,14 +191,20 @@ def test_cache_encodes_an_unchanged_text_once_per_model(tmp_path, minilm):
     cache.close()
 
 
-@pytest.fixture()
-def sample_backend(trained_sample, tmp_path):
-    """A copy of the trained sample workspace, its store and its embedded search backend (closed after)."""
+@pytest.fixture(params=["embedded", "noida"])
+def sample_backend(request, trained_sample, tmp_path):
+    """A copy of the trained sample workspace, its store and a search backend (closed after): embedded, or an
+    alias of its own on noida-db."""
+    from fixtures_search import drop_alias, es_settings
     from shoptag.indexer.backends import VectorDims, open_backend
 
     settings, _, encoders = trained_sample
     shutil.copytree(settings.workspace, tmp_path / "ws")
     settings = settings.model_copy(update={"workspace": tmp_path / "ws"})
+    if request.param == "noida":
+        es = es_settings(request.getfixturevalue("noida_server").url)
+        settings = settings.model_copy(update={"es": es})
+        request.addfinalizer(lambda: drop_alias(es))
     store = Workspace(settings.workspace).open_store()
     dim = encoders.text.dim
     backend = open_backend(settings, VectorDims(text=dim, image=None, fused=dim))
@@ -242,3 +248,27 @@ def test_incremental_reindex_reads_only_changes_since_its_mark_and_deletes_what_
     store.set_indexed(key, {}, mark=(store.index_mark(key)[0], "other encoders"))
     assert reindex(settings, store, encoders, backend, incremental=True, show_progress=False)["sent"] == 0
     assert store.index_mark(key)[1] != "other encoders"
+
+
+def test_each_backend_keeps_its_own_reindex_record(sample_backend, noida_server):
+    """After a reindex into one backend, an incremental reindex into the other (a new alias) sends everything."""
+    from fixtures_search import drop_alias, es_settings
+    from shoptag.indexer.backends import VectorDims, open_backend
+    from shoptag.pipeline.reindex import backend_key, reindex
+
+    settings, store, encoders, backend = sample_backend
+    assert reindex(settings, store, encoders, backend, show_progress=False)["sent"] == 70
+    dim = encoders.text.dim
+    if backend.name == "embedded":
+        other_settings = settings.model_copy(update={"es": es_settings(noida_server.url)})
+    else:
+        other_settings = settings.model_copy(update={"es": settings.es.model_copy(update={"url": None})})
+    other = open_backend(other_settings, VectorDims(text=dim, image=None, fused=dim))
+    try:
+        assert backend_key(other_settings, other) != backend_key(settings, backend)
+        report = reindex(other_settings, store, encoders, other, incremental=True, show_progress=False)
+        assert report["sent"] == 70 and other.count() == 70
+    finally:
+        other.close()
+        if other.name != "embedded":
+            drop_alias(other_settings.es)

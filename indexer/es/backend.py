@@ -10,7 +10,7 @@ from elasticsearch import ApiError, Elasticsearch, NotFoundError
 from ...pipeline.settings import ESSettings
 from ..documents import Hit, SearchDoc, SearchQuery, SearchResults, WriteReport
 from ..search_common import VectorDims, batches, changed_docs, has_words, rrf_fuse
-from .client import connect, unavailable_as_error
+from .client import identify_server, make_client, unavailable_as_error
 from .reindex import bulk_write, delete_actions, ensure_alias, full_reindex, index_actions
 from .search import hybrid_body, knn_body, similar_body, text_body, union_body
 
@@ -27,7 +27,11 @@ class ESBackend:
         self.settings = settings
         self.dims = dims
         self.alias = settings.index_alias
-        self._client = client if client is not None else connect(settings)
+        self._client = client if client is not None else make_client(settings)
+        self.server = identify_server(self._client, settings.url or "")  # pins the client to the server's major
+        if settings.vector_index_type.startswith("bbq") and not self.server.bbq:
+            raise ValueError(f"es.vector_index_type={settings.vector_index_type} needs Elasticsearch 8.16 or later; "
+                             f"the server is {self.server}")
         self._rrf = settings.hybrid != "client"  # cleared when the cluster turns the retriever down
 
     # ---- writing --------------------------------------------------------------------------------------------
@@ -74,13 +78,7 @@ class ESBackend:
     def similar(self, product_id: str, k: int = 10, filters: dict[str, list[str]] | None = None) -> list[Hit]:
         """Nearest products by fused vector within `filters`, never the product itself; KeyError if unknown."""
         with unavailable_as_error(self.settings.url or ""):
-            try:
-                doc = self._client.get(index=self.alias, id=product_id, source_includes=["fused_vector"])
-            except NotFoundError:
-                raise KeyError(product_id) from None
-            vector = doc["_source"].get("fused_vector")
-            if vector is None:
-                return []
+            vector = self._vector(product_id, "fused_vector")
             return [_hit(h) for h in self._search(similar_body(vector, k, filters or {}, product_id))["hits"]["hits"]]
 
     def count(self) -> int:
@@ -115,6 +113,23 @@ class ESBackend:
         fused = rrf_fuse([[h["_id"] for h in text], [h["_id"] for h in knn]], query.rank_constant)
         hits = [_hit(by_id[pid], score) for pid, score in fused[: query.size]]
         return SearchResults(hits=hits, total=_total(union), facets=_facets(union, query))
+
+    def _vector(self, product_id: str, field: str) -> list[float]:
+        """A stored vector, asked for explicitly where the server leaves vectors out of `_source` (9.2+);
+        KeyError for an unknown product, `LookupError` when the server returns the product without it."""
+        source: dict[str, Any] = {"includes": [field]}
+        if self.server.excludes_vectors:
+            source["exclude_vectors"] = False
+        try:
+            hits = self._search({"size": 1, "query": {"ids": {"values": [product_id]}}, "_source": source})["hits"]["hits"]
+        except NotFoundError:  # no index yet
+            hits = []
+        if not hits:
+            raise KeyError(product_id)
+        vector = hits[0].get("_source", {}).get(field)
+        if vector is None:
+            raise LookupError(f"Elasticsearch returned product {product_id!r} without its {field}")
+        return vector
 
     def _fingerprints(self, ids: list[str]) -> dict[str, str]:
         found = self._client.mget(index=self.alias, ids=ids, source_includes=["fingerprint"])["docs"]

@@ -15,6 +15,7 @@ from elasticsearch import AuthenticationException, ConnectionTimeout, Elasticsea
 from elasticsearch import ConnectionError as ESConnectionError
 
 from ...pipeline.settings import ESSettings
+from .server import PinnedTransport, Server, UnsupportedServer, probe
 
 
 class BackendUnavailable(RuntimeError):
@@ -52,15 +53,17 @@ def make_client(settings: ESSettings, **transport: Any) -> Elasticsearch:
         options["verify_certs"] = settings.verify_certs
         if settings.ca_certs is not None:
             options["ca_certs"] = str(settings.ca_certs)
-    return Elasticsearch(public_url(settings.url), **options, **transport)
+    return Elasticsearch(public_url(settings.url), transport_class=PinnedTransport, **options, **transport)
 
 
-def connect(settings: ESSettings, **transport: Any) -> Elasticsearch:
-    """`make_client`, checked by one request so a down cluster fails here with `BackendUnavailable`."""
-    client = make_client(settings, **transport)
-    with unavailable_as_error(settings.url or ""):
-        client.info()
-    return client
+def identify_server(client: Elasticsearch, url: str) -> Server:
+    """The server's version (one request), pinning the client to it; `BackendUnavailable` if it cannot be
+    reached or is not a supported Elasticsearch."""
+    with unavailable_as_error(url):
+        try:
+            return probe(client)
+        except UnsupportedServer as error:
+            raise BackendUnavailable(f"Elasticsearch at {public_url(url)}: {error}") from None
 
 
 @contextmanager
