@@ -20,6 +20,7 @@ demo: install
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
 
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: install

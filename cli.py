@@ -41,7 +41,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 @contextmanager
 def _session(config: Path | None, workspace: Path | None) -> Iterator[tuple[Any, Any]]:
     """Settings and the open store for one command; errors become a message and exit code 1."""
-    from shoptag.pipeline.settings import load_settings
+    from shoptag.core.settings import load_settings
     from shoptag.pipeline.workspace import Workspace
 
     try:
@@ -104,8 +104,8 @@ def ingest(
     as_json: JsonOpt = False,
 ) -> None:
     """Read a catalog into the workspace. Bad records go to a rejects file; the run goes on."""
+    from shoptag.catalog.readers import CatalogError
     from shoptag.pipeline.ingest import ingest as run
-    from shoptag.tagger.catalog import CatalogError
 
     with _session(config, workspace) as (settings, store):
         try:
@@ -449,8 +449,9 @@ def train_clip(
     as_json: JsonOpt = False,
 ) -> None:
     """Contrastive training of an open_clip model on the catalog's image–title pairs (resumable)."""
+    from shoptag.catalog.readers import read_catalog
+    from shoptag.catalog.records import Product
     from shoptag.pipeline.train_clip import run_train_clip
-    from shoptag.tagger.catalog import Product, read_catalog
 
     with _session(config, workspace) as (settings, store):
         triples = [
@@ -477,7 +478,7 @@ def serve(
     """Run the storefront HTTP service (similar, real-time tagging, feedback, search, metrics)."""
     import uvicorn
 
-    from shoptag.pipeline.settings import load_settings
+    from shoptag.core.settings import load_settings
     from shoptag.service.app import create_app
 
     settings = load_settings(config, **({"workspace": workspace} if workspace else {}))

@@ -173,7 +173,7 @@ def fashion_vectors(work: Path, data_dir: Path, limit: int | None, device: str) 
     then `encode_products`, which only encodes what the workspace's embedding cache lacks."""
     from shoptag.pipeline.encode import Encoders, encode_products
     from shoptag.pipeline.ingest import ingest
-    from shoptag.pipeline.settings import load_settings
+    from shoptag.core.settings import load_settings
     from shoptag.pipeline.workspace import Workspace
 
     settings = load_settings(workspace=fashion_workspace(work, limit), encoders={"device": device})

@@ -19,7 +19,7 @@ TEMPERATURE = 0.05
 
 def main() -> None:
     args = parse_args(__doc__)
-    from shoptag.indexer.vector_index import VectorIndex, gpu_available
+    from shoptag.vectors.faiss_index import VectorIndex, gpu_available
     from shoptag.tagger.model import knn_scores, neighbours
     from shoptag.tagger.vocab import build_vocabs
 

@@ -47,7 +47,7 @@ def main() -> None:
     import faiss
     import scipy.sparse as sp
 
-    from shoptag.indexer.vector_index import TRAIN_PER_LIST, VectorIndex, choose_factory, gpu_available
+    from shoptag.vectors.faiss_index import TRAIN_PER_LIST, VectorIndex, choose_factory, gpu_available
     from shoptag.tagger.model import knn_scores, neighbours
 
     output = Output()

@@ -42,7 +42,7 @@ SEED = 7
 
 
 def settings_for(workspace: Path):
-    from shoptag.pipeline.settings import Settings
+    from shoptag.core.settings import Settings
 
     # a short head fit: this check measures the service, not tagging quality (bench/work has the eval runs)
     return Settings(workspace=workspace, encoders={"text_model": "minilm", "device": "cpu"},

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from shoptag.pipeline.settings import EncoderSettings, Settings
+from shoptag.core.settings import EncoderSettings, Settings
 from shoptag.pipeline.train_clip import run_train_clip
 from shoptag.tagger.clip_train import TrainReport, fashion_pairs
 

@@ -1,21 +1,14 @@
-"""Catalog reader: a raw JSONL, CSV/TSV or Parquet file becomes validated, normalised products or rejects.
+"""The one product record schema and its validation: a parsed record becomes a normalised `Product` or a `Reject`.
 
-It writes nothing to the store; the ingest pipeline consumes `read_catalog` and writes the rejects with
-`write_rejects`. Bad records never raise: each becomes a `Reject` naming its line (or row) and id and the
-field at fault, and reading goes on. Only an unreadable catalog *file* raises `CatalogError`.
+Used for catalog files (`catalog.readers`) and for records sent to the service (`parse_record`), so both are
+validated by the same code. Bad records never raise out of `validated`: each becomes a `Reject` naming its
+line (or row) and id and the field at fault.
 
 Record fields, in every format: `id` (required; a string, or an integer coerced to a string), `title`,
 `description`, `attributes` (object of scalars), `image` (local path relative to the catalog file, or an
 http(s) URL when `allow_image_urls`), `tags` (object: family -> list of values, or one value).
 Any other top-level field is an attribute, so a flat CSV such as `id,title,brand,material` needs no
 renaming; a name given both ways is rejected rather than silently picked.
-
-Flat formats (CSV/TSV/Parquet) also accept:
-  * `attributes` / `tags` cells holding a JSON object;
-  * `attr.<name>` or `attr:<name>` columns: one attribute each;
-  * `tags.<family>`, `tag.<family>`, `tags:<family>` or `tag:<family>` columns: values separated by `|`
-    (Parquet may also use a list column);
-  * an empty cell means "absent". Line numbers count the header as line 1 (CSV) or rows from 1 (Parquet).
 
 Attribute values are scalars coerced to text (`true`/`false` for booleans); a nested value (object or
 list) is kept as compact JSON text so nothing is lost. Duplicate ids: the first accepted record wins and
@@ -24,29 +17,21 @@ later ones are rejected with the line of the first; a record rejected for anothe
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
 import unicodedata
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
-from shoptag.indexer.atomic_file import atomic_write
-from shoptag.pipeline.settings import CatalogSettings
+from shoptag.core.settings import CatalogSettings
 
 RAW_CHARS = 2_000  # how much of a bad record a reject keeps, enough to find and fix it
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 CORE_FIELDS = ("id", "title", "description", "attributes", "image", "tags")
-ATTR_PREFIXES = ("attr.", "attr:")
-TAG_PREFIXES = ("tags.", "tag.", "tags:", "tag:")
-TAG_SEPARATOR = "|"
 # Tags whose content is not text, and tags that separate words; other (inline) tags join their neighbours.
 _HIDDEN_TAGS = frozenset({"script", "style", "head", "title", "noscript", "template"})
 _BLOCK_TAGS = frozenset(
@@ -56,12 +41,12 @@ _BLOCK_TAGS = frozenset(
 _INVISIBLE = dict.fromkeys(map(ord, "\x00\u200b\u2060\ufeff"))  # zero-width characters copied from web pages
 
 
-class CatalogError(Exception):
-    """The catalog file as a whole cannot be read (missing, unreadable, unknown format, no id column)."""
-
-
 class InvalidRecord(ValueError):
     """One record is bad; the message names the field and is what the reject says."""
+
+
+# what a reader yields per line or row: (line, raw text, record dict or why it could not be parsed)
+Parsed = tuple[int, str, dict[str, Any] | InvalidRecord]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,44 +97,10 @@ class Reject:
     raw: str
 
 
-def read_catalog(path: Path, settings: CatalogSettings, *, fmt: str | None = None) -> Iterator[Product | Reject]:
-    """Stream products and rejects from `path`, in file order.
-
-    The file is checked before this returns, so a missing or unreadable catalog raises `CatalogError`
-    here rather than at the first `next()`. `fmt` (`jsonl`, `csv`, `tsv`, `parquet`) overrides the extension.
-    """
-    path = Path(path)
-    kind = _format_of(path, fmt)
-    _check_readable(path)
-    if kind == "jsonl":
-        records = _jsonl_records(path)
-    elif kind == "parquet":
-        _check_columns(path, _parquet_schema(path).names)
-        records = _parquet_records(path)
-    else:
-        delimiter = "\t" if kind == "tsv" else ","
-        _check_columns(path, _csv_header(path, delimiter))
-        records = _csv_records(path, delimiter)
-    return _validated(records, path.parent.resolve(), settings)
-
-
 def parse_record(record: dict[str, Any], base: Path, settings: CatalogSettings) -> Product:
     """One record that did not come from a file (e.g. a JSON object sent to the service), validated exactly as
     a catalog line is; raises `InvalidRecord` naming the field at fault. Relative image paths resolve from `base`."""
     return _product(record, None, base, settings)
-
-
-def write_rejects(rejects: Iterable[Reject], path: Path) -> int:
-    """Write rejects as JSONL atomically (temp file + rename), so a crash never leaves half a file.
-
-    Returns how many were written.
-    """
-    count = 0
-    with atomic_write(Path(path), "w", encoding="utf-8") as out:
-        for reject in rejects:
-            out.write(json.dumps(asdict(reject), ensure_ascii=False) + "\n")
-            count += 1
-    return count
 
 
 def normalize_text(text: str) -> str:
@@ -160,178 +111,7 @@ def normalize_text(text: str) -> str:
     return " ".join(text.split())
 
 
-# --- file formats: each yields (line, raw text, record dict or an InvalidRecord) -----------------------
-
-Parsed = tuple[int, str, dict[str, Any] | InvalidRecord]
-
-
-def _format_of(path: Path, fmt: str | None) -> str:
-    kind = fmt.lower().lstrip(".") if fmt else FORMATS.get(path.suffix.lower())
-    if kind in ("json", "ndjson"):
-        kind = "jsonl"
-    if kind not in ("jsonl", "csv", "tsv", "parquet"):
-        raise CatalogError(f"{path}: unknown catalog format {fmt or path.suffix!r}; use .jsonl, .csv, .tsv or .parquet")
-    return kind
-
-
-def _check_readable(path: Path) -> None:
-    if not path.exists():
-        raise CatalogError(f"{path}: catalog file not found")
-    if not path.is_file():
-        raise CatalogError(f"{path}: not a file")
-    try:
-        with path.open("rb") as f:
-            f.read(1)
-    except OSError as exc:
-        raise CatalogError(f"{path}: cannot read catalog file ({exc.strerror or exc})") from exc
-
-
-def _jsonl_records(path: Path) -> Iterator[Parsed]:
-    """One JSON object per line; blank lines are skipped; lines are decoded one by one so bad bytes stay local."""
-    with path.open("rb") as f:
-        for number, data in enumerate(f, start=1):
-            if number == 1:
-                data = data.removeprefix(b"\xef\xbb\xbf")
-            if not data.strip():
-                continue
-            try:
-                raw = data.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as exc:
-                yield number, data[:RAW_CHARS].decode("utf-8", "replace"), InvalidRecord(
-                    f"line is not valid UTF-8 (byte {exc.start}); save the catalog as UTF-8"
-                )
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                yield number, raw, InvalidRecord(f"unparsable line: invalid JSON ({exc.msg} at column {exc.colno})")
-                continue
-            if not isinstance(record, dict):
-                yield number, raw, InvalidRecord(f"not a JSON object (got {_type_name(record)})")
-                continue
-            yield number, raw, record
-
-
-def _csv_records(path: Path, delimiter: str) -> Iterator[Parsed]:
-    """CSV/TSV rows as flat dicts; undecodable bytes are kept as surrogates and the row rejected."""
-    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        header = [name.strip() for name in next(reader)]
-        while True:
-            start = reader.line_num + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                yield start, "", InvalidRecord(f"unparsable CSV row ({exc})")
-                continue
-            if not any(cell.strip() for cell in row):
-                continue
-            raw = json.dumps(row, ensure_ascii=False)
-            if not _is_utf8(raw):
-                yield start, raw.encode("utf-8", "replace").decode(), InvalidRecord(
-                    "row is not valid UTF-8; save the catalog as UTF-8"
-                )
-            elif len(row) != len(header):
-                yield start, raw, InvalidRecord(f"unparsable CSV row: {len(row)} fields, the header has {len(header)}")
-            else:
-                yield start, raw, _unflatten(dict(zip(header, row)))
-
-
-def _parquet_records(path: Path) -> Iterator[Parsed]:
-    """Parquet rows in batches, so memory stays bounded by the batch, not the file."""
-    with pq.ParquetFile(path) as parquet:
-        schema = parquet.schema_arrow
-        maps = {f.name for f in schema if pa.types.is_map(f.type)}
-        pandas_index = [name for name in schema.names if name.startswith("__index_level_")]
-        number = 0
-        for batch in parquet.iter_batches(batch_size=1024):
-            for row in batch.to_pylist():
-                number += 1
-                for name in maps:
-                    if row[name] is not None:
-                        row[name] = dict(row[name])
-                for name in pandas_index:
-                    del row[name]
-                yield number, json.dumps(row, ensure_ascii=False, default=str), _unflatten(row)
-
-
-def _csv_header(path: Path, delimiter: str) -> list[str]:
-    """The header row, read before streaming so a file without an `id` column fails at once."""
-    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        try:
-            return [name.strip() for name in next(csv.reader(f, delimiter=delimiter))]
-        except StopIteration:
-            raise CatalogError(f"{path}: empty file, no header row") from None
-        except csv.Error as exc:
-            raise CatalogError(f"{path}: unreadable header ({exc})") from exc
-
-
-def _parquet_schema(path: Path) -> pa.Schema:
-    try:
-        return pq.read_schema(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise CatalogError(f"{path}: not a readable Parquet file ({exc})") from exc
-
-
-def _check_columns(path: Path, names: list[str]) -> None:
-    if "id" not in names:
-        raise CatalogError(f"{path}: no `id` column (columns: {', '.join(names[:20])})")
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise CatalogError(f"{path}: duplicate column(s) {', '.join(duplicated)}")
-
-
-def _unflatten(row: dict[str, Any]) -> dict[str, Any] | InvalidRecord:
-    """A flat row (CSV/Parquet) as a record: JSON cells decoded, `attr.*` and `tags.*` columns gathered."""
-    record: dict[str, Any] = {}
-    attributes: dict[str, Any] = {}
-    tags: dict[str, Any] = {}
-    for name, value in row.items():
-        if value is None or (isinstance(value, str) and not value.strip()):
-            continue
-        if name in ("attributes", "tags") and isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                return InvalidRecord(f"{name}: cell is not valid JSON ({exc.msg})")
-        attribute, family = _after_prefix(name, ATTR_PREFIXES), _after_prefix(name, TAG_PREFIXES)
-        if attribute:
-            attributes[attribute] = value
-        elif family:
-            tags[family] = value.split(TAG_SEPARATOR) if isinstance(value, str) else value
-        else:
-            record[name] = value
-    if attributes:
-        record["attributes"] = _merge(record.get("attributes"), attributes, "attributes")
-    if tags:
-        record["tags"] = _merge(record.get("tags"), tags, "tags")
-    return record
-
-
-def _after_prefix(name: str, prefixes: tuple[str, ...]) -> str | None:
-    """`colour` for `tags.colour` and prefixes ("tags.", ...); None when no prefix matches."""
-    for prefix in prefixes:
-        if name.startswith(prefix):
-            return name[len(prefix) :]
-    return None
-
-
-def _merge(base: Any, extra: dict[str, Any], name: str) -> Any:
-    """Join a JSON-object cell with its per-key columns; a wrong-typed base is left for validation to reject."""
-    if base is None:
-        return extra
-    if not isinstance(base, dict):
-        return base
-    _no_overlap(base, extra, name)
-    return {**base, **extra}
-
-
-# --- validation ------------------------------------------------------------------------------------------
-
-
-def _validated(records: Iterator[Parsed], base: Path, settings: CatalogSettings) -> Iterator[Product | Reject]:
+def validated(records: Iterator[Parsed], base: Path, settings: CatalogSettings) -> Iterator[Product | Reject]:
     """Turn parsed records into products or rejects; keeps the first product of each id."""
     first_line: dict[str, int] = {}
     for line, raw, record in records:
@@ -385,7 +165,7 @@ def _id(value: Any) -> str:
     if value is None:
         raise InvalidRecord("missing id")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise InvalidRecord(f"id: expected a string or integer, got {_type_name(value)}")
+        raise InvalidRecord(f"id: expected a string or integer, got {type_name(value)}")
     product_id = str(value).strip()
     if not product_id:
         raise InvalidRecord("missing id: the id is empty")
@@ -397,7 +177,7 @@ def _text(record: dict[str, Any], name: str, settings: CatalogSettings) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise InvalidRecord(f"{name}: expected a string, got {_type_name(value)}")
+        raise InvalidRecord(f"{name}: expected a string, got {type_name(value)}")
     text = normalize_text(value)
     if len(text) > settings.max_text_chars:
         raise InvalidRecord(f"{name}: text too long: {len(text):,} characters, over the limit of {settings.max_text_chars:,}")
@@ -410,9 +190,9 @@ def _attributes(record: dict[str, Any], settings: CatalogSettings) -> dict[str, 
     if explicit is None:
         explicit = {}
     if not isinstance(explicit, dict):
-        raise InvalidRecord(f"attributes: expected an object, got {_type_name(explicit)}")
+        raise InvalidRecord(f"attributes: expected an object, got {type_name(explicit)}")
     extra = {k: v for k, v in record.items() if k not in CORE_FIELDS and v is not None}
-    _no_overlap(explicit, extra, "attributes")
+    no_overlap(explicit, extra, "attributes")
     attributes: dict[str, str] = {}
     for key, value in {**explicit, **extra}.items():
         name = normalize_text(str(key))
@@ -433,7 +213,7 @@ def _tags(value: Any) -> dict[str, tuple[str, ...]]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InvalidRecord(f"tags: expected an object of family -> list of values, got {_type_name(value)}")
+        raise InvalidRecord(f"tags: expected an object of family -> list of values, got {type_name(value)}")
     tags: dict[str, tuple[str, ...]] = {}
     for family, values in value.items():
         name = normalize_text(str(family))
@@ -444,7 +224,7 @@ def _tags(value: Any) -> dict[str, tuple[str, ...]]:
         cleaned: dict[str, None] = {}
         for item in values:
             if isinstance(item, (dict, list, tuple, bool)) or item is None:
-                raise InvalidRecord(f"tags.{name}: expected strings, got {_type_name(item)}")
+                raise InvalidRecord(f"tags.{name}: expected strings, got {type_name(item)}")
             text = normalize_text(str(item))
             if text:
                 cleaned[text] = None
@@ -458,7 +238,7 @@ def _image(value: Any, base: Path, settings: CatalogSettings) -> tuple[str | Non
     if value is None:
         return None, None
     if not isinstance(value, str):
-        raise InvalidRecord(f"image: expected a path or URL string, got {_type_name(value)}")
+        raise InvalidRecord(f"image: expected a path or URL string, got {type_name(value)}")
     ref = value.strip()
     if not ref:
         return None, None
@@ -499,7 +279,7 @@ def _check_decodes(data: bytes, path: Path) -> None:
 # --- small helpers ---------------------------------------------------------------------------------------
 
 
-def _no_overlap(a: dict[str, Any], b: dict[str, Any], name: str) -> None:
+def no_overlap(a: dict[str, Any], b: dict[str, Any], name: str) -> None:
     both = sorted(set(a) & set(b))
     if both:
         raise InvalidRecord(f"{name}: {', '.join(map(repr, both))} given twice (inside `{name}` and as its own field)")
@@ -514,19 +294,11 @@ def _scalar_text(value: Any) -> str:
     return str(value)
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     """JSON's name for a Python value's type, which is what catalog authors know."""
     names = {dict: "object", list: "array", tuple: "array", str: "string", bool: "boolean",
              int: "integer", float: "number", type(None): "null"}
     return names.get(type(value), type(value).__name__)
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _sha256(text: str) -> str:

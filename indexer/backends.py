@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..pipeline.settings import Settings
+from shoptag.core.settings import Settings
 from .backend import SearchBackend
 from .embedded_search import EmbeddedBackend
 from .search_common import VectorDims

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from shoptag.indexer.store import StoredProduct
+from shoptag.core.settings import EncoderSettings
+from shoptag.store.records import StoredProduct
 from shoptag.tagger.embedding_cache import EmbeddingCache, encode_with_cache
 from shoptag.tagger.product_vector import fuse
 from shoptag.tagger.text_encoder import TextEncoder, load_text_encoder
 from shoptag.tagger.text_onnx import default_cache_dir
 
 from .progress import progress_bar
-from .settings import EncoderSettings
 
 
 class Encoders:

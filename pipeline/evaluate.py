@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from shoptag.indexer.store import Store
+from shoptag.store.records import Store
 from shoptag.tagger.fuse import apply_temperature, fit_temperature
 from shoptag.tagger.metrics import (
     choose_thresholds,
@@ -23,11 +23,11 @@ from shoptag.tagger.metrics import (
     multilabel_metrics,
     reliability_curve,
 )
+from shoptag.core.settings import Settings
 from shoptag.tagger.model import TaggerModel, score_sources
 from shoptag.tagger.split import split_mask
 
 from .encode import Encoders
-from .settings import Settings
 from .train import LabelledSet, fit_on, labelled_set
 from .workspace import Workspace
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shoptag.indexer.store import Store
+from shoptag.store.records import Store
 
 
 def explain(store: Store, product_id: str) -> dict:

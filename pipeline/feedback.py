@@ -8,8 +8,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shoptag.indexer.store import Store
-from shoptag.tagger.catalog import Reject, write_rejects
+from shoptag.catalog.records import Reject
+from shoptag.catalog.rejects import write_rejects
+from shoptag.store.records import Store
 
 
 @dataclass

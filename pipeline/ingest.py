@@ -7,11 +7,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from shoptag.indexer.store import Store, StoredProduct
-from shoptag.tagger.catalog import Product, Reject, read_catalog, write_rejects
+from shoptag.catalog.readers import read_catalog
+from shoptag.catalog.records import Product, Reject
+from shoptag.catalog.rejects import write_rejects
+from shoptag.core.settings import Settings
+from shoptag.store.records import Store, StoredProduct
 
 from .progress import progress_bar
-from .settings import Settings
 from .workspace import Workspace
 
 BATCH = 500

@@ -14,14 +14,14 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 
+from shoptag.core.settings import Settings
 from shoptag.indexer.backend import SearchBackend
 from shoptag.indexer.documents import SearchDoc
-from shoptag.indexer.store import Store, StoredProduct
+from shoptag.store.records import Store, StoredProduct
 
 from .encode import Encoders, encode_products
 from .progress import progress_bar
 from .search_docs import doc_tags, search_docs
-from .settings import Settings
 from .workspace import Workspace
 
 BATCH = 2000

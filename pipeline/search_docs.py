@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from shoptag.indexer.documents import DocTag, SearchDoc
-from shoptag.indexer.store import Store, StoredProduct
+from shoptag.store.records import Store, StoredProduct
 
 from .encode import ProductVectors
 

@@ -10,15 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoptag.core.settings import Settings
 from shoptag.indexer.backend import SearchBackend
-from shoptag.indexer.store import Store, StoredProduct
+from shoptag.store.records import Store, StoredProduct
 from shoptag.tagger.embedding_cache import EmbeddingCache
 from shoptag.tagger.model import TagDecision, TaggerModel, decide, load_model, score_sources
 
 from .encode import Encoders, encode_products
 from .progress import progress_bar
 from .search_docs import search_docs
-from .settings import Settings
 from .workspace import Workspace
 
 BATCH = 1000

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shoptag.indexer.store import Store
+from shoptag.core.settings import Settings
+from shoptag.store.records import Store
 from shoptag.tagger.head import HeadConfig
 from shoptag.tagger.model import FitConfig, TaggerModel, fit_tagger, save_model
 from shoptag.tagger.split import split_mask
 
 from .encode import Encoders, ProductVectors, encode_products
-from .settings import Settings
 from .workspace import Workspace
 
 

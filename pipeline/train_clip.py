@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from shoptag.pipeline.settings import Settings
+from shoptag.core.settings import Settings
 from shoptag.tagger.clip_train import Pair, TrainReport, train_clip
 from shoptag.tagger.image_encoder import ImageSource
 from shoptag.tagger.split import split_of

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from shoptag.indexer.store import Store
+from shoptag.store.records import Store
 from shoptag.tagger.embedding_cache import EmbeddingCache
 
 

@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 
-from shoptag.pipeline.settings import Settings
+from shoptag.core.settings import Settings
 
 from .errors import BodyLimit, install_error_handlers
 from .metrics import RequestTimer, ServiceMetrics

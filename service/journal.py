@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shoptag.indexer.atomic_file import atomic_write
+from shoptag.core.files import atomic_write
 
 
 class WriteJournal:

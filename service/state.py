@@ -14,15 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
+from shoptag.core.settings import Settings
 from shoptag.indexer.backend import SearchBackend
 from shoptag.indexer.backends import VectorDims, open_backend
-from shoptag.indexer.store import Store
 from shoptag.pipeline.encode import Encoders, encode_products
 from shoptag.pipeline.reindex import reindex
 from shoptag.pipeline.search_docs import search_docs
-from shoptag.pipeline.settings import Settings
 from shoptag.pipeline.tag import StaleModelError, load_checked_model
 from shoptag.pipeline.workspace import Workspace
+from shoptag.store.records import Store
 from shoptag.tagger.embedding_cache import EmbeddingCache
 from shoptag.tagger.model import TaggerModel
 

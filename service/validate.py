@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from shoptag.pipeline.settings import Settings
-from shoptag.tagger.catalog import InvalidRecord, Product, parse_record
+from shoptag.catalog.records import InvalidRecord, Product, parse_record
+from shoptag.core.settings import Settings
 
 from .schemas import ProductIn
 

@@ -3,10 +3,10 @@ Each runs inside `ServiceState.writing`, so the store and the search index chang
 
 from __future__ import annotations
 
+from shoptag.catalog.records import Product
 from shoptag.pipeline.explain import explain
 from shoptag.pipeline.ingest import stored
 from shoptag.pipeline.tag import tag_batch
-from shoptag.tagger.catalog import Product
 
 from .state import ServiceState
 

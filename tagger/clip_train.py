@@ -24,7 +24,7 @@ import open_clip
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from shoptag.indexer.atomic_file import atomic_write
+from shoptag.core.files import atomic_write
 from shoptag.tagger.augment import ImageTransform, train_transform
 from shoptag.tagger.image_encoder import (
     ImageEncoder,

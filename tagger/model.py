@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from shoptag.indexer.vector_index import VectorIndex
+from shoptag.vectors.faiss_index import VectorIndex
 
 from .fuse import apply_temperature, choose_weights, fit_temperature, fuse_scores, log_loss
 from .head import HeadConfig, TagHead, head_from_state, head_state, predict_head, train_head

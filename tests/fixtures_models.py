@@ -33,7 +33,7 @@ def trained_sample(tmp_path_factory):
     """The bundled sample catalog ingested, trained and tagged with the multilingual encoder (read-only use)."""
     from shoptag.pipeline.encode import Encoders
     from shoptag.pipeline.ingest import ingest
-    from shoptag.pipeline.settings import Settings
+    from shoptag.core.settings import Settings
     from shoptag.pipeline.tag import tag
     from shoptag.pipeline.train import train
     from shoptag.pipeline.workspace import Workspace

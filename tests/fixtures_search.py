@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from loopback import free_port, wait_until_ok
+from shoptag.core.settings import ESSettings, Settings
 from shoptag.indexer.documents import DocTag, SearchDoc
 from shoptag.indexer.embedded_search import EmbeddedBackend
 from shoptag.indexer.es.backend import ESBackend
 from shoptag.indexer.es.client import make_client
 from shoptag.indexer.search_common import VectorDims
-from shoptag.pipeline.settings import ESSettings, Settings
 
 DIMS = VectorDims(text=16, image=None, fused=16)
 TOPICS = ("denim", "watch", "dress", "shoes", "top", "gloves", "snack")

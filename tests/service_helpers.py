@@ -14,9 +14,9 @@ from pathlib import Path
 
 import uvicorn
 from loopback import free_port, wait_until_ok
+from shoptag.core.settings import Settings
 from shoptag.pipeline.encode import Encoders
 from shoptag.pipeline.ingest import ingest
-from shoptag.pipeline.settings import Settings
 from shoptag.pipeline.tag import tag
 from shoptag.pipeline.train import train
 from shoptag.pipeline.workspace import Workspace

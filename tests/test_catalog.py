@@ -16,8 +16,10 @@ import pytest
 from PIL import Image
 
 from fixtures_catalog import WriteCatalog
-from shoptag.pipeline.settings import CatalogSettings
-from shoptag.tagger.catalog import CatalogError, Product, Reject, read_catalog, write_rejects
+from shoptag.catalog.readers import CatalogError, read_catalog
+from shoptag.catalog.records import Product, Reject
+from shoptag.catalog.rejects import write_rejects
+from shoptag.core.settings import CatalogSettings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 GOOD_BEFORE = {"id": "good-1", "title": "Navy Blue Shirt"}

@@ -9,7 +9,7 @@ import pytest
 import torch
 from fixtures_clip import TINY_RUN, TinyRun, make_shape_pairs
 
-from shoptag.pipeline.settings import EncoderSettings, Settings
+from shoptag.core.settings import EncoderSettings, Settings
 from shoptag.pipeline.train_clip import run_train_clip
 from shoptag.tagger.clip_train import fashion_pairs, held_out_recall, retrieval_recall
 from shoptag.tagger.image_encoder import ImageEncoder

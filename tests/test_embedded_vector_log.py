@@ -7,7 +7,7 @@ import sqlite3
 
 import numpy as np
 
-from shoptag.indexer import embedded_search
+from shoptag.indexer import vector_log
 from shoptag.indexer.documents import SearchDoc
 from shoptag.indexer.embedded_search import EmbeddedBackend
 from shoptag.indexer.search_common import VectorDims
@@ -27,7 +27,7 @@ def _log_rows(directory) -> int:
 
 
 def test_writes_are_logged_then_snapshotted_and_reopen_consistently(tmp_path, monkeypatch):
-    monkeypatch.setattr(embedded_search, "SNAPSHOT_EVERY", 3)
+    monkeypatch.setattr(vector_log, "SNAPSHOT_EVERY", 3)
     backend = EmbeddedBackend(tmp_path, DIMS)
     for i in range(2):
         backend.upsert([_doc(i)])

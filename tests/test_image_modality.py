@@ -14,8 +14,8 @@ from fixtures_clip import COLOURS, TinyRun, make_shape_pairs
 from typer.testing import CliRunner
 
 from shoptag.cli import EXIT_USAGE, app
+from shoptag.core.settings import EncoderSettings, Settings
 from shoptag.pipeline.evaluate import for_modality
-from shoptag.pipeline.settings import EncoderSettings, Settings
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures_models import REPO, SAMPLE
+from shoptag.core.settings import Settings
 from shoptag.pipeline.encode import Encoders
 from shoptag.pipeline.explain import explain
 from shoptag.pipeline.feedback import apply_feedback
 from shoptag.pipeline.ingest import ingest
-from shoptag.pipeline.settings import Settings
 from shoptag.pipeline.tag import StaleModelError, load_checked_model, tag
 from shoptag.pipeline.train import train
 from shoptag.pipeline.workspace import Workspace
@@ -79,7 +79,7 @@ def test_interrupted_ingest_resumes_after_the_last_committed_batch(tmp_path):
             fh.write(json.dumps({"id": f"g{i}", "title": f"generated product {i}", "tags": {"k": [f"v{i % 7}"]}}) + "\n")
     ws = tmp_path / "ws"
     code = (
-        "from pathlib import Path; from shoptag.pipeline.settings import Settings; "
+        "from pathlib import Path; from shoptag.core.settings import Settings; "
         "from shoptag.pipeline.workspace import Workspace; from shoptag.pipeline.ingest import ingest; "
         f"s = Settings(workspace=Path({str(ws)!r})); ingest(s, Workspace(s.workspace).open_store(), Path({str(catalog)!r}), show_progress=False)"
     )

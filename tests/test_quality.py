@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from shoptag.core.settings import Settings
 from shoptag.pipeline.encode import Encoders
 from shoptag.pipeline.evaluate import evaluate
 from shoptag.pipeline.ingest import ingest
-from shoptag.pipeline.settings import Settings
 from shoptag.pipeline.workspace import Workspace
 
 FASHION_FAMILIES = ("articleType", "baseColour", "usage")

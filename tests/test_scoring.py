@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from shoptag.indexer.vector_index import TRAIN_PER_LIST, VectorIndex
 from shoptag.tagger.fuse import apply_temperature, choose_weights, fit_temperature, log_loss, simplex_grid
 from shoptag.tagger.head import HeadConfig, class_weights, predict_head, train_head
 from shoptag.tagger.product_vector import fuse, query_scale
 from shoptag.tagger.propagate import gather_sims, select_labelled, vote, vote_weights
 from shoptag.tagger.vocab import build_vocabs
+from shoptag.vectors.faiss_index import TRAIN_PER_LIST, VectorIndex
 
 
 def test_vote_weights_follow_similarity_and_ignore_padding():

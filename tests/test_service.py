@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from service_helpers import API_KEY, ServiceProcess, build_workspace, service_settings, thread_server
+from shoptag.catalog.records import parse_record
+from shoptag.core.settings import Settings
 from shoptag.pipeline.ingest import stored
-from shoptag.pipeline.settings import Settings
 from shoptag.pipeline.workspace import Workspace
 from shoptag.service.journal import WriteJournal
-from shoptag.tagger.catalog import parse_record
 
 AUTH = {"X-API-Key": API_KEY}
 NEW_JEANS = {"id": "new-jeans", "title": "女士高腰直筒牛仔裤 浅蓝色", "description": "弹力牛仔布，九分裤长",

@@ -14,7 +14,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .atomic_file import atomic_write
+from shoptag.core.files import atomic_write
 
 EXACT_LIMIT = 100_000  # below this many vectors exact search is fast enough and needs no training
 COMPACT_RATIO = 0.2  # rebuild when this share of the vectors is tombstoned

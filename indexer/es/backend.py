@@ -7,7 +7,7 @@ from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch, NotFoundError
 
-from ...pipeline.settings import ESSettings
+from shoptag.core.settings import ESSettings
 from ..documents import Hit, SearchDoc, SearchQuery, SearchResults, WriteReport
 from ..search_common import VectorDims, batches, changed_docs, has_words, rrf_fuse
 from .client import identify_server, make_client, unavailable_as_error

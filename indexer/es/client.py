@@ -14,7 +14,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from elasticsearch import AuthenticationException, ConnectionTimeout, Elasticsearch
 from elasticsearch import ConnectionError as ESConnectionError
 
-from ...pipeline.settings import ESSettings
+from shoptag.core.settings import ESSettings
+
 from .server import PinnedTransport, Server, UnsupportedServer, probe
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from elasticsearch import Elasticsearch, TransportError, helpers
 
-from ...pipeline.settings import ESSettings
+from shoptag.core.settings import ESSettings
 from ..documents import SearchDoc, WriteReport
 from ..search_common import VectorDims, doc_fingerprint, tag_values
 from .mapping import index_body, search_template

@@ -1,0 +1,62 @@
+"""The errors shoptag raises on purpose, and what each means to a shell and to an HTTP client.
+
+Code anywhere raises a subclass of `ShoptagError` whose message says what to fix; the CLI (one error callback)
+and the service (one exception handler) both read `OUTCOMES`, so an error has the same meaning everywhere.
+Exit code 3 is not an error: the run finished and some input records were rejected (see the rejects file).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ShoptagError(Exception):
+    """Something shoptag could not do; the class says what kind of failure, the message what to do about it."""
+
+
+class BadInput(ShoptagError):
+    """The input is wrong: arguments, settings, a catalog or corrections file, a request body."""
+
+
+class NotFound(ShoptagError):
+    """A named thing does not exist: a product id, a file, a trained model."""
+
+
+class Conflict(ShoptagError):
+    """The request contradicts the current state, e.g. tags from a model trained for other encoders."""
+
+
+class BackendUnavailable(ShoptagError):
+    """A service shoptag depends on cannot be reached or refuses us (Elasticsearch down, bad credentials)."""
+
+
+class Corrupt(ShoptagError):
+    """Data shoptag wrote earlier cannot be read back (a damaged index or model file)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an error becomes: the CLI's exit code and the service's HTTP status."""
+
+    exit_code: int
+    http_status: int
+    meaning: str
+
+
+# The one table (docs/DESIGN.md shows it); the most specific class of an error that is listed decides.
+OUTCOMES: dict[type[ShoptagError], Outcome] = {
+    BadInput: Outcome(2, 422, "fix the input the message names"),
+    NotFound: Outcome(4, 404, "the named product, file or model does not exist"),
+    Conflict: Outcome(5, 409, "the state does not allow it yet (e.g. retrain first)"),
+    BackendUnavailable: Outcome(6, 503, "a backend is down or refuses the credentials; retry later"),
+    Corrupt: Outcome(7, 500, "stored data cannot be read; rebuild it (reindex, retrain)"),
+    ShoptagError: Outcome(1, 500, "failed; the message says why"),
+}
+
+
+def outcome(error: ShoptagError) -> Outcome:
+    """The table row of `error`: its own class's, else its nearest listed ancestor's."""
+    for cls in type(error).__mro__:
+        if cls in OUTCOMES:
+            return OUTCOMES[cls]
+    raise TypeError(f"{type(error).__name__} is not a ShoptagError")
