@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,7 +55,7 @@ def _session(config: Path | None, workspace: Path | None) -> Iterator[tuple[Any,
         yield settings, store
     except typer.Exit:
         raise
-    except (KeyError, FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
+    except (KeyError, FileNotFoundError, ValueError, RuntimeError, OSError, sqlite3.Error) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_FAILED) from None
     finally:
@@ -175,6 +176,8 @@ def tag(
                 f"tagged {report.tagged} products ({report.skipped_up_to_date} already up to date): "
                 f"{report.accepted} tags accepted, {report.review} families need review"
             )
+            if report.search_repaired:
+                out.print(f"search index: sent {report.search_repaired} products an interrupted run had left out")
 
         _emit(as_json, report, human)
 

@@ -121,7 +121,8 @@ class EmbeddedBackend:
                 self._log.commit(self._writer, staged, snapshot=rebuild)
                 self._writer.execute("COMMIT")
             except BaseException as error:
-                self._writer.execute("ROLLBACK")
+                if self._writer.in_transaction:  # SQLite has already rolled back after a full disk or I/O error
+                    self._writer.execute("ROLLBACK")
                 self._log.discard_next(self._writer)
                 if not rebuild:  # the live indexes hold uncommitted changes: back to what is committed
                     with self._vector_lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 
 from shoptag.core.settings import Settings
@@ -25,6 +26,8 @@ from .search_docs import doc_tags, search_docs
 from .workspace import Workspace
 
 BATCH = 2000
+
+log = logging.getLogger("shoptag.reindex")
 
 
 def doc_hash(content_hash: str, tags: Mapping[str, Sequence[tuple[str, str, float]]], model_ids: Mapping) -> str:
@@ -94,3 +97,15 @@ def reindex(
     )
     return {"sent": len(docs), "written": report.written, "deleted": deleted, "failed": report.failed,
             "swapped": not incremental}
+
+
+def converge(settings: Settings, store: Store, encoders: Encoders, backend: SearchBackend) -> dict:
+    """Send the backend what it lacks after whatever happened before (a killed `tag`, a full disk, a failed
+    write): first incrementally, by the document hashes the store recorded; then, should the backend still
+    count other products than the store (its files were replaced or lost), by a full rebuild."""
+    report = reindex(settings, store, encoders, backend, incremental=True, show_progress=False)
+    held, stored = backend.count(), store.count_products()
+    if held != stored:
+        log.warning("search index holds %d products, the store %d: rebuilding it from the store", held, stored)
+        report = reindex(settings, store, encoders, backend, show_progress=False)
+    return report

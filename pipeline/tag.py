@@ -1,7 +1,10 @@
 """Stage: products → model tags with scores and evidence in the store (and the search backend kept in step).
 
 A product is (re)tagged when its content or the model changed since it was last tagged, so an interrupted
-run resumes where it stopped and a second run right after the first does nothing.
+run resumes where it stopped and a second run right after the first does nothing. The store commits a batch
+before the search backend receives it, so a crash (or a full disk) between the two leaves the backend behind:
+each batch records the document hashes the backend received, and every run ends by sending what the backend
+lacks (`converge`), so the next run repairs what an interrupted one left out.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from shoptag.tagger.model import TagDecision, TaggerModel, decide, load_model, s
 
 from .encode import Encoders, encode_products
 from .progress import progress_bar
+from .reindex import backend_key, converge, doc_hash
 from .search_docs import search_docs
 from .workspace import Workspace
 
@@ -34,6 +38,7 @@ class TagReport:
     skipped_up_to_date: int = 0
     accepted: int = 0
     review: int = 0
+    search_repaired: int = 0  # products the search backend lacked (an earlier run was interrupted) and received now
     by_family: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
@@ -54,9 +59,10 @@ def load_checked_model(models_dir: Path, encoders: Encoders) -> TaggerModel:
 
 def tag_batch(
     model: TaggerModel, store: Store, encoders: Encoders, cache: EmbeddingCache, products: Sequence[StoredProduct],
-    backend: SearchBackend | None = None,
+    backend: SearchBackend | None = None, index_key: str | None = None,
 ) -> dict[str, list[TagDecision]]:
-    """Tag `products` now: score, decide, write tags (never over people's tags), update search.
+    """Tag `products` now: score, decide, write tags (never over people's tags), update search and, with
+    `index_key`, record in the store what the backend received.
     Returns the decisions written: families people tagged keep their tags and are left out."""
     vectors, _ = encode_products(products, encoders, cache, show_progress=False)
     scores = score_sources(model, vectors.fused, [p.text for p in products], [p.id for p in products])
@@ -70,9 +76,13 @@ def tag_batch(
             )
             decisions[p.id] = [d for d in decisions[p.id] if d.family in written]
     if backend is not None:
-        report = backend.upsert(search_docs(store, products, vectors, model.encoders))
+        tags = store.effective_tags([p.id for p in products])
+        report = backend.upsert(search_docs(store, products, vectors, model.encoders, tags))
         if report.failed:
             raise RuntimeError(f"search index rejected {len(report.failed)} documents: {report.failed[:3]}")
+        if index_key is not None:
+            store.set_indexed(index_key, {p.id: doc_hash(p.content_hash, tags.get(p.id, {}), model.encoders)
+                                          for p in products})
     return decisions
 
 
@@ -87,12 +97,13 @@ def tag(
     current = store.tagged_hashes()
     todo = [p for p in products if retag_all or current.get(p.id) != f"{p.content_hash}@{version}"]
     report = TagReport(skipped_up_to_date=len(products) - len(todo))
+    key = backend_key(settings, backend) if backend is not None else None
     cache = workspace.open_cache()
     try:
         with progress_bar("tag", len(todo), show_progress) as advance:
             for start in range(0, len(todo), BATCH):
                 batch = todo[start : start + BATCH]
-                for decisions in tag_batch(model, store, encoders, cache, batch, backend).values():
+                for decisions in tag_batch(model, store, encoders, cache, batch, backend, key).values():
                     for d in decisions:
                         counts = report.by_family.setdefault(d.family, {"accepted": 0, "review": 0})
                         counts[d.status] += 1
@@ -100,6 +111,8 @@ def tag(
                 advance(len(batch))
     finally:
         cache.close()
+    if backend is not None:
+        report.search_repaired = converge(settings, store, encoders, backend)["sent"]
     report.accepted = sum(c["accepted"] for c in report.by_family.values())
     report.review = sum(c["review"] for c in report.by_family.values())
     return report

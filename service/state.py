@@ -18,7 +18,7 @@ from shoptag.core.settings import Settings
 from shoptag.indexer.backend import SearchBackend
 from shoptag.indexer.backends import VectorDims, open_backend
 from shoptag.pipeline.encode import Encoders, encode_products
-from shoptag.pipeline.reindex import reindex
+from shoptag.pipeline.reindex import converge
 from shoptag.pipeline.search_docs import search_docs
 from shoptag.pipeline.tag import StaleModelError, load_checked_model
 from shoptag.pipeline.workspace import Workspace
@@ -140,14 +140,11 @@ class ServiceState:
             self.backend.delete(gone)
 
     def recover(self) -> None:
-        """At start: finish interrupted writes; rebuild the whole index if it still disagrees with the store
-        (e.g. the workspace was tagged without a search backend, or the index files were lost)."""
+        """At start: finish interrupted writes; send the index what it lacks (a `tag` run that was killed, the
+        workspace tagged without a search backend, index files lost: `converge`)."""
         if self.journal.pending():
             self.repair()
-        if self.backend.count() != self.store.count_products():
-            log.warning("search index holds %d products, the store %d: rebuilding it from the store",
-                        self.backend.count(), self.store.count_products())
-            reindex(self.settings, self.store, self.encoders, self.backend, show_progress=False)
+        converge(self.settings, self.store, self.encoders, self.backend)
         self.refresh_sizes()
 
     def refresh_sizes(self) -> None:

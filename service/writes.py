@@ -6,6 +6,7 @@ from __future__ import annotations
 from shoptag.catalog.records import Product
 from shoptag.pipeline.explain import explain
 from shoptag.pipeline.ingest import stored
+from shoptag.pipeline.reindex import backend_key
 from shoptag.pipeline.tag import tag_batch
 
 from .state import ServiceState
@@ -21,7 +22,8 @@ def add_products(state: ServiceState, products: list[Product]) -> list[dict]:
             state.store.upsert_products(db, rows)
             for p in products:
                 state.store.set_catalog_tags(db, p.id, {family: list(values) for family, values in p.tags.items()})
-        decisions = tag_batch(model, state.store, state.encoders, state.cache, rows, state.backend)
+        decisions = tag_batch(model, state.store, state.encoders, state.cache, rows, state.backend,
+                              backend_key(state.settings, state.backend))
         explained = [explain(state.store, p.id) for p in products]
     state.metrics.tagged(decisions.values())
     state.metrics.products.labels("added").inc(len(products))

@@ -150,7 +150,8 @@ class Store:
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite has already rolled back after a full disk or I/O error
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
