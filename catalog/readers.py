@@ -100,6 +100,9 @@ def _jsonl_records(path: Path) -> Iterator[Parsed]:
             except json.JSONDecodeError as exc:
                 yield number, raw, InvalidRecord(f"unparsable line: invalid JSON ({exc.msg} at column {exc.colno})")
                 continue
+            except RecursionError:
+                yield number, raw[:RAW_CHARS], InvalidRecord("unparsable line: JSON nested too deeply")
+                continue
             if not isinstance(record, dict):
                 yield number, raw, InvalidRecord(f"not a JSON object (got {type_name(record)})")
                 continue
@@ -190,6 +193,8 @@ def _unflatten(row: dict[str, Any]) -> dict[str, Any] | InvalidRecord:
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
                 return InvalidRecord(f"{name}: cell is not valid JSON ({exc.msg})")
+            except RecursionError:
+                return InvalidRecord(f"{name}: cell is JSON nested too deeply")
         attribute, family = _after_prefix(name, ATTR_PREFIXES), _after_prefix(name, TAG_PREFIXES)
         if attribute:
             attributes[attribute] = value

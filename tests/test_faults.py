@@ -18,8 +18,8 @@ import pytest
 from shoptag.indexer.backends import VectorDims
 from shoptag.indexer.documents import SearchQuery
 from shoptag.indexer.embedded_search import EmbeddedBackend
-from shoptag.indexer.store import Store
-from shoptag.pipeline.settings import Settings
+from shoptag.store.records import Store
+from shoptag.core.settings import Settings
 from shoptag.pipeline.tag import tag
 from shoptag.pipeline.workspace import Workspace
 
