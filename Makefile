@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test bench bench-quality clean
+.PHONY: install browser demo test bench bench-quality clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,16 @@ install: $(STAMP)
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
 
-test: install
+# The review page's browser tests drive Debian's chromium through its chromedriver (nothing downloads a browser).
+# Installed with apt when we are root and it is missing; otherwise those tests skip and say why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "could not install chromium: the browser tests will skip"; \
+	else echo "chromium/chromedriver missing and not root: the browser tests will skip"; fi
+
+test: install browser
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -p no:cacheprovider
 

@@ -42,6 +42,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 @contextmanager
 def _session(config: Path | None, workspace: Path | None) -> Iterator[tuple[Any, Any]]:
     """Settings and the open store for one command; errors become a message and exit code 1."""
+    from shoptag.core.errors import ShoptagError, outcome
     from shoptag.core.settings import load_settings
     from shoptag.pipeline.workspace import Workspace
 
@@ -55,6 +56,9 @@ def _session(config: Path | None, workspace: Path | None) -> Iterator[tuple[Any,
         yield settings, store
     except typer.Exit:
         raise
+    except ShoptagError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(outcome(exc).exit_code) from None
     except (KeyError, FileNotFoundError, ValueError, RuntimeError, OSError, sqlite3.Error) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_FAILED) from None
@@ -134,12 +138,21 @@ def ingest(
 
 
 @app.command()
-def train(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+def train(
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    if_better: Annotated[bool, typer.Option("--if-better", help="Hold the test split out, compare with the current "
+                                            "model there, and make the new one current only if no family is worse "
+                                            "beyond its tolerance (review.tolerance); else keep it aside.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Train the tagger on the labelled products (kNN index, heads, fusion weights, calibration)."""
     from shoptag.pipeline.train import train as run
+    from shoptag.pipeline.train import train_if_better
 
     with _session(config, workspace) as (settings, store):
-        _, summary = run(settings, store, _encoders(settings), show_progress=not as_json)
+        _, summary = (train_if_better if if_better else run)(settings, store, _encoders(settings),
+                                                             show_progress=not as_json)
 
         def human() -> None:
             table = Table("family", "values", "multi", "fusion weights", "T", "never emitted", title="trained model")
@@ -149,8 +162,29 @@ def train(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: Jso
                               str(f["temperature"]), str(f["tags_never_emitted"]))
             out.print(table)
             out.print(f"{summary['labelled']} labelled products; model saved to {summary['model']}")
+            guard = summary.get("guard")
+            if guard is not None:
+                _print_guard(guard)
 
         _emit(as_json, summary, human)
+
+
+def _print_guard(guard: dict) -> None:
+    table = Table("family", "held out", "F1 now", "F1 new", "coverage now", "coverage new",
+                  title=f"guard on {guard['held_out']} held-out products")
+    for family, f in guard["families"].items():
+        cur, cand = f["current"] or {}, f["candidate"] or {}
+        cells = [f"{side[m]:.4f}" if m in side else "-" for m in ("f1_weighted", "coverage_at_target")
+                 for side in (cur, cand)]
+        table.add_row(family, str((cand or cur).get("n", "-")), *cells)
+    out.print(table)
+    if guard.get("current_saw_held_out"):
+        out.print(f"note: the current model trained on {guard['current_saw_held_out']:.0%} of the held-out products "
+                  "(plain `shoptag train`), so its figures are optimistic")
+    if guard["promoted"]:
+        out.print("[green]promoted:[/] the new model is current (`shoptag tag` re-tags with it)")
+    else:
+        out.print("[yellow]kept aside:[/] " + "; ".join(guard["reasons"]))
 
 
 @app.command()
@@ -408,6 +442,119 @@ def reindex(
         ))
         if report["failed"]:
             raise typer.Exit(EXIT_FAILED)
+
+
+# ---- review -------------------------------------------------------------------------------------------------------
+@app.command()
+def review(
+    family: Annotated[str | None, typer.Option(help="Only this tag family.")] = None,
+    tag_value: Annotated[str | None, typer.Option("--tag", help="Only items whose top candidate is this value.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 20,
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The review queue: families the model left "needs review" (and audit draws), most valuable decision first."""
+    from shoptag.store.review_log import open_review_log
+    from shoptag.pipeline.review import queue
+
+    with _session(config, workspace) as (settings, store):
+        items, total = queue(store, open_review_log(store), family=family, tag=tag_value, limit=limit)
+
+        def human() -> None:
+            table = Table("product", "family", "candidates", "value", "title", title=f"{total} items to review")
+            for i in items:
+                cands = ", ".join(f"{c['value']} {c['score']:.2f}" for c in i.candidates[:3])
+                table.add_row(i.product_id, i.family + (" (audit)" if i.kind == "audit" else ""), cands,
+                              f"{i.priority:.3f}", i.title[:60])
+            out.print(table)
+            out.print("decide in the web page (`shoptag serve`, /ui/review) or with `shoptag feedback`")
+
+        _emit(as_json, {"total": total, "items": [asdict(i) for i in items]}, human)
+
+
+@app.command()
+def audit(
+    family: Annotated[str, typer.Option(help="Tag family whose auto-accepted tags are checked.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="How many to draw into the review queue.")] = 200,
+    results: Annotated[bool, typer.Option("--results", help="Only show what earlier audits found.")] = False,
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Draw a stratified sample of auto-accepted tags into the review queue, so people measure their precision;
+    shows each audit's measured precision beside the calibrated estimate."""
+    from shoptag.store.review_log import open_review_log
+    from shoptag.pipeline.review import audit_result, draw_audit
+
+    with _session(config, workspace) as (settings, store):
+        log = open_review_log(store)
+        drawn = None if results else draw_audit(log, family, n, seed=settings.tagger.seed)
+        found = [audit_result(log, a[0]) for a in log.audits() if a[1] == family]
+
+        def human() -> None:
+            if drawn:
+                out.print(f"drew {drawn['drawn']} of {drawn['population']} auto-accepted {family} tags into the review "
+                          f"queue (audit {drawn['audit']}, {len(drawn['strata'])} score strata)")
+            for a in found:
+                measured = "not reviewed yet" if a["measured_precision"] is None else (
+                    f"{a['measured_precision']:.1%} (95% {a['interval95'][0]:.1%}–{a['interval95'][1]:.1%})")
+                out.print(f"audit {a['audit']}: {a['reviewed']}/{a['drawn']} reviewed; precision measured by people "
+                          f"{measured}, calibrated estimate {a['calibrated_precision']:.1%}")
+
+        _emit(as_json, {"drawn": drawn, "audits": found}, human)
+
+
+# ---- models -------------------------------------------------------------------------------------------------------
+model_app = typer.Typer(help="The models kept in the workspace: list, promote one, roll back.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("list")
+def model_list(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Every model in the workspace, newest first: which is current, and the guard's verdict on each."""
+    from datetime import datetime
+
+    from shoptag.pipeline.registry import list_models
+    from shoptag.pipeline.workspace import Workspace
+
+    with _session(config, workspace) as (settings, store):
+        models = list_models(Workspace(settings.workspace).models_dir)
+
+        def human() -> None:
+            table = Table("model", "status", "trained", "labelled", "families", "guard")
+            for m in models:
+                guard = "-" if m.guard is None else ("passed" if m.guard["promoted"] else "; ".join(m.guard["reasons"]))
+                table.add_row(m.name, m.status, datetime.fromtimestamp(m.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+                              str(m.labelled or "-"), str(m.families), guard)
+            out.print(table)
+
+        _emit(as_json, [asdict(m) for m in models], human)
+
+
+@model_app.command("promote")
+def model_promote(
+    name: Annotated[str, typer.Argument(help="Model folder name (see `shoptag model list`).")],
+    config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Make a model current (one atomic switch); `shoptag tag` then re-tags what no person decided."""
+    from shoptag.pipeline.registry import promote
+    from shoptag.pipeline.workspace import Workspace
+
+    with _session(config, workspace) as (settings, store):
+        current = promote(Workspace(settings.workspace).models_dir, name)
+        _emit(as_json, {"current": current}, lambda: out.print(f"current model: {current}"))
+
+
+@model_app.command("rollback")
+def model_rollback(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Switch back to the model that was current before (one atomic switch; people's tags are untouched)."""
+    from shoptag.pipeline.registry import rollback
+    from shoptag.pipeline.workspace import Workspace
+
+    with _session(config, workspace) as (settings, store):
+        current = rollback(Workspace(settings.workspace).models_dir)
+        _emit(as_json, {"current": current}, lambda: out.print(f"rolled back: current model is {current}"))
 
 
 # ---- data, images, service --------------------------------------------------------------------------------------

@@ -111,6 +111,19 @@ class ServiceSettings(BaseModel):
     image_root: Path | None = None
 
 
+class ReviewSettings(BaseModel):
+    """The learning loop: when a retrained model may replace the current one (`train --if-better`)."""
+
+    # A candidate may be worse than the current model by at most this much, per family, in weighted F1 and in
+    # coverage at the target precision on the held-out split; `tolerance_by_family` overrides it per family.
+    tolerance: float = Field(0.01, ge=0.0, le=1.0)
+    tolerance_by_family: dict[str, float] = {}
+    # Families with fewer held-out labels than this are reported but not judged (too few to tell).
+    guard_min_test: int = Field(20, ge=1)
+    # The service runs `train --if-better` after this many new review decisions (0: never).
+    retrain_after: int = Field(0, ge=0)
+
+
 class Settings(BaseSettings):
     """Everything a shoptag run can be told; passed in explicitly, never read from a global."""
 
@@ -127,6 +140,7 @@ class Settings(BaseSettings):
     catalog: CatalogSettings = CatalogSettings()
     es: ESSettings = ESSettings()
     service: ServiceSettings = ServiceSettings()
+    review: ReviewSettings = ReviewSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 
 from shoptag.core.settings import Settings
 from shoptag.store.records import Store
 from shoptag.tagger.head import HeadConfig
-from shoptag.tagger.model import FitConfig, TaggerModel, fit_tagger, save_model
+from shoptag.tagger.model import FitConfig, TaggerModel, current_name, fit_tagger, save_model
 from shoptag.tagger.split import split_mask
 
 from .encode import Encoders, ProductVectors, encode_products
+from .guard import family_metrics, judge
+from .registry import record, remember_current, write_guard
+from .tag import load_checked_model
 from .workspace import Workspace
 
 
@@ -65,8 +70,14 @@ def train(settings: Settings, store: Store, encoders: Encoders, *, show_progress
     data = labelled_set(store, encoders, workspace, show_progress)
     masks = split_mask(data.ids, settings.tagger.validation_fraction, settings.tagger.test_fraction)
     model = fit_on(data, ~masks["val"], masks["val"], settings, encoders)
+    remember_current(workspace.models_dir)
     path = save_model(model, workspace.models_dir)
-    summary = {
+    record(workspace.models_dir, path.name, "train")
+    return model, _summary(model, path, data)
+
+
+def _summary(model: TaggerModel, path: Path, data: LabelledSet) -> dict:
+    return {
         "model": str(path),
         "labelled": len(data.ids),
         "families": {
@@ -80,4 +91,39 @@ def train(settings: Settings, store: Store, encoders: Encoders, *, show_progress
             for family, fm in model.families.items()
         },
     }
-    return model, summary
+
+
+def train_if_better(
+    settings: Settings, store: Store, encoders: Encoders, *, show_progress: bool = True
+) -> tuple[TaggerModel, dict]:
+    """Train a candidate with the test split held out, measure it and the current model on that same split, and
+    make it current only when no family is worse beyond its tolerance (`review` settings); otherwise it is kept
+    aside, and the summary's `guard` says why. A current model trained without holding the split out has seen
+    those products, so the guard is then, if anything, too strict."""
+    workspace = Workspace(settings.workspace)
+    data = labelled_set(store, encoders, workspace, show_progress)
+    t, r = settings.tagger, settings.review
+    masks = split_mask(data.ids, t.validation_fraction, t.test_fraction)
+    if not masks["test"].any():
+        raise ValueError("the held-out split is empty: set tagger.test_fraction above 0 or label more products")
+    candidate = fit_on(data, masks["train"], masks["val"], settings, encoders)
+    rows = np.flatnonzero(masks["test"])
+    measured = partial(family_metrics, vectors=data.vectors.fused[rows], texts=[data.texts[i] for i in rows],
+                       ids=[data.ids[i] for i in rows], truth=[data.tags[i] for i in rows])
+    current = current_name(workspace.models_dir)
+    cand = measured(candidate)
+    promote_it, reasons, cur, seen = True, [], {}, 0.0
+    if current is not None:
+        model = load_checked_model(workspace.models_dir, encoders)
+        cur = measured(model)
+        promote_it, reasons = judge(cur, cand, r.tolerance, r.tolerance_by_family, r.guard_min_test)
+        seen = len(set(model.labelled_ids) & {data.ids[i] for i in rows}) / len(rows)
+    remember_current(workspace.models_dir)
+    path = save_model(candidate, workspace.models_dir, make_current=promote_it)
+    verdict = {"promoted": promote_it, "reasons": reasons, "against": current, "held_out": int(len(rows)),
+               "current_saw_held_out": round(seen, 4),  # > 0: the current model trained on some of them
+               "families": {f: {"current": cur.get(f), "candidate": cand.get(f)} for f in sorted({*cur, *cand})}}
+    write_guard(path, verdict)
+    if promote_it:
+        record(workspace.models_dir, path.name, "train")
+    return candidate, {**_summary(candidate, path, data), "guard": verdict}

@@ -13,7 +13,10 @@ from shoptag.core.settings import Settings
 
 from .errors import BodyLimit, install_error_handlers
 from .metrics import RequestTimer, ServiceMetrics
+from .review import router as review_router
 from .routes import router
+from .ui.pages import mount_static
+from .ui.pages import router as ui_router
 from .state import ServiceState
 
 DESCRIPTION = """Similar products, real-time tagging with explained tags, corrections, hybrid search and metrics
@@ -45,6 +48,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(review_router)
+    app.include_router(ui_router)
+    mount_static(app)
     app.add_middleware(BodyLimit, max_bytes=settings.service.max_body_bytes)
     app.add_middleware(RequestTimer, metrics=metrics)  # added last: outermost, so it times 413s too
     return app

@@ -1,4 +1,5 @@
-"""Optional API-key auth for the write endpoints: header `X-API-Key`, compared in constant time."""
+"""Optional API-key auth: header `X-API-Key`, or the key the review page's login form put in a cookie;
+compared in constant time."""
 
 from __future__ import annotations
 
@@ -7,17 +8,27 @@ import hmac
 from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
+KEY_COOKIE = "shoptag_key"  # set by the review page's login form: HttpOnly, SameSite=Strict
+
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Needed by write endpoints when "
                               "the service is configured with `service.api_key`.")
 
 
-def require_api_key(request: Request, given: str | None = Security(api_key_header)) -> None:
-    """401 without a key, 403 with a wrong one; open when no key is configured (loopback development)."""
+def key_is_valid(request: Request, given: str | None) -> bool:
+    """True when no key is configured or `given` is the key."""
     expected = request.app.state.settings.service.api_key
     if expected is None:
+        return True
+    return given is not None and hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
+
+
+def require_api_key(request: Request, given: str | None = Security(api_key_header)) -> None:
+    """401 without a key, 403 with a wrong one; open when no key is configured (loopback development)."""
+    given = given if given is not None else request.cookies.get(KEY_COOKIE)
+    if request.app.state.settings.service.api_key is None:
         return
     if given is None:
         raise HTTPException(401, "this endpoint needs an API key in the X-API-Key header",
                             headers={"WWW-Authenticate": "ApiKey"})
-    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+    if not key_is_valid(request, given):
         raise HTTPException(403, "wrong API key")

@@ -35,6 +35,27 @@ class ServiceMetrics:
         self.rejects = Counter("shoptag_rejected_products", "Products refused by validation.", registry=self.registry)
         self.feedback = Counter("shoptag_feedback_items", "Corrections applied through the service.",
                                 registry=self.registry)
+        self.review_decisions = Gauge("shoptag_review_decisions", "Review decisions that stand, by family and action.",
+                                      ["family", "action"], registry=self.registry)
+        self.review_agreement = Gauge("shoptag_review_agreement", "Share of review decisions that agree with the "
+                                      "model's top candidate, by family.", ["family"], registry=self.registry)
+        self.review_queue = Gauge("shoptag_review_queue", "Items waiting for review, by family.", ["family"],
+                                  registry=self.registry)
+        self.review_pace = Gauge("shoptag_review_decisions_per_hour", "Review decisions per hour over the last hour.",
+                                 registry=self.registry)
+
+    def reviewed(self, stats: dict) -> None:
+        """Reviewer metrics from `pipeline.review.stats`, read from the store at each scrape (so they hold the
+        decisions of every process, the CLI's too)."""
+        for gauge in (self.review_decisions, self.review_agreement, self.review_queue):
+            gauge.clear()
+        for family, f in stats["families"].items():
+            for action in ("accept", "correct", "reject"):
+                self.review_decisions.labels(family, action).set(f[action])
+            self.review_agreement.labels(family).set(f["agreement"])
+        for family, count in stats["queue"].items():
+            self.review_queue.labels(family).set(count)
+        self.review_pace.set(stats["per_hour"])
 
     def tagged(self, decisions: Iterable[list[TagDecision]]) -> None:
         for tags in decisions:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Reques
 from shoptag.indexer.documents import Hit, SearchQuery
 from shoptag.indexer.search_common import has_words
 from shoptag.pipeline.explain import explain
+from shoptag.pipeline.review import stats as review_stats
 
 from .auth import require_api_key
 from .schemas import (
@@ -62,6 +63,7 @@ def healthz(state: State) -> HealthOut:
 def metrics(state: State) -> Response:
     """Prometheus metrics: request latency histograms, index size, tags emitted, products added/deleted."""
     state.refresh_sizes()
+    state.metrics.reviewed(review_stats(state.store, state.review))
     return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
 

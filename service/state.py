@@ -23,8 +23,9 @@ from shoptag.pipeline.search_docs import search_docs
 from shoptag.pipeline.tag import StaleModelError, load_checked_model
 from shoptag.pipeline.workspace import Workspace
 from shoptag.store.records import Store
+from shoptag.store.review_log import ReviewLog, open_review_log
 from shoptag.tagger.embedding_cache import EmbeddingCache
-from shoptag.tagger.model import TaggerModel
+from shoptag.tagger.model import TaggerModel, current_name
 
 from .journal import WriteJournal
 from .metrics import ServiceMetrics
@@ -52,6 +53,7 @@ class ServiceState:
     backend: SearchBackend
     journal: WriteJournal
     metrics: ServiceMetrics
+    review: ReviewLog
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     _model: TaggerModel | None = None
     _model_pointer: str | None = None
@@ -64,7 +66,7 @@ class ServiceState:
         encoders = Encoders(settings.encoders)
         store = workspace.open_store()
         state = cls(settings, store, workspace.open_cache(), encoders, search_backend(settings, encoders),
-                    WriteJournal(workspace.root / "service-pending-writes.json"), metrics)
+                    WriteJournal(workspace.root / "service-pending-writes.json"), metrics, open_review_log(store))
         try:
             state.recover()
             if state.model_name() is not None:
@@ -83,8 +85,7 @@ class ServiceState:
     # ---- model ----------------------------------------------------------------------------------------------
     def model_name(self) -> str | None:
         """The name of the workspace's current model, None before `shoptag train`."""
-        pointer = Workspace(self.settings.workspace).models_dir / "current"
-        return pointer.read_text().strip() if pointer.is_file() else None
+        return current_name(Workspace(self.settings.workspace).models_dir)
 
     def model(self) -> TaggerModel:
         """The current model; a model trained while the service runs is picked up at the next write."""

@@ -155,6 +155,10 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
+    def read(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        """Rows of one read-only statement: for the modules that keep their own tables in this file."""
+        return self._query(sql, params)
+
     def _query(self, sql: str, params: Sequence = ()) -> list[tuple]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
@@ -322,25 +326,31 @@ class Store:
 
         The feedback log is append-only: a later correction wins, none is ever lost.
         """
-        now = time.time()
         count = 0
         with self.transaction() as db:
             for product_id, family, values in items:
-                db.execute(
-                    "INSERT INTO feedback (product_id, family, value_list, origin, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (product_id, family, json.dumps(list(values), ensure_ascii=False), origin, now),
-                )
-                db.execute(
-                    "DELETE FROM tags WHERE product_id = ? AND family = ? AND source IN ('feedback', 'model')",
-                    (product_id, family),
-                )
-                db.executemany(
-                    "INSERT INTO tags (product_id, family, value, source, status, score, evidence, updated_at) "
-                    "VALUES (?, ?, ?, 'feedback', 'accepted', 1.0, NULL, ?)",
-                    [(product_id, family, v, now) for v in dict.fromkeys(values)],
-                )
+                self.write_feedback(db, product_id, family, values, origin)
                 count += 1
         return count
+
+    def write_feedback(self, db: sqlite3.Connection, product_id: str, family: str, values: Sequence[str],
+                       origin: str) -> int:
+        """One correction inside a transaction (see `add_feedback`); returns its feedback sequence number."""
+        now = time.time()
+        seq = db.execute(
+            "INSERT INTO feedback (product_id, family, value_list, origin, created_at) VALUES (?, ?, ?, ?, ?)",
+            (product_id, family, json.dumps(list(values), ensure_ascii=False), origin, now),
+        ).lastrowid
+        db.execute(
+            "DELETE FROM tags WHERE product_id = ? AND family = ? AND source IN ('feedback', 'model')",
+            (product_id, family),
+        )
+        db.executemany(
+            "INSERT INTO tags (product_id, family, value, source, status, score, evidence, updated_at) "
+            "VALUES (?, ?, ?, 'feedback', 'accepted', 1.0, NULL, ?)",
+            [(product_id, family, v, now) for v in dict.fromkeys(values)],
+        )
+        return int(seq)
 
     def feedback_count(self) -> int:
         return self._query("SELECT COUNT(*) FROM feedback")[0][0]

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from shoptag.core.files import atomic_write
 from shoptag.vectors.faiss_index import VectorIndex
 
 from .fuse import apply_temperature, choose_weights, fit_temperature, fuse_scores, log_loss
@@ -33,6 +34,7 @@ from .vocab import FamilyVocab, build_vocabs
 
 KNN_TEMPERATURES = (0.01, 0.02, 0.05, 0.1, 0.2)
 EVIDENCE_NEIGHBOURS = 5
+REVIEW_CANDIDATES = 5  # a "needs review" family keeps its best few values, so a reviewer can pick another
 FORMAT_VERSION = 1
 
 
@@ -289,9 +291,11 @@ def decide(
             picked = [best] if fused[best] >= fm.thresholds[best] else []
         status = "accepted" if picked else "review"
         for col in picked or [int(fused.argmax())]:
-            decisions.append(
-                TagDecision(family, fm.vocab.values[col], float(fused[col]), status, _evidence(model, fs, family, row, col, modality))
-            )
+            evidence = _evidence(model, fs, family, row, col, modality)
+            if status == "review":
+                best = np.argsort(-fused, kind="stable")[:REVIEW_CANDIDATES]
+                evidence["candidates"] = [{"value": fm.vocab.values[c], "score": round(float(fused[c]), 4)} for c in best]
+            decisions.append(TagDecision(family, fm.vocab.values[col], float(fused[col]), status, evidence))
     return decisions
 
 
@@ -314,8 +318,9 @@ def _evidence(model: TaggerModel, fs: FamilyScores, family: str, row: int, col: 
 
 
 # ---- persistence ----------------------------------------------------------------------------------------------
-def save_model(model: TaggerModel, models_dir: Path) -> Path:
-    """Write the model to a new folder, then point `models_dir/current` at it with one atomic rename."""
+def save_model(model: TaggerModel, models_dir: Path, *, make_current: bool = True) -> Path:
+    """Write the model to a new folder, then (unless told not to: a candidate kept aside) point
+    `models_dir/current` at it with one atomic rename."""
     models_dir.mkdir(parents=True, exist_ok=True)
     name = time.strftime("tagger-%Y%m%d-%H%M%S", time.localtime(model.created_at)) + f"-{os.getpid()}"
     tmp, final = models_dir / f"{name}.tmp", models_dir / name
@@ -327,6 +332,7 @@ def save_model(model: TaggerModel, models_dir: Path) -> Path:
         "knn_k": model.knn_k,
         "target_precision": model.target_precision,
         "created_at": model.created_at,
+        "labelled": len(model.labelled_ids),
         "families": {
             family: {
                 "vocab": fm.vocab.to_dict(),
@@ -349,18 +355,31 @@ def save_model(model: TaggerModel, models_dir: Path) -> Path:
     sp.save_npz(tmp / "labels.npz", sp.hstack([model.labels[f] for f in model.families]).tocsr())
     (tmp / "labelled_ids.json").write_text(json.dumps(model.labelled_ids, ensure_ascii=False))
     os.replace(tmp, final)
-    pointer = models_dir / "current.tmp"
-    pointer.write_text(name)
-    os.replace(pointer, models_dir / "current")
+    if make_current:
+        set_current(models_dir, name)
     return final
 
 
-def load_model(models_dir: Path) -> TaggerModel:
-    """The model `models_dir/current` points at."""
+def set_current(models_dir: Path, name: str) -> None:
+    """Point `models_dir/current` at the model folder `name`: one atomic rename, so readers see the old model or
+    the new one, never neither."""
+    if not (models_dir / name / "model.json").is_file():
+        raise FileNotFoundError(f"no model {name!r} in {models_dir}")
+    with atomic_write(models_dir / "current", "w", encoding="utf-8") as fh:
+        fh.write(name)
+
+
+def current_name(models_dir: Path) -> str | None:
     pointer = models_dir / "current"
-    if not pointer.is_file():
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
+def load_model(models_dir: Path, name: str | None = None) -> TaggerModel:
+    """The model folder `name`, by default the one `models_dir/current` points at."""
+    name = name or current_name(models_dir)
+    if name is None:
         raise FileNotFoundError(f"no trained model in {models_dir}: run `shoptag train` first")
-    folder = models_dir / pointer.read_text().strip()
+    folder = models_dir / name
     meta = json.loads((folder / "model.json").read_text())
     heads = torch.load(folder / "heads.pt", weights_only=False)
     stacked = sp.load_npz(folder / "labels.npz").tocsc()

@@ -39,11 +39,11 @@ def service_settings(workspace: Path) -> Settings:
     )
 
 
-def build_workspace(settings: Settings, *, trained: bool = True) -> None:
-    """The sample catalog ingested and, when `trained`, trained, tagged and indexed."""
+def build_workspace(settings: Settings, *, trained: bool = True, catalog: Path = SAMPLE) -> None:
+    """The catalog (default: the sample) ingested and, when `trained`, trained, tagged and indexed."""
     store = Workspace(settings.workspace).open_store()
     try:
-        ingest(settings, store, SAMPLE, show_progress=False)
+        ingest(settings, store, catalog, show_progress=False)
         if trained:
             encoders = Encoders(settings.encoders)
             train(settings, store, encoders, show_progress=False)

@@ -1,0 +1,135 @@
+"""The review API: the queue, decisions, undo, bulk accept and reviewer metrics. The web page (`service/ui`) uses
+exactly these endpoints. Everything here needs the API key (header or the page's cookie) when one is set."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from shoptag.core.errors import NotFound, ShoptagError, outcome
+from shoptag.pipeline.review import ACTIONS, DecisionIn, bulk_accept, decide, queue, stats, undo
+
+from .auth import require_api_key
+from .routes import State
+from .schemas import MAX_NAME_CHARS, MAX_VALUES, Name, ProductId
+from .state import ServiceState
+
+REVIEWER_COOKIE = "shoptag_reviewer"
+MAX_PAGE = 500
+
+router = APIRouter(tags=["review"], dependencies=[Depends(require_api_key)])
+
+
+def reviewer_of(request: Request, named: str | None = None) -> str:
+    """Who decides: the body's `reviewer`, else the `X-Reviewer` header, else the page's login name, else "api"."""
+    name = named or request.headers.get("x-reviewer") or request.cookies.get(REVIEWER_COOKIE) or "api"
+    return name.strip()[:MAX_NAME_CHARS] or "api"
+
+
+class DecisionBody(BaseModel):
+    id: ProductId
+    family: Name
+    action: str = Field(description=f"One of {', '.join(ACTIONS)}.")
+    values: list[Name] = Field(default_factory=list, max_length=MAX_VALUES,
+                               description="For `correct`: the right values.")
+
+
+class DecisionsIn(BaseModel):
+    decisions: list[DecisionBody] = Field(min_length=1)
+    reviewer: Name | None = None
+
+
+class UndoIn(BaseModel):
+    decision: int | None = Field(None, description="Decision id; default: the reviewer's latest that stands.")
+    reviewer: Name | None = None
+
+
+class BulkIn(BaseModel):
+    family: Name
+    min_score: float = Field(ge=0.0, le=1.0)
+    tag: Name | None = None
+    reviewer: Name | None = None
+
+
+class DecidedOut(BaseModel):
+    decisions: list[int]
+    products: list[str]
+
+
+class QueueOut(BaseModel):
+    total: int
+    items: list[dict[str, Any]]
+
+
+def apply(state: ServiceState, ids: list[str], write) -> Any:
+    """Run one review write inside the service's write discipline, then bring search up to date for `ids`."""
+    with state.writing(ids):
+        try:
+            result = write()
+        except ShoptagError as exc:
+            raise HTTPException(outcome(exc).http_status, str(exc)) from None
+        state.sync_search(ids)
+    return result
+
+
+@router.get("/review", response_model=QueueOut)
+def get_queue(
+    state: State,
+    family: Annotated[str | None, Query(max_length=MAX_NAME_CHARS)] = None,
+    tag: Annotated[str | None, Query(max_length=MAX_NAME_CHARS, description="Top candidate value.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> QueueOut:
+    """The review queue: audit draws first, then by expected value of a decision; each item with its top
+    candidates, scores, evidence (per-source scores, the neighbours that voted) and the product's title."""
+    items, total = queue(state.store, state.review, family=family or None, tag=tag or None, limit=limit, offset=offset)
+    return QueueOut(total=total, items=[asdict(i) for i in items])
+
+
+@router.post("/review/decisions", response_model=DecidedOut)
+def post_decisions(state: State, request: Request, body: DecisionsIn) -> DecidedOut:
+    """Accept the top candidate, correct (pick other values) or reject (none applies): written as feedback, so
+    search, `explain` and the next training see it at once. All or nothing."""
+    ids = sorted({d.id for d in body.decisions})
+    who = reviewer_of(request, body.reviewer)
+    decided = apply(state, ids, lambda: decide(
+        state.store, state.review, [DecisionIn(d.id, d.family, d.action, list(d.values)) for d in body.decisions], who))
+    state.metrics.feedback.inc(len(decided))
+    return DecidedOut(decisions=decided, products=ids)
+
+
+@router.post("/review/undo")
+def post_undo(state: State, request: Request, body: UndoIn) -> dict[str, Any]:
+    """Undo a decision: the family's tags before it come back (and the item returns to the queue)."""
+    who = reviewer_of(request, body.reviewer)
+    target = body.decision if body.decision is not None else state.review.last_decision(who)
+    if target is None:
+        raise HTTPException(409, f"{who} has no decision to undo")
+    try:
+        product = state.review.decision(target).product_id
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    return asdict(apply(state, [product], lambda: undo(state.review, who, target)))
+
+
+@router.post("/review/bulk", response_model=DecidedOut)
+def post_bulk(state: State, request: Request, body: BulkIn) -> DecidedOut:
+    """Accept the top candidate of every queued item of a family scoring at least `min_score`."""
+    who = reviewer_of(request, body.reviewer)
+    items, _ = queue(state.store, state.review, family=body.family, tag=body.tag, limit=1_000_000)
+    ids = sorted({i.product_id for i in items if i.kind == "review" and i.score >= body.min_score})
+    decided = apply(state, ids, lambda: bulk_accept(state.store, state.review, body.family, body.min_score, who,
+                                                    body.tag))
+    state.metrics.feedback.inc(len(decided))
+    return DecidedOut(decisions=decided, products=ids)
+
+
+@router.get("/review/stats")
+def get_stats(state: State) -> dict[str, Any]:
+    """Reviewer metrics: decisions per hour, agreement of the model's top candidate with people, per family and
+    reviewer; queue sizes; audits (measured precision beside the calibrated estimate)."""
+    return stats(state.store, state.review)
+
