@@ -32,7 +32,7 @@ app = typer.Typer(
     add_completion=False,
 )
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file (default: ./shoptag.toml).")]
 WorkspaceOpt = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (SHOPTAG_WORKSPACE).")]
@@ -417,17 +417,24 @@ def similar(
 def reindex(
     incremental: Annotated[bool, typer.Option("--incremental", help="Send only products changed since the last reindex.")] = False,
     backend_name: Annotated[str | None, typer.Option("--backend", help="embedded or es (default: from settings).")] = None,
+    rollback: Annotated[bool, typer.Option("--rollback", help="Elasticsearch: put the index the last full reindex replaced back live.")] = False,
     config: ConfigOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Rebuild the search index from the store with zero downtime (Elasticsearch: new index + alias swap)."""
     from shoptag.pipeline.reindex import reindex as run
+    from shoptag.pipeline.reindex import rollback as roll_back
 
     with _session(config, workspace) as (settings, store):
-        if backend_name == "es" and not settings.es.url:
-            err.print("[red]--backend es needs an Elasticsearch URL[/] (SHOPTAG_ES__URL or [es] url in the settings)")
+        if (backend_name == "es" or rollback) and not settings.es.url:
+            err.print("[red]--backend es and --rollback need an Elasticsearch URL[/] (SHOPTAG_ES__URL or [es] url)")
             raise typer.Exit(EXIT_USAGE)
+        if rollback:
+            was, now = roll_back(settings, store)
+            _emit(as_json, {"from": was, "to": now}, lambda: out.print(
+                f"{settings.es.index_alias} rolled back from {was} to {now}"))
+            return
         if backend_name == "embedded":
             settings = settings.model_copy(update={"es": settings.es.model_copy(update={"url": None})})
         encoders = _encoders(settings)

@@ -89,6 +89,15 @@ class ESSettings(BaseModel):
     vector_index_type: Literal["hnsw", "int8_hnsw", "int4_hnsw", "flat", "int8_flat", "bbq_hnsw", "bbq_flat"] = (
         "int8_hnsw"
     )
+    # shards and replicas of each new index; during a full build it has no replicas and no refresh, and
+    # these (and `refresh_interval`) are restored before the alias moves to it
+    number_of_shards: int = Field(1, ge=1)
+    number_of_replicas: int = Field(1, ge=0)
+    refresh_interval: str = "1s"
+    # upserts and deletes return once searchable (refresh=wait_for) instead of within `refresh_interval`
+    wait_for_refresh: bool = False
+    # a full reindex holds a lock per alias in Elasticsearch; a crashed run's lock expires after this long
+    lock_ttl: float = Field(120.0, gt=0)
     bulk_chunk_size: int = Field(500, ge=1)
     # bulk items rejected with 429 are retried `max_retries` times, waiting initial * 2**attempt up to max
     bulk_initial_backoff: float = Field(2.0, gt=0)

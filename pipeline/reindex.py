@@ -38,7 +38,28 @@ def doc_hash(content_hash: str, tags: Mapping[str, Sequence[tuple[str, str, floa
 
 
 def backend_key(settings: Settings, backend: SearchBackend) -> str:
-    return f"es:{settings.es.url}:{settings.es.index_alias}" if backend.name == "elasticsearch" else "embedded"
+    """Under which name the store records what `backend` holds."""
+    return _es_key(settings) if backend.name == "elasticsearch" else "embedded"
+
+
+def _es_key(settings: Settings) -> str:
+    return f"es:{settings.es.url}:{settings.es.index_alias}"
+
+
+def rollback(settings: Settings, store: Store) -> tuple[str, str]:
+    """Elasticsearch: move the alias back to the index the last full reindex replaced; (from, to). The store's
+    record of what was sent no longer holds, so the next incremental reindex compares every product."""
+    from shoptag.indexer.es.client import connect, unavailable_as_error
+    from shoptag.indexer.es.reindex import rollback as swap_back
+
+    with unavailable_as_error(settings.es.url or ""):
+        client = connect(settings.es)
+        try:
+            moved = swap_back(client, settings.es)
+        finally:
+            client.close()
+    store.set_indexed(_es_key(settings), {}, replace_all=True, mark=(0, ""))
+    return moved
 
 
 def build_docs(

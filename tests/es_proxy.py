@@ -7,6 +7,7 @@ noida-db (which reports 8.15.3 and accepts anything) does not. Written from the 
 - `GET _license` answers the persona's licence type; the `rrf` and `linear` retrievers need enterprise/trial,
   otherwise 403 `security_exception` "current license is non-compliant for [...]";
 - 9.2+ leaves `*_vector` fields out of returned `_source` unless `exclude_vectors: false` is asked for;
+- 9.3+ takes vectors as base64 of big-endian float32 in bulk bodies (decoded here for noida-db);
 - the first `reject_bulk` bulk requests and `reject_search` searches are answered 429 (a rejected execution).
 
 Every request is recorded (method, path, headers, body) for the tests to inspect.
@@ -14,6 +15,7 @@ Every request is recorded (method, path, headers, body) for the tests to inspect
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -23,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import numpy as np
 
 COMPAT = re.compile(r"compatible-with=(\d+)")
 LICENSED = {"rrf": "Reciprocal Rank Fusion (RRF)", "linear": "linear retriever"}
@@ -124,6 +127,8 @@ class ESProxy:
             feature = next((LICENSED[name] for name in LICENSED if name in request.get("retriever", {})), None)
             if feature and persona.licence not in ("enterprise", "trial"):
                 return 403, _licence_error(feature), product
+        if path.endswith("/_bulk") and persona.minor >= (9, 3):
+            body = _decode_vectors(body)
         upstream = self._client.request(method, target, content=body or None, headers=_plain(headers))
         payload: Any = upstream.content
         if persona.minor >= (9, 2) and upstream.status_code == 200 and method in ("GET", "POST"):
@@ -179,6 +184,20 @@ class ESProxy:
             for key in [k for k in document.get("_source", {}) if k.endswith("_vector")]:
                 del document["_source"][key]
         return json.dumps(answer).encode()
+
+
+def _decode_vectors(body: bytes) -> bytes:
+    """Bulk lines with base64 `*_vector` values turned into the float arrays noida-db takes."""
+    lines = []
+    for line in body.decode().splitlines():
+        document = json.loads(line) if line.strip() else None
+        if isinstance(document, dict):
+            for key, value in document.items():
+                if key.endswith("_vector") and isinstance(value, str):
+                    document[key] = np.frombuffer(base64.b64decode(value), dtype=">f4").astype(float).tolist()
+            line = json.dumps(document)
+        lines.append(line)
+    return ("\n".join(lines) + "\n").encode()
 
 
 def _plain(headers: dict[str, str]) -> dict[str, str]:

@@ -139,7 +139,7 @@ def es_settings(url: str, **changes: object) -> ESSettings:
     """Connection settings for `url` with a fresh alias (and auth from SHOPTAG_ES__* when set)."""
     base = Settings().es if os.environ.get("SHOPTAG_ES_URL") == url else ESSettings()
     return ESSettings(**{**base.model_dump(), "url": url, "index_alias": f"test-{uuid.uuid4().hex[:12]}",
-                         "max_retries": 2, "request_timeout": 10.0, **changes})
+                         "max_retries": 2, "request_timeout": 10.0, "wait_for_refresh": True, **changes})
 
 
 def drop_alias(settings: ESSettings) -> None:

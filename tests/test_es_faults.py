@@ -16,10 +16,15 @@ from shoptag.indexer.backends import open_backend
 from shoptag.indexer.documents import SearchDoc, SearchQuery
 from shoptag.indexer.es.backend import ESBackend
 from shoptag.indexer.es.client import BackendUnavailable, make_client
-from shoptag.indexer.es.reindex import alias_indices
+from shoptag.indexer.es.reindex import alias_indices, is_versioned_index
 
 pytestmark = pytest.mark.es
 SECRETS = ("s3cret-api-key-value", "hunter2-password")
+
+
+def versioned(client, alias: str) -> list[str]:
+    """The versioned indices of `alias` that exist."""
+    return sorted(name for name in client.indices.get(index=f"{alias}-*") if is_versioned_index(name, alias))
 
 
 @pytest.mark.parametrize("auth", ["fields", "url"])
@@ -76,11 +81,12 @@ def test_server_gone_mid_reindex_keeps_the_alias_on_the_complete_old_index(noida
         assert backend.count() == len(catalog_docs)
         assert [h.id for h in backend.search(SearchQuery(text="牛仔")).hits] == ["cn-jeans"]
         assert backend.search(SearchQuery(text="half-built")).hits == []
-        # the next reindex succeeds and leaves a single index behind the alias, the half-built one dropped
+        # the next reindex succeeds: the half-built index (named by the lock the failed run left) is dropped,
+        # the replaced one is kept for rollback
         assert backend.reindex(catalog_docs).ok
         (new_index,) = alias_indices(backend._client, settings.index_alias)
         assert new_index != old_index
-        assert list(backend._client.indices.get(index=f"{settings.index_alias}-*")) == [new_index]
+        assert versioned(backend._client, settings.index_alias) == [old_index, new_index]
         assert backend.count() == len(catalog_docs)
     finally:
         backend.close()
@@ -100,7 +106,7 @@ def test_rejected_bulk_item_is_reported_and_the_alias_not_moved(noida_server, ca
         assert "dimension" in report.failed[0][1]
         assert report.written == 0
         assert alias_indices(backend._client, settings.index_alias) == [old_index]
-        assert list(backend._client.indices.get(index=f"{settings.index_alias}-*")) == [old_index]
+        assert versioned(backend._client, settings.index_alias) == [old_index]
         assert backend.count() == len(catalog_docs)
     finally:
         backend.close()

@@ -3,6 +3,7 @@ a misspelt field fails. The stored search template renders to the same query the
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import json
@@ -23,7 +24,7 @@ from shoptag.indexer.es import search
 from shoptag.indexer.es.backend import ESBackend
 from shoptag.indexer.es.client import make_client
 from shoptag.indexer.es.mapping import index_body, search_template
-from shoptag.indexer.es.reindex import delete_actions, doc_source, index_actions, swap_actions
+from shoptag.indexer.es.reindex import delete_actions, doc_source, index_actions, swap_actions, vector_value
 from shoptag.indexer.search_common import VectorDims
 
 pytestmark = pytest.mark.es
@@ -81,7 +82,7 @@ def test_index_bodies_are_valid(validator, index_type, dims):
     body = index_body("v1", dims, index_type)
     validator.validate("indices.create", body)
     vectors = {name: field for name, field in body["mappings"]["properties"].items() if name.endswith("_vector")}
-    assert set(vectors) == {"text_vector", "fused_vector"} | ({"image_vector"} if dims.image else set())
+    assert set(vectors) == {"text_vector"} | ({"image_vector", "fused_vector"} if dims.image else set())
     assert {(f["dims"], f["index_options"]["type"], f["similarity"]) for f in vectors.values()} == {
         (384 if dims.image is None else 512, index_type, "cosine")}
 
@@ -94,12 +95,22 @@ def test_write_and_alias_bodies_are_valid(validator, catalog_docs):
 
 
 def test_documents_carry_what_detects_stale_vectors(catalog_docs):
-    source = doc_source(catalog_docs[0], "v1")
+    source = doc_source(catalog_docs[0], "v1", fused=False)
     assert {source[k] for k in ("content_hash", "text_model", "mapping_version")} == {"hash-cn-jeans", "test-encoder", "v1"}
     assert len(source["text_vector"]) == DIMS.text and "image_vector" not in source
     assert source["tag_details"][0] == {"family": "category", "value": "jeans", "score": 0.9, "source": "model"}
     mapping = index_body("v1", DIMS, "int8_hnsw")["mappings"]
     assert set(source) <= set(mapping["properties"])  # the index is `dynamic: strict`: every field is mapped
+
+
+def test_vectors_go_as_float32_and_read_back_exactly(catalog_docs):
+    vector = np.random.default_rng(1).normal(size=384).astype(np.float32)
+    vector[:4] = [0.0, 1e-30, -1.0, 0.1]
+    as_text, as_base64 = vector_value(vector), vector_value(vector, as_base64=True)
+    assert np.array_equal(np.asarray(as_text, dtype=np.float32), vector)
+    assert np.array_equal(np.frombuffer(base64.b64decode(as_base64), dtype=">f4"), vector)
+    float64_text = len(json.dumps(vector.astype(np.float64).tolist()))
+    assert len(json.dumps(as_text)) < 0.7 * float64_text and len(as_base64) < 0.3 * float64_text
 
 
 # ---- strictness: misspelt fields fail -----------------------------------------------------------------------------
@@ -184,8 +195,8 @@ def recorded(noida_server, catalog_docs):
 def test_every_request_the_backend_sends_is_valid(validator, recorded):
     sent, _ = recorded
     operations = {re.sub(r"-\d+$", "", validator.validate_request(method, target, body)) for method, target, body in sent}
-    assert {"indices-create", "put-script", "bulk", "indices-update-aliases", "search", "mget",
-            "indices-delete", "count"} <= operations
+    assert {"indices-create", "put-script", "bulk", "indices-update-aliases", "search", "mget", "indices-delete",
+            "count", "indices-put-index-template", "indices-put-settings", "index", "delete"} <= operations
 
 
 def test_client_side_fusion_ranks_like_the_rrf_retriever(recorded):

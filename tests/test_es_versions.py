@@ -63,6 +63,9 @@ def test_each_supported_version_gets_its_own_compatibility_header(proxy_for, cat
         sent = list(proxy.received)
         drop_alias(settings)
     probe, *rest = sent
+    bulk = b"".join(r.body for r in rest if r.path.split("?")[0].endswith("/_bulk"))
+    assert (b'"text_vector": "' in bulk or b'"text_vector":"' in bulk) == (version >= "9.3")  # base64 from 9.3
+    assert b"fused_vector" not in bulk  # text-only: the fused vector is the text vector, sent once
     assert (probe.method, probe.path) == ("GET", "/") and "compatible-with" not in probe.headers.get("accept", "")
     major = version.split(".")[0]
     for request in rest:

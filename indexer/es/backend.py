@@ -11,7 +11,9 @@ from shoptag.core.settings import ESSettings
 from ..documents import Hit, SearchDoc, SearchQuery, SearchResults, WriteReport
 from ..search_common import VectorDims, batches, changed_docs, has_words, rrf_fuse
 from .client import identify_server, make_client, unavailable_as_error
-from .reindex import bulk_write, delete_actions, ensure_alias, full_reindex, index_actions
+from .reindex import (
+    bulk_write, delete_actions, ensure_alias, full_reindex, index_actions, rollback, unstored_fused_fits,
+)
 from .search import hybrid_body, knn_body, similar_body, text_body, union_body
 
 
@@ -36,32 +38,44 @@ class ESBackend:
 
     # ---- writing --------------------------------------------------------------------------------------------
     def upsert(self, docs: Iterable[SearchDoc]) -> WriteReport:
+        """Write through the alias without forcing a refresh: searchable within `es.refresh_interval`, or on
+        return with `es.wait_for_refresh`."""
         with unavailable_as_error(self.settings.url or ""):
             ensure_alias(self._client, self.settings, self.dims)
-            report = bulk_write(self._client, index_actions(docs, self.alias, self.settings.mapping_version), self.settings)
-            self._client.indices.refresh(index=self.alias)
-        return report
+            unfit: list[tuple[str, str]] = []
+            actions = index_actions(unstored_fused_fits(docs, self.dims, unfit), self.alias, self.settings.mapping_version,
+                                    fused=self.dims.image is not None, as_base64=self.server.base64_vectors)
+            report = bulk_write(self._client, actions, self.settings, refresh=self._refresh)
+            report.failed = unfit + report.failed
+            return report
 
     def delete(self, ids: Sequence[str]) -> WriteReport:
         with unavailable_as_error(self.settings.url or ""):
             if not self._client.indices.exists_alias(name=self.alias):
                 return WriteReport()
-            report = bulk_write(self._client, delete_actions(ids, self.alias), self.settings)
-            self._client.indices.refresh(index=self.alias)
-        return report
+            return bulk_write(self._client, delete_actions(ids, self.alias), self.settings, refresh=self._refresh)
 
     def reindex(self, docs: Iterable[SearchDoc], *, incremental: bool = False) -> WriteReport:
         """Full: new index + one alias swap (see `reindex.full_reindex`); incremental: upsert changed docs only,
         judged by the fingerprint stored with each document."""
         if not incremental:
             with unavailable_as_error(self.settings.url or ""):
-                return full_reindex(self._client, self.settings, self.dims, docs)
+                return full_reindex(self._client, self.settings, self.dims, docs, self.server)
         changed: list[SearchDoc] = []
         with unavailable_as_error(self.settings.url or ""):
             ensure_alias(self._client, self.settings, self.dims)
             for batch in batches(docs, self.settings.bulk_chunk_size):
                 changed += changed_docs(batch, self._fingerprints([d.id for d in batch]))
         return self.upsert(changed)
+
+    def rollback(self) -> tuple[str, str]:
+        """Put the index the last full reindex replaced back behind the alias; (from, to) index names."""
+        with unavailable_as_error(self.settings.url or ""):
+            return rollback(self._client, self.settings)
+
+    @property
+    def _refresh(self) -> bool | str:
+        return "wait_for" if self.settings.wait_for_refresh else False
 
     # ---- reading --------------------------------------------------------------------------------------------
     def search(self, query: SearchQuery) -> SearchResults:
@@ -78,8 +92,10 @@ class ESBackend:
     def similar(self, product_id: str, k: int = 10, filters: dict[str, list[str]] | None = None) -> list[Hit]:
         """Nearest products by fused vector within `filters`, never the product itself; KeyError if unknown."""
         with unavailable_as_error(self.settings.url or ""):
-            vector = self._vector(product_id, "fused_vector")
-            return [_hit(h) for h in self._search(similar_body(vector, k, filters or {}, product_id))["hits"]["hits"]]
+            field = "fused_vector" if self.dims.image is not None else "text_vector"  # text-only: the same vector
+            vector = self._vector(product_id, field)
+            body = similar_body(vector, k, filters or {}, product_id, field=field)
+            return [_hit(h) for h in self._search(body)["hits"]["hits"]]
 
     def count(self) -> int:
         with unavailable_as_error(self.settings.url or ""):

@@ -57,6 +57,13 @@ def make_client(settings: ESSettings, **transport: Any) -> Elasticsearch:
     return Elasticsearch(public_url(settings.url), transport_class=PinnedTransport, **options, **transport)
 
 
+def connect(settings: ESSettings) -> Elasticsearch:
+    """A client pinned to the server's version (see `identify_server`)."""
+    client = make_client(settings)
+    identify_server(client, settings.url or "")
+    return client
+
+
 def identify_server(client: Elasticsearch, url: str) -> Server:
     """The server's version (one request), pinning the client to it; `BackendUnavailable` if it cannot be
     reached or is not a supported Elasticsearch."""

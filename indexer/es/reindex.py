@@ -1,15 +1,18 @@
 """Writing products to Elasticsearch: bulk actions, and the zero-downtime reindex behind an alias.
 
-A full reindex fills a new index named ``{alias}-{version}-{timestamp}`` while the alias keeps serving the
-old one; only when every document went in does one `_aliases` call move the alias (remove old + add new),
-and only then is the old index deleted. Any rejected document, or the cluster going away, leaves the alias
-where it was.
+A full reindex (see `full_reindex` for each step) holds the alias's lock in Elasticsearch, fills a new index
+``{alias}-{version}-{timestamp}`` built without replicas or refreshes while the alias keeps serving the live
+one, restores both, checks the new index's document count and mapping, and only then moves the alias in one
+`_aliases` call. The index it replaces stays behind ``{alias}-previous`` for `rollback`. Any rejected
+document, failed check or lost cluster leaves the alias where it was.
 """
 
 from __future__ import annotations
 
+import base64
 import re
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,8 +22,20 @@ from elasticsearch import Elasticsearch, TransportError, helpers
 from shoptag.core.settings import ESSettings
 from ..documents import SearchDoc, WriteReport
 from ..search_common import VectorDims, doc_fingerprint, tag_values
-from .mapping import index_body, search_template
+from .lock import AliasLock
+from .mapping import index_body, search_template, template_body
 from .search import template_id, template_script
+from .server import Server
+
+BUILD_SETTINGS = {"number_of_replicas": 0, "refresh_interval": "-1"}
+
+
+class ReindexCheckFailed(RuntimeError):
+    """The new index is not what was sent (count or mapping); the alias was not moved."""
+
+
+class NothingToRollBack(RuntimeError):
+    """No previous index is kept for the alias."""
 
 
 def new_index_name(alias: str, version: str, now: datetime | None = None) -> str:
@@ -34,9 +49,23 @@ def is_versioned_index(name: str, alias: str) -> bool:
     return re.fullmatch(rf"{re.escape(alias)}-[a-z0-9_]+-\d{{20}}", name) is not None
 
 
-def doc_source(doc: SearchDoc, mapping_version: str) -> dict[str, Any]:
+def vector_value(vector: Any, as_base64: bool = False) -> list[float] | str:
+    """A vector as Elasticsearch stores it, float32: base64 of big-endian float32 where the server takes it
+    (9.3+), else decimals of 9 significant digits, which read back to exactly the same float32 values at about
+    half the bytes of float64 text."""
+    values = np.asarray(vector, dtype=np.float32)
+    if as_base64:
+        return base64.b64encode(values.astype(">f4").tobytes()).decode("ascii")
+    wide = values.astype(np.float64)
+    magnitude = np.floor(np.log10(np.abs(wide), where=wide != 0, out=np.zeros_like(wide)))
+    scale = 10.0 ** (8 - magnitude)
+    return (np.round(wide * scale) / scale).tolist()
+
+
+def doc_source(doc: SearchDoc, mapping_version: str, *, fused: bool = True, as_base64: bool = False) -> dict[str, Any]:
     """The indexed document: text, tags per family (with scores in `tag_details`), vectors, and the model
-    ids, content hash and mapping version that tell a stale document from a current one."""
+    ids, content hash and mapping version that tell a stale document from a current one. Without `fused`
+    (a text-only index, where it equals the text vector) the fused vector is not sent."""
     values = tag_values(doc)
     source: dict[str, Any] = {
         "id": doc.id,
@@ -56,16 +85,30 @@ def doc_source(doc: SearchDoc, mapping_version: str) -> dict[str, Any]:
         "mapping_version": mapping_version,
         "fingerprint": doc_fingerprint(doc),
     }
-    for kind, vector in (("text", doc.text_vector), ("image", doc.image_vector), ("fused", doc.fused_vector)):
+    vectors = [("text", doc.text_vector), ("image", doc.image_vector)] + ([("fused", doc.fused_vector)] if fused else [])
+    for kind, vector in vectors:
         if vector is not None:
-            source[f"{kind}_vector"] = np.asarray(vector, dtype=np.float64).tolist()
+            source[f"{kind}_vector"] = vector_value(vector, as_base64)
     return source
 
 
-def index_actions(docs: Iterable[SearchDoc], index: str, mapping_version: str) -> Iterator[dict[str, Any]]:
+def unstored_fused_fits(docs: Iterable[SearchDoc], dims: VectorDims, failed: list[tuple[str, str]]) -> Iterator[SearchDoc]:
+    """`docs`, less those whose fused vector has the wrong size, which go to `failed`: a text-only index does not
+    store the fused vector (it equals the text vector), so the server cannot reject a wrong one."""
+    for doc in docs:
+        if dims.image is None and doc.fused_vector is not None and np.shape(doc.fused_vector) != (dims.fused,):
+            failed.append((doc.id, f"fused_vector has shape {np.shape(doc.fused_vector)}, expected ({dims.fused},)"))
+        else:
+            yield doc
+
+
+def index_actions(
+    docs: Iterable[SearchDoc], index: str, mapping_version: str, *, fused: bool = True, as_base64: bool = False,
+) -> Iterator[dict[str, Any]]:
     """`helpers.streaming_bulk` actions writing `docs` into `index`."""
     for doc in docs:
-        yield {"_op_type": "index", "_index": index, "_id": doc.id, "_source": doc_source(doc, mapping_version)}
+        yield {"_op_type": "index", "_index": index, "_id": doc.id,
+               "_source": doc_source(doc, mapping_version, fused=fused, as_base64=as_base64)}
 
 
 def delete_actions(ids: Iterable[str], index: str) -> Iterator[dict[str, Any]]:
@@ -73,13 +116,18 @@ def delete_actions(ids: Iterable[str], index: str) -> Iterator[dict[str, Any]]:
         yield {"_op_type": "delete", "_index": index, "_id": pid}
 
 
-def bulk_write(client: Elasticsearch, actions: Iterable[dict[str, Any]], settings: ESSettings) -> WriteReport:
+def bulk_write(
+    client: Elasticsearch, actions: Iterable[dict[str, Any]], settings: ESSettings, *,
+    refresh: bool | str = False, heartbeat: Callable[[], None] | None = None,
+) -> WriteReport:
     """Send `actions` with `streaming_bulk`, retrying items rejected with 429 with exponential backoff.
 
     Every rejected item ends up in `failed` with its reason; deleting a missing document is not a failure.
-    Transport errors (the cluster gone) are raised, never turned into silent gaps.
+    Transport errors (the cluster gone) are raised, never turned into silent gaps. `heartbeat` is called at
+    least every quarter of `lock_ttl` while items come back (it renews the reindex lock).
     """
     report = WriteReport()
+    beat = time.monotonic()
     for ok, item in helpers.streaming_bulk(
         client,
         actions,
@@ -89,7 +137,11 @@ def bulk_write(client: Elasticsearch, actions: Iterable[dict[str, Any]], setting
         max_backoff=settings.bulk_max_backoff,
         raise_on_error=False,
         raise_on_exception=True,
+        refresh=refresh,
     ):
+        if heartbeat is not None and time.monotonic() - beat > settings.lock_ttl / 4:
+            heartbeat()
+            beat = time.monotonic()
         op, result = next(iter(item.items()))
         if op == "delete" and (ok or result.get("status") == 404):
             report.deleted += result.get("result") == "deleted"
@@ -109,15 +161,35 @@ def alias_indices(client: Elasticsearch, alias: str) -> list[str]:
     return sorted(client.indices.get_alias(name=alias))
 
 
-def swap_actions(alias: str, old: list[str], new: str) -> list[dict[str, Any]]:
-    """The `_aliases` actions moving `alias` from `old` to `new` in one atomic step."""
-    return [{"remove": {"index": index, "alias": alias}} for index in old] + [{"add": {"index": new, "alias": alias}}]
+def previous_alias(alias: str) -> str:
+    """The alias kept on the index a full reindex replaced, for `rollback`."""
+    return f"{alias}-previous"
 
 
-def drop_orphans(client: Elasticsearch, alias: str, keep: list[str]) -> list[str]:
-    """Delete versioned indices of `alias` left by an interrupted reindex (not behind the alias)."""
+def swap_actions(alias: str, old: list[str], new: str, previous: list[str] | None = None) -> list[dict[str, Any]]:
+    """The `_aliases` actions moving `alias` from `old` to `new` in one atomic step; with `previous` (the
+    indices behind ``{alias}-previous`` now), that alias moves from them to `old`."""
+    actions = [{"remove": {"index": index, "alias": alias}} for index in old] + [{"add": {"index": new, "alias": alias}}]
+    if previous is not None:
+        kept = previous_alias(alias)
+        actions += [{"remove": {"index": index, "alias": kept}} for index in previous]
+        actions += [{"add": {"index": index, "alias": kept}} for index in old]
+    return actions
+
+
+def _created(name: str) -> str:
+    """The timestamp part of a versioned index name (sorts by creation time)."""
+    return name.rsplit("-", 1)[1]
+
+
+def drop_orphans(client: Elasticsearch, alias: str, live: list[str], keep: list[str], also: str | None = None) -> list[str]:
+    """Delete versioned indices of `alias` left by interrupted runs: those older than the `live` one and not in
+    `keep` (the live and the previous index), and `also` (the index a crashed lock holder was filling).
+    Called under the alias's lock, so no running reindex is filling any of them."""
     existing = client.indices.get(index=f"{alias}-*", expand_wildcards="all", allow_no_indices=True)
-    orphans = [name for name in existing if is_versioned_index(name, alias) and name not in keep]
+    newest_live = max((_created(name) for name in live), default=None)
+    orphans = [name for name in existing if is_versioned_index(name, alias) and name not in keep
+               and (name == also or (newest_live is not None and _created(name) < newest_live))]
     if orphans:
         client.indices.delete(index=",".join(orphans))
     return orphans
@@ -130,14 +202,25 @@ def _reason(result: dict[str, Any]) -> str:
     return f"{result.get('status')} {error}"
 
 
-def create_index(client: Elasticsearch, settings: ESSettings, dims: VectorDims) -> str:
-    """Create a new versioned index (not yet behind the alias) and store the search template of its version."""
-    name = new_index_name(settings.index_alias, settings.mapping_version)
-    client.indices.create(index=name, **index_body(settings.mapping_version, dims, settings.vector_index_type))
-    client.put_script(
-        id=template_id(settings.index_alias, settings.mapping_version),
-        **template_script(search_template(settings.mapping_version)),
-    )
+def _body(settings: ESSettings, dims: VectorDims) -> dict[str, Any]:
+    return index_body(settings.mapping_version, dims, settings.vector_index_type, shards=settings.number_of_shards,
+                      replicas=settings.number_of_replicas, refresh_interval=settings.refresh_interval)
+
+
+def create_index(
+    client: Elasticsearch, settings: ESSettings, dims: VectorDims, *, building: bool = False, name: str | None = None,
+) -> str:
+    """Create a new versioned index (not yet behind the alias), after storing the index template over its
+    pattern and the search template of its version. `building`: no replicas, no refresh (`finish_build`
+    restores the configured ones)."""
+    alias, version = settings.index_alias, settings.mapping_version
+    body = _body(settings, dims)
+    client.indices.put_index_template(name=f"{alias}-{version}", **template_body(alias, version, body))
+    client.put_script(id=template_id(alias, version), **template_script(search_template(version)))
+    name = name or new_index_name(alias, version)
+    if building:
+        body["settings"].update(BUILD_SETTINGS)
+    client.indices.create(index=name, **body)
     return name
 
 
@@ -148,31 +231,112 @@ def ensure_alias(client: Elasticsearch, settings: ESSettings, dims: VectorDims) 
         client.indices.update_aliases(actions=swap_actions(settings.index_alias, [], new))
 
 
-def full_reindex(client: Elasticsearch, settings: ESSettings, dims: VectorDims, docs: Iterable[SearchDoc]) -> WriteReport:
-    """Rebuild into a new index and move the alias to it in one step, only if every document went in.
+def mapping_problems(actual: dict[str, Any], expected: dict[str, Any], path: str = "") -> list[str]:
+    """How the mapping an index has differs from the one it should have (field types, vector sizes and
+    similarity, analyzers, strictness), as readable lines; [] when it is the expected one."""
+    problems = []
+    if not path and str(actual.get("dynamic")) != str(expected.get("dynamic")):
+        problems.append(f"dynamic is {actual.get('dynamic')!r}, expected {expected.get('dynamic')!r}")
+    have, want = actual.get("properties", {}), expected.get("properties", {})
+    for name in sorted(set(have) - set(want)):
+        problems.append(f"unexpected field {path}{name} ({have[name].get('type', 'object')})")
+    for name, field in want.items():
+        if name not in have:
+            problems.append(f"missing field {path}{name}")
+            continue
+        for key in ("type", "dims", "similarity", "analyzer", "element_type"):
+            if key in field and have[name].get(key) != field[key]:
+                problems.append(f"{path}{name}.{key} is {have[name].get(key)!r}, expected {field[key]!r}")
+        if "properties" in field:
+            problems += mapping_problems(have[name], field, f"{path}{name}.")
+    return problems
 
-    On a rejected document the new index is dropped and the report lists why (written = 0: nothing went
-    live). On any exception the alias stays on the old index and the exception propagates; an index left
-    behind by a lost cluster is dropped by the next full reindex.
+
+def finish_build(client: Elasticsearch, settings: ESSettings, index: str) -> None:
+    """Give a built index its configured replicas and refresh interval back, and make everything searchable."""
+    client.indices.put_settings(index=index, settings={
+        "number_of_replicas": settings.number_of_replicas, "refresh_interval": settings.refresh_interval})
+    client.indices.refresh(index=index)
+
+
+def check_index(client: Elasticsearch, index: str, written: int, expected_mapping: dict[str, Any]) -> list[str]:
+    """Why `index` must not go live: a document count other than what was written, or another mapping."""
+    problems = []
+    count = int(client.count(index=index)["count"])
+    if count != written:
+        problems.append(f"it holds {count} documents, {written} were written")
+    mapping = client.indices.get_mapping(index=index)[index]["mappings"]
+    problems += mapping_problems(mapping, expected_mapping)
+    return problems
+
+
+def full_reindex(
+    client: Elasticsearch, settings: ESSettings, dims: VectorDims, docs: Iterable[SearchDoc], server: Server,
+) -> WriteReport:
+    """Rebuild into a new index and move the alias to it in one step, only if it is complete and right.
+
+    1. Take the alias's lock (`ReindexLocked` if another run holds it; a dead or expired holder's lock is taken
+       over and the index it was filling dropped), and drop versioned indices older than the live one.
+    2. Store the index template over ``{alias}-{version}-*`` (so an index auto-created by a stray write gets the
+       strict mapping), the search template, and create the new index without replicas or refreshes.
+    3. Stream the documents in (`bulk_write`). A rejected document: drop the new index, leave the alias, return
+       the report (written = 0).
+    4. Restore replicas and refresh interval, refresh, and check the count and the mapping
+       (`ReindexCheckFailed`, alias untouched, if either is off).
+    5. One `_aliases` call: the alias to the new index, ``{alias}-previous`` to the one it replaces; then delete
+       the index that was previous before. Finally release the lock.
     """
     alias = settings.index_alias
-    old = alias_indices(client, alias)
-    drop_orphans(client, alias, keep=old)
-    new = create_index(client, settings, dims)
+    body = _body(settings, dims)
+    lock = AliasLock(client, alias, settings.lock_ttl)
+    name = new_index_name(alias, settings.mapping_version)
+    stale = lock.acquire(name)
     try:
-        report = bulk_write(client, index_actions(docs, new, settings.mapping_version), settings)
-        if not report.ok:
-            report.written = 0
-            client.indices.delete(index=new)
-            return report
-        client.indices.refresh(index=new)
-        client.indices.update_aliases(actions=swap_actions(alias, old, new))
-    except BaseException:
-        _try_delete(client, new)
-        raise
-    if old:
-        client.indices.delete(index=",".join(old))
-    return report
+        live = alias_indices(client, alias)
+        previous = alias_indices(client, previous_alias(alias))
+        drop_orphans(client, alias, live, keep=live + previous, also=stale.index if stale else None)
+        new = create_index(client, settings, dims, building=True, name=name)
+        try:
+            unfit: list[tuple[str, str]] = []
+            actions = index_actions(unstored_fused_fits(docs, dims, unfit), new, settings.mapping_version,
+                                    fused=dims.image is not None, as_base64=server.base64_vectors)
+            report = bulk_write(client, actions, settings, heartbeat=lock.renew)
+            report.failed = unfit + report.failed
+            if not report.ok:
+                report.written = 0
+                client.indices.delete(index=new)
+                return report
+            finish_build(client, settings, new)
+            problems = check_index(client, new, report.written, body["mappings"])
+            if problems:
+                raise ReindexCheckFailed(f"the new index {new} did not go live: {'; '.join(problems)}; "
+                                         f"{alias!r} stays on {', '.join(live) or 'nothing'}")
+            client.indices.update_aliases(actions=swap_actions(alias, live, new, previous))
+        except BaseException:
+            _try_delete(client, new)
+            raise
+        if previous:
+            client.indices.delete(index=",".join(previous))
+        return report
+    finally:
+        lock.release()
+
+
+def rollback(client: Elasticsearch, settings: ESSettings) -> tuple[str, str]:
+    """Move the alias back to the index the last full reindex replaced, in one `_aliases` call (the replaced
+    and the current index trade places, so a second rollback undoes the first). Returns (from, to)."""
+    alias = settings.index_alias
+    lock = AliasLock(client, alias, settings.lock_ttl)
+    stale = lock.acquire("")
+    try:
+        live, previous = alias_indices(client, alias), alias_indices(client, previous_alias(alias))
+        drop_orphans(client, alias, live, keep=live + previous, also=stale.index if stale else None)
+        if not previous or not live:
+            raise NothingToRollBack(f"no previous index is kept for {alias!r}; nothing to roll back to")
+        client.indices.update_aliases(actions=swap_actions(alias, live, previous[0], previous))
+        return live[0], previous[0]
+    finally:
+        lock.release()
 
 
 def _try_delete(client: Elasticsearch, index: str) -> None:

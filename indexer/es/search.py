@@ -125,12 +125,14 @@ def union_body(query: SearchQuery, knn_ids: list[str]) -> dict[str, Any]:
     }
 
 
-def similar_body(vector: np.ndarray, k: int, filters: dict[str, list[str]], exclude_id: str) -> dict[str, Any]:
-    """The `k` nearest products by fused vector, within `filters`, never `exclude_id` itself."""
+def similar_body(
+    vector: np.ndarray, k: int, filters: dict[str, list[str]], exclude_id: str, field: str = "fused_vector",
+) -> dict[str, Any]:
+    """The `k` nearest products by `field` (the fused vector), within `filters`, never `exclude_id` itself."""
     return {
         "size": k,
         "_source": SOURCE,
-        "knn": knn_clause(vector, k, filters, field="fused_vector", exclude_id=exclude_id),
+        "knn": knn_clause(vector, k, filters, field=field, exclude_id=exclude_id),
     }
 
 
