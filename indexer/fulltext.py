@@ -47,9 +47,21 @@ CREATE INDEX IF NOT EXISTS tags_by_value ON tags (family, value, rid);
 """
 
 
-def segment(text: str) -> str:
-    """`text` lowercased, each run of Han characters replaced by its jieba search-mode words."""
-    return HAN_RUN.sub(lambda m: " " + " ".join(jieba.cut_for_search(m.group())) + " ", text).lower()
+def _han_tokens(run: str, *, indexing: bool) -> list[str]:
+    """Tokens of a run of Han characters: jieba's search-mode words and the run's overlapping bigrams (what
+    Elasticsearch's `cjk_bigram` makes, so the two backends find the same products), plus, when indexing, every
+    single character, so that a one-character query (裙, 鞋, 表) finds the products containing it. A query of one
+    character is that character; longer queries do not add their characters, which would match far too much
+    (牛 of 牛仔 in 牛肉干)."""
+    if len(run) == 1:
+        return [run]
+    bigrams = [run[i : i + 2] for i in range(len(run) - 1)]
+    return list(jieba.cut_for_search(run)) + bigrams + (list(run) if indexing else [])
+
+
+def segment(text: str, *, indexing: bool = False) -> str:
+    """`text` lowercased, each run of Han characters replaced by its tokens (`_han_tokens`)."""
+    return HAN_RUN.sub(lambda m: " " + " ".join(_han_tokens(m.group(), indexing=indexing)) + " ", text).lower()
 
 
 def match_expression(text: str) -> str | None:
@@ -85,7 +97,7 @@ def write_doc(conn: sqlite3.Connection, doc: SearchDoc) -> None:
     conn.execute("DELETE FROM docs_fts WHERE rowid = ?", (rid,))
     conn.execute(
         "INSERT INTO docs_fts (rowid, title, description, tags) VALUES (?, ?, ?, ?)",
-        (rid, segment(doc.title), segment(doc.description), segment(tag_text)),
+        (rid, segment(doc.title, indexing=True), segment(doc.description, indexing=True), segment(tag_text, indexing=True)),
     )
     conn.execute("DELETE FROM tags WHERE rid = ?", (rid,))
     conn.executemany(

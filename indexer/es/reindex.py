@@ -244,7 +244,7 @@ def mapping_problems(actual: dict[str, Any], expected: dict[str, Any], path: str
         if name not in have:
             problems.append(f"missing field {path}{name}")
             continue
-        for key in ("type", "dims", "similarity", "analyzer", "element_type"):
+        for key in ("type", "dims", "similarity", "analyzer", "search_analyzer", "element_type"):
             if key in field and have[name].get(key) != field[key]:
                 problems.append(f"{path}{name}.{key} is {have[name].get(key)!r}, expected {field[key]!r}")
         if "properties" in field:
