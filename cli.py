@@ -362,34 +362,59 @@ TagOpt = Annotated[list[str] | None, typer.Option("--tag", "-t", help="Filter fa
 def search(
     query: Annotated[str, typer.Argument(help="Free text, any language.")],
     tag_filter: TagOpt = None,
-    size: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    attr: Annotated[list[str] | None, typer.Option("--attr", help="Keyword attribute filter name=value (repeatable).")] = None,
+    range_filter: Annotated[list[str] | None, typer.Option("--range", help="Numeric range name=min:max, e.g. price=10:50 or price=:50 (repeatable).")] = None,
+    size: Annotated[int, typer.Option(help="Hits per page.")] = 10,
+    page: Annotated[int, typer.Option(help="Page number (from = (page - 1) * size), up to search.max_window hits deep.")] = 1,
+    cursor: Annotated[str | None, typer.Option(help="The cursor a previous page printed: the page after it.")] = None,
+    sort: Annotated[str, typer.Option(help="relevance, price_asc, price_desc, newest or popularity.")] = "relevance",
     facet: Annotated[list[str] | None, typer.Option(help="Tag family to count (repeatable).")] = None,
+    attr_facet: Annotated[list[str] | None, typer.Option(help="Keyword attribute to count (repeatable).")] = None,
+    range_facet: Annotated[list[str] | None, typer.Option(help="Numeric buckets name=edge,edge,... e.g. price=25,50,100 (repeatable).")] = None,
+    highlight: Annotated[bool, typer.Option(help="Mark the query's words in titles and descriptions.")] = False,
+    diversity: Annotated[str | None, typer.Option(help="Re-rank: mmr[:lambda] or cap:family[:max per value].")] = None,
+    query_tags: Annotated[str | None, typer.Option(help="Tagger on the query: boost, suggest or off (default: setting search.query_tags).")] = None,
     config: ConfigOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Hybrid (BM25 + vector) search with tag filters and facet counts."""
-    from shoptag.indexer.documents import SearchQuery
+    """Hybrid (BM25 + vector) search: filters, facets, sorting, pages, highlights, query understanding."""
+    from shoptag.core.errors import BadInput
+    from shoptag.pipeline.search import SearchRequest, query_model, run_search
 
+    request = SearchRequest(
+        text=query, tags=tag_filter or [], attributes=attr or [], ranges=range_filter or [], facets=facet or [],
+        attribute_facets=attr_facet or [], range_facets=range_facet or [], size=size, offset=(page - 1) * size,
+        cursor=cursor, sort=sort, highlight=highlight, diversity=diversity, query_tags=query_tags,
+    )
     with _session(config, workspace) as (settings, store):
         encoders = _encoders(settings)
         backend = _backend(settings, encoders)
         try:
-            vector = encoders.text.encode([query], query=True)[0]
-            results = backend.search(SearchQuery(
-                text=query, vector=vector, filters=_parse_tags(tag_filter or []), size=size, facets=tuple(facet or ())
-            ))
+            answer = run_search(request, settings, store, backend, encoders, query_model(settings, encoders))
+        except BadInput as exc:
+            err.print(f"[red]bad search:[/] {exc}")
+            raise typer.Exit(EXIT_USAGE) from None
         finally:
             backend.close()
+        results = answer.results
 
         def human() -> None:
             out.print(f"{results.total} matches")
-            for i, hit in enumerate(results.hits, 1):
-                out.print(f"{i:>3}. {hit.id}  {hit.title}  [dim]{hit.score:.4f}[/]")
-            for family, counts in results.facets.items():
+            for i, hit in enumerate(results.hits, request.offset + 1):
+                title = hit.highlights.get("title", hit.title)
+                out.print(f"{i:>3}. {hit.id}  {title}  {hit.score:.4f}", markup=False, highlight=False)
+            for family, counts in {**results.facets, **results.attribute_facets}.items():
                 out.print(f"  {family}: " + ", ".join(f"{v} ({c})" for v, c in counts))
+            for name, buckets in results.range_facets.items():
+                out.print(f"  {name}: " + ", ".join(f"{b.key} ({b.count})" for b in buckets))
+            for tag in answer.query_tags:
+                out.print(f"  query tag {tag.family}={tag.value} ({tag.used_as}: score {tag.score:.2f} "
+                          f">= threshold {tag.threshold:.2f})")
+            if results.cursor:
+                out.print(f"  next page: --cursor {results.cursor}")
 
-        _emit(as_json, results, human)
+        _emit(as_json, answer, human)
 
 
 @app.command()
@@ -397,16 +422,25 @@ def similar(
     product_id: Annotated[str, typer.Argument(help="Product id.")],
     k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
     tag_filter: TagOpt = None,
+    diversity: Annotated[str | None, typer.Option(help="Re-rank: mmr[:lambda] or cap:family[:max per value].")] = None,
     config: ConfigOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Products most similar to one product (never itself), optionally within tags."""
+    """Products most similar to one product (never itself), optionally within tags, optionally diversified."""
+    from shoptag.core.errors import BadInput
+    from shoptag.indexer import storefront
+    from shoptag.pipeline.search import diversity as parse_diversity
+
     with _session(config, workspace) as (settings, store):
         encoders = _encoders(settings)
         backend = _backend(settings, encoders)
         try:
-            hits = backend.similar(product_id, k, _parse_tags(tag_filter or []) or None)
+            hits = storefront.similar(backend, product_id, k, _parse_tags(tag_filter or []) or None,
+                                      parse_diversity(diversity))
+        except BadInput as exc:
+            err.print(f"[red]bad request:[/] {exc}")
+            raise typer.Exit(EXIT_USAGE) from None
         finally:
             backend.close()
         _emit(as_json, hits, lambda: [out.print(f"{i:>3}. {h.id}  {h.title}  [dim]{h.score:.4f}[/]")

@@ -71,6 +71,9 @@ class CatalogSettings(BaseModel):
     max_text_chars: int = Field(20_000, ge=1)
     max_image_bytes: int = Field(20_000_000, ge=1)
     allow_image_urls: bool = False  # fetching images needs network access
+    # Attributes that are numbers: indexed as numbers (range filters, range facets, price sorts); a record whose
+    # value of one is not a number is rejected at ingest. Every other attribute is a keyword.
+    numeric_attributes: list[str] = ["price"]
 
 
 class ESSettings(BaseModel):
@@ -105,6 +108,18 @@ class ESSettings(BaseModel):
     # hybrid search: `rrf` retriever, client-side fusion of two searches (`client`), or `auto` (rrf, falling
     # back to client-side fusion when the cluster rejects the retriever: no license, or older than 8.14)
     hybrid: Literal["auto", "rrf", "client"] = "auto"
+
+
+class SearchSettings(BaseModel):
+    """What one storefront search may ask for, and how query understanding weighs in."""
+
+    max_size: int = Field(100, ge=1, le=1000)  # hits per page
+    # from + size without a cursor, and the deepest relevance ranking (Elasticsearch's index.max_result_window is
+    # 10,000; deep from/size is slow everywhere, a cursor is not)
+    max_window: int = Field(1000, ge=1, le=10_000)
+    query_tags: Literal["boost", "suggest", "off"] = "boost"  # default use of the tagger on the query
+    # added to a text match's BM25 score per boosted tag family it carries (Elasticsearch: the `terms` boost)
+    boost_weight: float = Field(2.0, ge=0.0)
 
 
 class ServiceSettings(BaseModel):
@@ -148,6 +163,7 @@ class Settings(BaseSettings):
     tagger: TaggerSettings = TaggerSettings()
     catalog: CatalogSettings = CatalogSettings()
     es: ESSettings = ESSettings()
+    search: SearchSettings = SearchSettings()
     service: ServiceSettings = ServiceSettings()
     review: ReviewSettings = ReviewSettings()
 

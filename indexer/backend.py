@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
 from .documents import Hit, SearchDoc, SearchQuery, SearchResults, WriteReport
 
 
@@ -36,5 +38,13 @@ class SearchBackend(Protocol):
         ...
 
     def count(self) -> int: ...
+
+    def index_version(self) -> str:
+        """Names the current build of the index; a full reindex changes it (cursors of another are refused)."""
+        ...
+
+    def vectors(self, ids: list[str]) -> np.ndarray:
+        """Fused vectors of `ids`, one row each (zeros for a product without one): for diversity re-ranks."""
+        ...
 
     def close(self) -> None: ...

@@ -13,5 +13,6 @@ def open_backend(settings: Settings, dims: VectorDims) -> SearchBackend:
     if settings.backend == "es":
         from .es.backend import ESBackend  # the client is an optional dependency (`shoptag[es]`)
 
-        return ESBackend(settings.es, dims)
-    return EmbeddedBackend(settings.workspace / "search", dims, factory=settings.index.factory)
+        return ESBackend(settings.es, dims, numeric=settings.catalog.numeric_attributes)
+    return EmbeddedBackend(settings.workspace / "search", dims, factory=settings.index.factory,
+                           numeric=settings.catalog.numeric_attributes)

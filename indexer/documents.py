@@ -6,9 +6,12 @@ Both backends (embedded SQLite+FAISS and Elasticsearch) take the same `SearchDoc
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
+
+WORD = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,33 @@ class SearchDoc:
     content_hash: str = ""
     text_model: str = ""
     image_model: str = ""
+    # shop attributes as text; a backend indexes its declared numeric ones (price, ...) as numbers (ranges,
+    # range facets, sorting) and the rest as keywords (term filters, facets)
     attributes: dict[str, str] = field(default_factory=dict)
+    listed_at: float = 0.0  # when the product last entered or changed in the catalog (seconds): "newest"
+    popularity: float | None = None  # from behaviour data, when there is any: "popularity"
+
+
+# sort name -> (document sort key, descending); relevance is the fused score, everything ties by id ascending
+SORTS: dict[str, tuple[str, bool] | None] = {
+    "relevance": None,
+    "price_asc": ("price", False),
+    "price_desc": ("price", True),
+    "newest": ("listed_at", True),
+    "popularity": ("popularity", True),
+}
+MISSING_LAST = 1e300  # a product without the sort key sorts after every product with it, in both directions
+
+
+@dataclass(frozen=True)
+class Diversity:
+    """A re-rank so near-duplicates do not fill a page: MMR over product vectors, or at most `max_per_value`
+    products per value of tag family `family` in each page."""
+
+    kind: str  # "mmr" | "cap"
+    lambda_: float = 0.7  # mmr: weight of relevance against novelty
+    family: str = ""  # cap: the tag family
+    max_per_value: int = 2  # cap
 
 
 @dataclass(frozen=True)
@@ -51,6 +80,33 @@ class SearchQuery:
     facet_size: int = 20
     rank_constant: int = 60  # reciprocal rank fusion's k
     window: int = 100  # how many candidates each half contributes before fusion
+    offset: int = 0  # "from": hits to skip
+    sort: str = "relevance"  # a key of SORTS
+    # search_after for field sorts and browsing: the sort values of the last hit of the previous page
+    after: tuple[float | str, ...] | None = None
+    # numeric attribute -> (min, max), inclusive, either open (None)
+    ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    # keyword attribute -> allowed values (OR within, AND across, like tag filters)
+    attributes: dict[str, list[str]] = field(default_factory=dict)
+    attribute_facets: tuple[str, ...] = ()
+    # numeric attribute -> ascending bucket edges e0 < e1 < ...: buckets [-inf, e0), [e0, e1), ..., [en, inf)
+    range_facets: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    # query tags applied as a boost: family -> values; a text match carrying one of a family's values gains
+    # `boost_weight` on its BM25 score (an Elasticsearch `terms` clause in `should` scores its boost)
+    boosts: dict[str, list[str]] = field(default_factory=dict)
+    boost_weight: float = 2.0
+    highlight: bool = False
+    diversity: Diversity | None = None
+
+    @property
+    def sort_key(self) -> tuple[str, bool] | None:
+        """(document field, descending) of a field sort; None for relevance."""
+        return SORTS[self.sort]
+
+    @property
+    def ranked(self) -> bool:
+        """Whether hits come in relevance order (text or vector, no field sort), paged by offset only."""
+        return self.sort_key is None and (WORD.search(self.text) is not None or self.vector is not None)
 
 
 @dataclass(frozen=True)
@@ -59,6 +115,20 @@ class Hit:
     score: float
     title: str = ""
     tags: dict[str, list[str]] = field(default_factory=dict)
+    description: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+    numbers: dict[str, float] = field(default_factory=dict)
+    # field sorts and browsing: the values search_after continues from (sort key, then id)
+    sort_values: tuple[float | str, ...] = ()
+    highlights: dict[str, str] = field(default_factory=dict)  # title / description with query words marked
+
+
+@dataclass(frozen=True)
+class RangeBucket:
+    key: str  # "*-25", "25-50", "50-*"
+    low: float | None  # inclusive
+    high: float | None  # exclusive
+    count: int
 
 
 @dataclass
@@ -67,6 +137,9 @@ class SearchResults:
     total: int
     # family -> [(value, count)], most frequent first
     facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    attribute_facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    range_facets: dict[str, list[RangeBucket]] = field(default_factory=dict)
+    cursor: str | None = None  # opaque: the next page, when there is one
 
 
 @dataclass

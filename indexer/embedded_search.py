@@ -31,8 +31,9 @@ class EmbeddedBackend:
 
     name = "embedded"
 
-    def __init__(self, directory: Path, dims: VectorDims, *, factory: str = "auto") -> None:
+    def __init__(self, directory: Path, dims: VectorDims, *, factory: str = "auto", numeric: Sequence[str] = ()) -> None:
         self.directory = Path(directory)
+        self.numeric = tuple(numeric)  # declared numeric attributes: indexed as numbers
         self.directory.mkdir(parents=True, exist_ok=True)
         self.dims = dims
         self.factory = factory
@@ -97,7 +98,7 @@ class EmbeddedBackend:
         if reason is not None:
             report.failed.append((doc.id, reason))
             return False
-        fulltext.write_doc(self._writer, doc)
+        fulltext.write_doc(self._writer, doc, self.numeric)
         report.written += 1
         return True
 
@@ -136,30 +137,55 @@ class EmbeddedBackend:
 
     # ---- reading --------------------------------------------------------------------------------------------
     def search(self, query: SearchQuery) -> SearchResults:
-        """Hybrid search: FTS5 bm25 list and kNN list fused by reciprocal rank fusion; either alone when the
-        query has only text or only a vector; all filtered products (by id) when it has neither."""
+        """Hybrid search: FTS5 bm25 list (plus query-tag boosts) and kNN list fused by reciprocal rank fusion;
+        either alone when the query has only text or only a vector; all filtered products when it has neither.
+        A field sort orders the same candidates by price, newest or popularity instead, paged by `after`."""
         with self._snapshot() as (conn, vectors):
+            scope = fulltext.Scope.of(query)
             match = fulltext.match_expression(query.text)
             hybrid = match is not None and query.vector is not None
+            depth = max(query.window, query.offset + query.size)  # how deep each ranked list goes
             parts: list[tuple[str, list]] = []
             ranked: list[list[tuple[str, float]]] = []
             if match is not None:
-                parts.append(fulltext.text_candidates(match, query.filters))
-                ranked.append(fulltext.text_ranked(conn, match, query.filters, query.window if hybrid else query.size))
+                parts.append(fulltext.text_candidates(match, scope))
+                if query.sort_key is None:
+                    ranked.append(fulltext.text_ranked(conn, match, scope, depth if hybrid else query.offset + query.size,
+                                                       query.boosts, query.boost_weight))
             if query.vector is not None:
-                knn = self._knn(conn, vectors.text, query.vector, query.window, query.filters)
+                knn = self._knn(conn, vectors.text, query.vector, depth, scope)
                 parts.append(fulltext.id_candidates([pid for pid, _ in knn]))
                 ranked.append(knn)
             if not parts:
-                part, ids = fulltext.filtered(conn, query.filters, query.size)
-                parts.append(part)
-                ranked.append([(pid, 0.0) for pid in ids])
-            if hybrid:
-                scored = rrf_fuse([[pid for pid, _ in r] for r in ranked], query.rank_constant)
+                parts.append(fulltext.filtered(scope))
+            candidates = fulltext.union(parts)
+            if query.sort_key is not None or not ranked:
+                scored = fulltext.sorted_page(conn, query, candidates)
             else:
-                scored = ranked[0]
-            total, facets = fulltext.count_and_facets(conn, parts, query.facets, query.facet_size)
-            return SearchResults(hits=fulltext.hits(conn, scored[: query.size]), total=total, facets=facets)
+                fused = rrf_fuse([[pid for pid, _ in r] for r in ranked], query.rank_constant) if hybrid else ranked[0]
+                scored = [(pid, score, ()) for pid, score in fused[query.offset : query.offset + query.size]]
+            return SearchResults(
+                hits=fulltext.hits(conn, scored), total=fulltext.total(conn, candidates),
+                facets={f: fulltext.value_counts(conn, "tags", f, candidates, query.facet_size) for f in query.facets},
+                attribute_facets={a: fulltext.value_counts(conn, "attrs", a, candidates, query.facet_size)
+                                  for a in query.attribute_facets},
+                range_facets={n: fulltext.range_counts(conn, n, edges, candidates)
+                              for n, edges in query.range_facets.items()},
+            )
+
+    def index_version(self) -> str:
+        """Changes with every full rebuild (cursors made before one are refused)."""
+        with self._snapshot() as (conn, _):
+            return str(fulltext.generation(conn))
+
+    def vectors(self, ids: list[str]) -> np.ndarray:
+        """Fused vectors of `ids` in that order (a row of zeros for a product without one)."""
+        with self._snapshot() as (_, vectors):
+            out = np.zeros((len(ids), self.dims.fused), dtype=np.float32)
+            for row, pid in enumerate(ids):
+                if pid in vectors.fused:
+                    out[row] = vectors.fused.vector(pid)
+            return out
 
     def similar(self, product_id: str, k: int = 10, filters: dict[str, list[str]] | None = None) -> list[Hit]:
         """Nearest products by fused vector that pass `filters`, never the product itself.
@@ -172,7 +198,8 @@ class EmbeddedBackend:
                     raise KeyError(product_id)
                 return []
             vector = vectors.fused.vector(product_id)
-            return fulltext.hits(conn, self._knn(conn, vectors.fused, vector, k, filters or {}, exclude=product_id))
+            neighbours = self._knn(conn, vectors.fused, vector, k, fulltext.Scope(filters or {}), exclude=product_id)
+            return fulltext.hits(conn, [(pid, score, ()) for pid, score in neighbours])
 
     def count(self) -> int:
         with self._snapshot() as (conn, _):
@@ -187,14 +214,14 @@ class EmbeddedBackend:
         index: VectorIndex,
         vector: np.ndarray,
         k: int,
-        filters: dict[str, list[str]],
+        scope: fulltext.Scope,
         exclude: str | None = None,
     ) -> list[tuple[str, float]]:
-        """The `k` nearest products passing `filters`: oversample FAISS, keep what passes, widen until enough."""
+        """The `k` nearest products passing `scope`: oversample FAISS, keep what passes, widen until enough."""
         fetch = 4 * k
         while True:
             ids, sims = index.search(np.asarray(vector)[None, :], min(fetch, len(index)), exclude=[exclude])
-            passing = fulltext.passing(conn, ids[0], filters)
+            passing = fulltext.passing(conn, ids[0], scope)
             kept = [(pid, float(sim)) for pid, sim in zip(ids[0], sims[0]) if pid in passing]
             if len(kept) >= k or fetch >= len(index):
                 return kept[:k]

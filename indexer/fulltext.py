@@ -1,5 +1,5 @@
-"""The embedded search's full-text store: product rows, an FTS5 index of jieba-segmented text and the tag rows
-behind filters and facets, in one SQLite database. Functions over the caller's connection, so the backend
+"""The embedded search's full-text store: product rows, an FTS5 index of jieba-segmented text, and the tag,
+keyword attribute and numeric attribute rows behind filters, facets and sorts, in one SQLite database. Functions over the caller's connection, so the backend
 decides the transaction (and keeps the vector log in the same one).
 
 Chinese text is segmented with jieba's search mode before it reaches FTS5 (whose `unicode61` tokenizer
@@ -13,11 +13,12 @@ import json
 import re
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import jieba
 
-from .documents import Hit, SearchDoc
-from .search_common import WORD, doc_fingerprint, tag_values
+from .documents import MISSING_LAST, Hit, RangeBucket, SearchDoc, SearchQuery
+from .search_common import WORD, doc_fingerprint, range_buckets, split_attributes, tag_values
 
 HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 # bm25 weights of the FTS columns title, description, tags: the same boosts as the Elasticsearch query
@@ -44,7 +45,31 @@ CREATE TABLE IF NOT EXISTS tags (
     PRIMARY KEY (rid, family, value)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tags_by_value ON tags (family, value, rid);
+CREATE TABLE IF NOT EXISTS attrs (
+    rid INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (rid, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS attrs_by_value ON attrs (name, value, rid);
+CREATE TABLE IF NOT EXISTS numbers (
+    rid INTEGER NOT NULL,
+    name TEXT NOT NULL,   -- a declared numeric attribute (price, ...)
+    value REAL NOT NULL,
+    PRIMARY KEY (rid, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS numbers_by_value ON numbers (name, value, rid);
+CREATE TABLE IF NOT EXISTS sort_keys (rid INTEGER PRIMARY KEY, listed_at REAL NOT NULL, popularity REAL);
+CREATE TABLE IF NOT EXISTS generation (value INTEGER NOT NULL);  -- one row: full rebuilds so far
+INSERT INTO generation SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM generation);
 """
+ROW_TABLES = ("tags", "attrs", "numbers", "sort_keys")  # a product's rows beside `docs`, by rid
+# document sort keys (`SORTS`) -> SQL of the product `d.rid`'s value (NULL when it has none)
+SORT_SQL = {
+    "price": "(SELECT value FROM numbers WHERE rid = d.rid AND name = 'price')",
+    "listed_at": "(SELECT listed_at FROM sort_keys WHERE rid = d.rid)",
+    "popularity": "(SELECT popularity FROM sort_keys WHERE rid = d.rid)",
+}
 
 
 def _han_tokens(run: str, *, indexing: bool) -> list[str]:
@@ -70,19 +95,52 @@ def match_expression(text: str) -> str | None:
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in words) or None
 
 
-def filter_sql(filters: dict[str, list[str]], rid: str = "rid") -> tuple[str, list[str]]:
-    """SQL conditions (each starting with AND) keeping rows whose tags pass `filters`: OR within, AND across."""
+@dataclass(frozen=True)
+class Scope:
+    """What a product must pass: tag filters, keyword attribute filters (both OR within a name, AND across)
+    and numeric ranges (inclusive)."""
+
+    tags: dict[str, list[str]]
+    attributes: dict[str, list[str]] = field(default_factory=dict)
+    ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, query: SearchQuery) -> Scope:
+        return cls(query.filters, query.attributes, query.ranges)
+
+
+def filter_sql(scope: Scope, rid: str = "rid") -> tuple[str, list]:
+    """SQL conditions (each starting with AND) keeping the rows that pass `scope`."""
     sql, params = "", []
-    for family, values in sorted(filters.items()):
-        marks = ",".join("?" * len(values))
-        sql += f" AND {rid} IN (SELECT rid FROM tags WHERE family = ? AND value IN ({marks}))"
-        params += [family, *values]
+    for table, column, chosen in (("tags", "family", scope.tags), ("attrs", "name", scope.attributes)):
+        for name, values in sorted(chosen.items()):
+            marks = ",".join("?" * len(values))
+            sql += f" AND {rid} IN (SELECT rid FROM {table} WHERE {column} = ? AND value IN ({marks}))"
+            params += [name, *values]
+    for name, (low, high) in sorted(scope.ranges.items()):
+        bounds = [(op, bound) for op, bound in ((">=", low), ("<=", high)) if bound is not None]
+        sql += f" AND {rid} IN (SELECT rid FROM numbers WHERE name = ?{''.join(f' AND value {op} ?' for op, _ in bounds)})"
+        params += [name, *(bound for _, bound in bounds)]
     return sql, params
 
 
+def boost_sql(boosts: dict[str, list[str]], weight: float) -> tuple[str, list]:
+    """SQL of `weight` × how many boosted families (with one of their values) the product `d.rid` carries:
+    what an Elasticsearch `terms` clause per family in `should` adds to a match's score."""
+    if not boosts:
+        return "0", []
+    ors, params = [], []
+    for family, values in sorted(boosts.items()):
+        ors.append(f"(family = ? AND value IN ({','.join('?' * len(values))}))")
+        params += [family, *values]
+    return f"? * (SELECT COUNT(DISTINCT family) FROM tags t WHERE t.rid = d.rid AND ({' OR '.join(ors)}))", \
+        [weight, *params]
+
+
 # ---- writing ------------------------------------------------------------------------------------------------
-def write_doc(conn: sqlite3.Connection, doc: SearchDoc) -> None:
-    """Insert or replace one product's row, full-text entry and tags."""
+def write_doc(conn: sqlite3.Connection, doc: SearchDoc, numeric: Sequence[str]) -> None:
+    """Insert or replace one product's row, full-text entry, tags and attributes (the `numeric` ones as
+    numbers)."""
     (rid,) = conn.execute(
         """INSERT INTO docs (id, title, description, content_hash, text_model, image_model, fingerprint)
            VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -104,6 +162,15 @@ def write_doc(conn: sqlite3.Connection, doc: SearchDoc) -> None:
         "INSERT OR REPLACE INTO tags (rid, family, value, score, source) VALUES (?, ?, ?, ?, ?)",
         [(rid, family, t.value, t.score, t.source) for family, tags in doc.tags.items() for t in tags],
     )
+    keywords, numbers = split_attributes(doc.attributes, numeric)
+    for table in ("attrs", "numbers"):
+        conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
+    conn.executemany("INSERT INTO attrs (rid, name, value) VALUES (?, ?, ?)",
+                     [(rid, name, value) for name, value in keywords.items()])
+    conn.executemany("INSERT INTO numbers (rid, name, value) VALUES (?, ?, ?)",
+                     [(rid, name, value) for name, value in numbers.items()])
+    conn.execute("INSERT OR REPLACE INTO sort_keys (rid, listed_at, popularity) VALUES (?, ?, ?)",
+                 (rid, doc.listed_at, doc.popularity))
 
 
 def delete_doc(conn: sqlite3.Connection, product_id: str) -> bool:
@@ -112,33 +179,42 @@ def delete_doc(conn: sqlite3.Connection, product_id: str) -> bool:
     if row is None:
         return False
     conn.execute("DELETE FROM docs_fts WHERE rowid = ?", row)
-    conn.execute("DELETE FROM tags WHERE rid = ?", row)
+    for table in ROW_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE rid = ?", row)
     return True
 
 
 def clear(conn: sqlite3.Connection) -> None:
-    for table in ("docs", "docs_fts", "tags"):
+    """Empty the store for a full rebuild, which starts a new generation (cursors of the old one are refused)."""
+    for table in ("docs", "docs_fts", *ROW_TABLES):
         conn.execute(f"DELETE FROM {table}")
+    conn.execute("UPDATE generation SET value = value + 1")
+
+
+def generation(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT value FROM generation").fetchone()[0]
 
 
 # ---- reading ------------------------------------------------------------------------------------------------
-def text_ranked(conn: sqlite3.Connection, match: str, filters: dict[str, list[str]], limit: int) -> list[tuple[str, float]]:
-    """(id, bm25 score) of the products matching `match` and passing `filters`, best first."""
+def text_ranked(conn: sqlite3.Connection, match: str, scope: Scope, limit: int, boosts: dict[str, list[str]],
+                boost_weight: float) -> list[tuple[str, float]]:
+    """(id, bm25 score + query-tag boosts) of the products matching `match` and passing `scope`, best first."""
     # FTS5 must stay the outer loop: a tag filter pushed into it as a rowid constraint would re-run the
     # full-text match once per allowed product (seconds at 20k products); `+` and CROSS JOIN keep the filter a
     # check on each match instead
-    sql, params = filter_sql(filters, "+d.rid")
+    sql, params = filter_sql(scope, "+d.rid")
+    boost, boost_params = boost_sql(boosts, boost_weight)
     return conn.execute(
-        f"""SELECT d.id, -{BM25} AS score FROM docs_fts CROSS JOIN docs d ON d.rid = docs_fts.rowid
+        f"""SELECT d.id, -{BM25} + {boost} AS score FROM docs_fts CROSS JOIN docs d ON d.rid = docs_fts.rowid
             WHERE docs_fts MATCH ?{sql}
             ORDER BY score DESC, d.id LIMIT ?""",
-        [match, *params, limit],
+        [*boost_params, match, *params, limit],
     ).fetchall()
 
 
-def text_candidates(match: str, filters: dict[str, list[str]]) -> tuple[str, list]:
+def text_candidates(match: str, scope: Scope) -> tuple[str, list]:
     """SQL (and its parameters) selecting the rids of every product `text_ranked` could return."""
-    sql, params = filter_sql(filters, "+rowid")
+    sql, params = filter_sql(scope, "+rowid")
     return f"SELECT rowid AS rid FROM docs_fts WHERE docs_fts MATCH ?{sql}", [match, *params]
 
 
@@ -147,34 +223,74 @@ def id_candidates(ids: Sequence[str]) -> tuple[str, list]:
     return "SELECT rid FROM docs WHERE id IN (SELECT value FROM json_each(?))", [json.dumps(list(ids))]
 
 
-def filtered(conn: sqlite3.Connection, filters: dict[str, list[str]], limit: int) -> tuple[tuple[str, list], list[str]]:
-    """Without text or vector: SQL selecting every product passing `filters`, and the first `limit` ids."""
-    sql, params = filter_sql(filters)
-    ids = [pid for (pid,) in conn.execute(f"SELECT id FROM docs WHERE 1{sql} ORDER BY id LIMIT ?", [*params, limit])]
-    return (f"SELECT rid FROM docs WHERE 1{sql}", params), ids
+def filtered(scope: Scope) -> tuple[str, list]:
+    """Without text or vector: SQL (and its parameters) selecting every product passing `scope`."""
+    sql, params = filter_sql(scope)
+    return f"SELECT rid FROM docs WHERE 1{sql}", params
 
 
-def passing(conn: sqlite3.Connection, ids: Sequence[str], filters: dict[str, list[str]]) -> set[str]:
-    """Which of `ids` pass `filters` (driven from the ids, checking the tags of each)."""
-    sql, params = filter_sql(filters, "+rid")
+def passing(conn: sqlite3.Connection, ids: Sequence[str], scope: Scope) -> set[str]:
+    """Which of `ids` pass `scope` (driven from the ids, checking the rows of each)."""
+    sql, params = filter_sql(scope, "+rid")
     return {pid for (pid,) in conn.execute(
         f"SELECT id FROM docs WHERE id IN (SELECT value FROM json_each(?)){sql}", [json.dumps(list(ids)), *params])}
 
 
-def count_and_facets(conn: sqlite3.Connection, parts: Sequence[tuple[str, list]], facets: Sequence[str],
-                     facet_size: int) -> tuple[int, dict[str, list[tuple[str, int]]]]:
-    """How many products the union of the candidate `parts` holds, and the top tag values of each facet family."""
-    candidates = " UNION ".join(sql for sql, _ in parts)
-    params = [p for _, ps in parts for p in ps]
-    (total,) = conn.execute(f"SELECT COUNT(*) FROM ({candidates})", params).fetchone()
-    counts = {
-        family: [tuple(row) for row in conn.execute(
-            f"""SELECT value, COUNT(*) AS n FROM tags WHERE family = ? AND rid IN ({candidates})
-                GROUP BY value ORDER BY n DESC, value LIMIT ?""",
-            [family, *params, facet_size])]
-        for family in facets
-    }
-    return total, counts
+def union(parts: Sequence[tuple[str, list]]) -> tuple[str, list]:
+    """The candidate `parts` (SQL selecting rids, parameters) as one SQL selecting their union."""
+    return " UNION ".join(sql for sql, _ in parts), [p for _, ps in parts for p in ps]
+
+
+def total(conn: sqlite3.Connection, candidates: tuple[str, list]) -> int:
+    sql, params = candidates
+    return conn.execute(f"SELECT COUNT(*) FROM ({sql})", params).fetchone()[0]
+
+
+def value_counts(conn: sqlite3.Connection, table: str, name: str, candidates: tuple[str, list],
+                 size: int) -> list[tuple[str, int]]:
+    """The `size` most frequent values of tag family (`table` "tags") or keyword attribute ("attrs") `name`
+    among the candidates, ties by value."""
+    sql, params = candidates
+    column = "family" if table == "tags" else "name"
+    return [tuple(row) for row in conn.execute(
+        f"""SELECT value, COUNT(*) AS n FROM {table} WHERE {column} = ? AND rid IN ({sql})
+            GROUP BY value ORDER BY n DESC, value LIMIT ?""", [name, *params, size])]
+
+
+def range_counts(conn: sqlite3.Connection, name: str, edges: Sequence[float],
+                 candidates: tuple[str, list]) -> list[RangeBucket]:
+    """How many candidates fall in each bucket that `edges` cut numeric attribute `name` into."""
+    sql, params = candidates
+    cases = " ".join(f"WHEN value < ? THEN {i}" for i in range(len(edges)))
+    counts = dict(conn.execute(
+        f"""SELECT CASE {cases} ELSE {len(edges)} END AS bucket, COUNT(*) FROM numbers
+            WHERE name = ? AND rid IN ({sql}) GROUP BY bucket""", [*edges, name, *params]))
+    return [RangeBucket(key, low, high, counts.get(i, 0)) for i, (key, low, high) in enumerate(range_buckets(edges))]
+
+
+def sorted_page(conn: sqlite3.Connection, query: SearchQuery, candidates: tuple[str, list]) -> list[tuple[str, float, tuple]]:
+    """(id, 0, sort values) of the page of candidates in field-sort order (missing values last, ties by id), or
+    in id order when browsing, after `query.after` (the previous page's last sort values) or from `query.offset`."""
+    sql, params = candidates
+    if query.sort_key is None:
+        key_sql, descending = "d.id", False
+    else:
+        name, descending = query.sort_key
+        key_sql = f"coalesce({SORT_SQL[name]}, {-MISSING_LAST if descending else MISSING_LAST})"
+    page = f"SELECT id, k FROM (SELECT d.id AS id, {key_sql} AS k FROM docs d WHERE d.rid IN ({sql}))"
+    args = list(params)
+    if query.after is not None:
+        if query.sort_key is None:
+            page += " WHERE id > ?"
+            args.append(query.after[0])
+        else:
+            page += f" WHERE k {'<' if descending else '>'} ? OR (k = ? AND id > ?)"
+            args += [query.after[0], query.after[0], query.after[-1]]
+    page += f" ORDER BY k{' DESC' if descending else ''}, id LIMIT ? OFFSET ?"
+    args += [query.size, 0 if query.after is not None else query.offset]
+    if query.sort_key is None:
+        return [(pid, 0.0, (pid,)) for pid, _ in conn.execute(page, args)]
+    return [(pid, 0.0, (key, pid)) for pid, key in conn.execute(page, args)]
 
 
 def has_doc(conn: sqlite3.Connection, product_id: str) -> bool:
@@ -190,15 +306,30 @@ def fingerprints(conn: sqlite3.Connection, ids: list[str]) -> dict[str, str]:
         "SELECT id, fingerprint FROM docs WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)))
 
 
-def hits(conn: sqlite3.Connection, scored: Sequence[tuple[str, float]]) -> list[Hit]:
-    """Hits for (id, score) pairs in that order, with titles and tag values."""
-    ids = json.dumps([pid for pid, _ in scored])
-    titles = dict(conn.execute("SELECT id, title FROM docs WHERE id IN (SELECT value FROM json_each(?))", (ids,)))
-    tags: dict[str, dict[str, list[str]]] = {}
-    for pid, family, value in conn.execute(
-        """SELECT d.id, t.family, t.value FROM tags t JOIN docs d ON d.rid = t.rid
-           WHERE d.id IN (SELECT value FROM json_each(?)) ORDER BY t.family, t.score DESC, t.value""",
-        (ids,),
-    ):
-        tags.setdefault(pid, {}).setdefault(family, []).append(value)
-    return [Hit(id=pid, score=score, title=titles[pid], tags=tags.get(pid, {})) for pid, score in scored if pid in titles]
+def hits(conn: sqlite3.Connection, scored: Sequence[tuple[str, float, tuple]]) -> list[Hit]:
+    """Hits for (id, score, sort values) in that order, with text, tag values, attributes and numbers."""
+    ids = json.dumps([pid for pid, _, _ in scored])
+    rows = {pid: (rid, title, description) for rid, pid, title, description in conn.execute(
+        "SELECT rid, id, title, description FROM docs WHERE id IN (SELECT value FROM json_each(?))", (ids,))}
+    rids = json.dumps([row[0] for row in rows.values()])
+    tags: dict[int, dict[str, list[str]]] = {}
+    for rid, family, value in conn.execute(
+        """SELECT rid, family, value FROM tags WHERE rid IN (SELECT value FROM json_each(?))
+           ORDER BY family, score DESC, value""", (rids,)):
+        tags.setdefault(rid, {}).setdefault(family, []).append(value)
+    attributes: dict[int, dict[str, str]] = {}
+    for rid, name, value in conn.execute(
+            "SELECT rid, name, value FROM attrs WHERE rid IN (SELECT value FROM json_each(?))", (rids,)):
+        attributes.setdefault(rid, {})[name] = value
+    numbers: dict[int, dict[str, float]] = {}
+    for rid, name, value in conn.execute(
+            "SELECT rid, name, value FROM numbers WHERE rid IN (SELECT value FROM json_each(?))", (rids,)):
+        numbers.setdefault(rid, {})[name] = value
+    out = []
+    for pid, score, sort_values in scored:
+        if pid not in rows:
+            continue
+        rid, title, description = rows[pid]
+        out.append(Hit(id=pid, score=score, title=title, tags=tags.get(rid, {}), description=description,
+                       attributes=attributes.get(rid, {}), numbers=numbers.get(rid, {}), sort_values=sort_values))
+    return out

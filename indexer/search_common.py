@@ -7,18 +7,17 @@ changed products the same way, so one set of tests holds for both.
 from __future__ import annotations
 
 import hashlib
+import math
 import json
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 
-from .documents import SearchDoc
+from .documents import WORD, SearchDoc
 
 T = TypeVar("T")
-WORD = re.compile(r"\w+")
 
 
 def has_words(text: str) -> bool:
@@ -98,3 +97,28 @@ def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
             batch = []
     if batch:
         yield batch
+
+
+def split_attributes(attributes: dict[str, str], numeric: Sequence[str]) -> tuple[dict[str, str], dict[str, float]]:
+    """(keyword attributes, numeric attributes) of a product: the `numeric` names whose value is a finite
+    number become numbers; a numeric name with another value is left out (ingest rejects such records)."""
+    keywords, numbers = {}, {}
+    for name, value in attributes.items():
+        if name not in numeric:
+            keywords[name] = value
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        if math.isfinite(number):
+            numbers[name] = number
+    return keywords, numbers
+
+
+def range_buckets(edges: Sequence[float]) -> list[tuple[str, float | None, float | None]]:
+    """(key, low inclusive, high exclusive) of the buckets that ascending `edges` cut the number line into:
+    ``*-e0``, ``e0-e1``, ..., ``en-*``."""
+    bounds: list[float | None] = [None, *edges, None]
+    return [(f"{'*' if low is None else f'{low:g}'}-{'*' if high is None else f'{high:g}'}", low, high)
+            for low, high in zip(bounds, bounds[1:])]

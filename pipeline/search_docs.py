@@ -28,6 +28,7 @@ def search_docs(
     `tags` (product -> family -> winning tags) saves a store query when the caller has them already."""
     if tags is None:
         tags = store.effective_tags([p.id for p in products])
+    listed = store.listed_at([p.id for p in products])
     docs = []
     for row, p in enumerate(products):
         families = doc_tags(tags.get(p.id, {}))
@@ -44,6 +45,7 @@ def search_docs(
                 text_model=str(model_ids.get("text_model") or ""),
                 image_model=str(model_ids.get("image_model") or ""),
                 attributes=dict(p.attributes),
+                listed_at=listed.get(p.id, 0.0),
             )
         )
     return docs

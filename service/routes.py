@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 
-from shoptag.indexer.documents import Hit, SearchQuery
-from shoptag.indexer.search_common import has_words
+from shoptag.core.errors import BadInput
+from shoptag.indexer import storefront
+from shoptag.indexer.documents import Hit
 from shoptag.pipeline.explain import explain
 from shoptag.pipeline.review import stats as review_stats
+from shoptag.pipeline.search import SearchRequest, run_search
+from shoptag.pipeline.search import diversity as parse_diversity
 
 from .auth import require_api_key
 from .schemas import (
@@ -48,7 +52,8 @@ def tag_filters(items: list[str]) -> dict[str, list[str]]:
 
 
 def hits_out(hits: list[Hit]) -> list[HitOut]:
-    return [HitOut(id=h.id, score=h.score, title=h.title, tags=h.tags) for h in hits]
+    return [HitOut(id=h.id, score=h.score, title=h.title, tags=h.tags, attributes=h.attributes, numbers=h.numbers,
+                   highlights=h.highlights) for h in hits]
 
 
 # ---- reads ------------------------------------------------------------------------------------------------------
@@ -71,11 +76,15 @@ def metrics(state: State) -> Response:
 def similar(
     state: State, product_id: PathId, tag: TagFilter = [],  # noqa: B006 (FastAPI copies query defaults)
     k: Annotated[int, Query(ge=1, le=MAX_K, description="How many products.")] = 10,
+    diversity: Annotated[str | None, Query(max_length=200, description="mmr[:lambda] or cap:family[:n].")] = None,
 ) -> SimilarOut:
-    """The `k` products nearest to this one (never itself), optionally only those with the given tags."""
+    """The `k` products nearest to this one (never itself), optionally only those with the given tags, optionally
+    re-ranked so near-duplicates do not fill the list."""
     filters = tag_filters(tag)
     try:
-        hits = state.backend.similar(product_id, k, filters or None)
+        hits = storefront.similar(state.backend, product_id, k, filters or None, parse_diversity(diversity))
+    except BadInput as exc:
+        raise HTTPException(422, str(exc)) from None
     except KeyError:
         raise HTTPException(404, f"unknown product id {product_id!r}") from None
     return SimilarOut(id=product_id, hits=hits_out(hits))
@@ -86,15 +95,42 @@ def search(
     state: State,
     q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, description="Free text, any language.")] = "",
     tag: TagFilter = [],  # noqa: B006
+    attr: Annotated[list[str], Query(max_length=20, description="Keyword attribute filter `name=value`.")] = [],  # noqa: B006
+    range_: Annotated[list[str], Query(alias="range", max_length=20,
+                                       description="Numeric range `name=min:max` (`price=10:50`, `price=:50`).")] = [],  # noqa: B006
     facet: Annotated[list[str], Query(max_length=20, description="Tag family to count (repeatable).")] = [],  # noqa: B006
-    size: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+    attr_facet: Annotated[list[str], Query(max_length=20, description="Keyword attribute to count.")] = [],  # noqa: B006
+    range_facet: Annotated[list[str], Query(max_length=20, description="Buckets `name=edge,edge,...`.")] = [],  # noqa: B006
+    size: Annotated[int, Query(description="Hits per page (up to `search.max_size`).")] = 10,
+    from_: Annotated[int, Query(alias="from", description="Hits to skip (from + size up to `search.max_window`).")] = 0,
+    cursor: Annotated[str | None, Query(max_length=2000, description="`cursor` of the previous page.")] = None,
+    sort: Annotated[str, Query(description="relevance, price_asc, price_desc, newest or popularity.")] = "relevance",
+    highlight: bool = False,
+    diversity: Annotated[str | None, Query(max_length=200, description="mmr[:lambda] or cap:family[:n].")] = None,
+    query_tags: Annotated[str | None, Query(description="boost, suggest or off (default: setting).")] = None,
 ) -> SearchOut:
-    """Hybrid search, as `shoptag search`: BM25 and the text encoder's kNN fused by reciprocal rank."""
-    vector = state.encoders.text.encode([q], query=True)[0] if has_words(q) else None
-    results = state.backend.search(SearchQuery(text=q, vector=vector, filters=tag_filters(tag), size=size,
-                                               facets=tuple(facet)))
-    return SearchOut(total=results.total, hits=hits_out(results.hits), facets={
-        family: [{"value": v, "count": c} for v, c in counts] for family, counts in results.facets.items()})
+    """Hybrid search, as `shoptag search`: BM25 and the text encoder's kNN fused by reciprocal rank, with
+    filters, facets, sorting, pages, highlights and query understanding. A bad parameter is a 422 naming it."""
+    request = SearchRequest(text=q, tags=tag, attributes=attr, ranges=range_, facets=facet, attribute_facets=attr_facet,
+                            range_facets=range_facet, size=size, offset=from_, cursor=cursor, sort=sort,
+                            highlight=highlight, diversity=diversity, query_tags=query_tags)
+    try:
+        model = state.model()
+    except ModelUnavailable:
+        model = None
+    try:
+        answer = run_search(request, state.settings, state.store, state.backend, state.encoders, model)
+    except BadInput as exc:
+        raise HTTPException(422, str(exc)) from None
+    results = answer.results
+    return SearchOut(
+        total=results.total, hits=hits_out(results.hits), cursor=results.cursor,
+        facets={f: [{"value": v, "count": c} for v, c in counts] for f, counts in results.facets.items()},
+        attribute_facets={a: [{"value": v, "count": c} for v, c in counts]
+                          for a, counts in results.attribute_facets.items()},
+        range_facets={n: [asdict(b) for b in buckets] for n, buckets in results.range_facets.items()},
+        query_tags=[asdict(t) for t in answer.query_tags], suggested_filters=answer.suggested_filters,
+    )
 
 
 @router.get("/products/{product_id}", response_model=ProductOut, tags=["products"])

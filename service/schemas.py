@@ -65,6 +65,9 @@ class HitOut(BaseModel):
     score: float
     title: str
     tags: dict[str, list[str]]
+    attributes: dict[str, str] = {}
+    numbers: dict[str, float] = {}
+    highlights: dict[str, str] = {}  # title / description with the query's words in <em>, when asked
 
 
 class SimilarOut(BaseModel):
@@ -77,10 +80,33 @@ class FacetOut(BaseModel):
     count: int
 
 
+class RangeBucketOut(BaseModel):
+    key: str
+    low: float | None  # inclusive
+    high: float | None  # exclusive
+    count: int
+
+
+class QueryTagOut(BaseModel):
+    """A tag the tagger is confident the query asks for, and how it was used."""
+
+    family: str
+    value: str
+    score: float
+    threshold: float
+    used_as: str  # boost | suggestion
+    sources: dict[str, float]
+
+
 class SearchOut(BaseModel):
     total: int
     hits: list[HitOut]
     facets: dict[str, list[FacetOut]]
+    attribute_facets: dict[str, list[FacetOut]] = {}
+    range_facets: dict[str, list[RangeBucketOut]] = {}
+    cursor: str | None = None  # pass as `cursor` for the next page
+    query_tags: list[QueryTagOut] = []
+    suggested_filters: dict[str, list[str]] = {}
 
 
 class Correction(BaseModel):

@@ -212,6 +212,15 @@ class Store:
             rows.sort(key=lambda r: order[r[0]])
         return [StoredProduct(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8]) for r in rows]
 
+    def listed_at(self, ids: Sequence[str]) -> dict[str, float]:
+        """When each product last entered or changed in the catalog (seconds): what "newest" sorts by."""
+        return dict(self._rows_for("SELECT id, updated_at FROM products WHERE id IN ({ids})", ids))
+
+    def attribute_names(self) -> set[str]:
+        """Every attribute name some product has (what a search may filter on)."""
+        return {name for (name,) in self._query(
+            "SELECT DISTINCT j.key FROM products, json_each(products.attributes) AS j")}
+
     def product_ids(self) -> list[str]:
         return [r[0] for r in self._query("SELECT id FROM products ORDER BY id")]
 

@@ -38,6 +38,14 @@ CATALOG = [
 ]
 
 
+# prices (with ties, and two products without one), keyword attributes and listing times of the sample catalog
+PRICES = {"cn-jeans": 199.0, "cn-watch": 899.0, "cn-smartwatch": 899.0, "cn-dress": 159.0, "cn-gloves": 49.0,
+          "en-jeans": 59.5, "en-watch": 120.0, "en-shoes": 75.0, "en-dress": 59.5, "en-tee": 15.0}
+BRANDS = {"cn-jeans": "Lee", "cn-watch": "Casio", "cn-smartwatch": "Huawei", "en-jeans": "Lee", "en-watch": "Casio",
+          "en-shoes": "Nike", "en-tee": "Nike", "en-hoodie": "Nike"}
+NUMERIC = ("price",)
+
+
 def topic_vector(topic: str) -> np.ndarray:
     """The unit vector a topic's products cluster around (what a query about that topic encodes to)."""
     vector = np.zeros(DIMS.text, dtype=np.float32)
@@ -59,6 +67,9 @@ def make_doc(pid: str, title: str, description: str, topic: str, tags: dict[str,
         fused_vector=vector,
         content_hash=f"hash-{pid}",
         text_model="test-encoder",
+        attributes={**({"brand": BRANDS[pid]} if pid in BRANDS else {}),
+                    **({"price": f"{PRICES[pid]:g}"} if pid in PRICES else {})},
+        listed_at=1_700_000_000.0 + 3600.0 * seed,
     )
 
 
@@ -160,7 +171,7 @@ BACKENDS = ["embedded", "noida", "noida-client-fusion", "es-real"]
 def search_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EmbeddedBackend | ESBackend]:
     """A fresh, empty backend: embedded in a temp dir, or an Elasticsearch alias of its own."""
     if request.param == "embedded":
-        backend = EmbeddedBackend(tmp_path / "search", DIMS)
+        backend = EmbeddedBackend(tmp_path / "search", DIMS, numeric=NUMERIC)
         yield backend
         backend.close()
         return
@@ -172,7 +183,7 @@ def search_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[E
         url = request.getfixturevalue("noida_server").url
     hybrid = "client" if request.param.endswith("client-fusion") else "auto"
     settings = es_settings(url, hybrid=hybrid)
-    es_backend = ESBackend(settings, DIMS)
+    es_backend = ESBackend(settings, DIMS, numeric=NUMERIC)
     yield es_backend
     es_backend.close()
     drop_alias(settings)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from fixtures_search import DIMS, drop_alias, es_settings, free_port
+from fixtures_search import DIMS, NUMERIC, drop_alias, es_settings, free_port
 
 from shoptag.core.settings import Settings
 from shoptag.indexer.backends import open_backend
@@ -44,7 +44,7 @@ def test_server_down_at_start_is_a_clear_error_without_secrets(auth):
 def test_secrets_never_reach_logs_or_reprs(noida_server, caplog):
     settings = es_settings(noida_server.url, api_key=SECRETS[0])
     caplog.set_level(logging.DEBUG)
-    backend = ESBackend(settings, DIMS)
+    backend = ESBackend(settings, DIMS, numeric=NUMERIC)
     try:
         backend.search(SearchQuery(text="anything"))
         assert caplog.records  # the client did log its requests
@@ -60,7 +60,7 @@ def test_secrets_never_reach_logs_or_reprs(noida_server, caplog):
 def test_server_gone_mid_reindex_keeps_the_alias_on_the_complete_old_index(noida_factory, catalog_docs):
     server = noida_factory()
     settings = es_settings(server.url, bulk_chunk_size=3, max_retries=1)
-    backend = ESBackend(settings, DIMS)
+    backend = ESBackend(settings, DIMS, numeric=NUMERIC)
     assert backend.reindex(catalog_docs).ok
     (old_index,) = alias_indices(backend._client, settings.index_alias)
 
@@ -75,7 +75,7 @@ def test_server_gone_mid_reindex_keeps_the_alias_on_the_complete_old_index(noida
     backend.close()
 
     server.start()
-    backend = ESBackend(settings, DIMS)
+    backend = ESBackend(settings, DIMS, numeric=NUMERIC)
     try:
         assert alias_indices(backend._client, settings.index_alias) == [old_index]
         assert backend.count() == len(catalog_docs)
@@ -95,7 +95,7 @@ def test_server_gone_mid_reindex_keeps_the_alias_on_the_complete_old_index(noida
 
 def test_rejected_bulk_item_is_reported_and_the_alias_not_moved(noida_server, catalog_docs):
     settings = es_settings(noida_server.url, bulk_chunk_size=4)
-    backend = ESBackend(settings, DIMS)
+    backend = ESBackend(settings, DIMS, numeric=NUMERIC)
     try:
         assert backend.reindex(catalog_docs).ok
         (old_index,) = alias_indices(backend._client, settings.index_alias)
@@ -116,7 +116,7 @@ def test_rejected_bulk_item_is_reported_and_the_alias_not_moved(noida_server, ca
 def test_unavailable_after_start_is_the_same_clear_error(noida_factory, catalog_docs):
     server = noida_factory()
     settings = es_settings(server.url, max_retries=1)
-    backend = ESBackend(settings, DIMS)
+    backend = ESBackend(settings, DIMS, numeric=NUMERIC)
     backend.upsert(catalog_docs)
     server.stop()
     try:

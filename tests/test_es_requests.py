@@ -16,7 +16,7 @@ import pytest
 from elastic_transport import Urllib3HttpNode
 from elasticsearch.helpers import expand_action
 from es_openapi import SPEC, ESRequestValidator
-from fixtures_search import DIMS, drop_alias, es_settings, topic_vector
+from fixtures_search import DIMS, NUMERIC, drop_alias, es_settings, topic_vector
 from jsonschema.exceptions import ValidationError
 
 from shoptag.indexer.documents import SearchQuery
@@ -36,6 +36,12 @@ QUERIES = [
     SearchQuery(text="watch", facets=("color",)),
     SearchQuery(filters={"category": ["watch"]}, facets=("gender",)),
     SearchQuery(vector=topic_vector("watch"), filters={"color": ["black"]}),
+    SearchQuery(text="jeans", vector=topic_vector("denim"), offset=20, size=10, ranges={"price": (10.0, None)},
+                attributes={"brand": ["Lee", "Nike"]}, attribute_facets=("brand",),
+                range_facets={"price": (50.0, 100.0)}, boosts={"gender": ["women"], "color": ["blue"]}),
+    SearchQuery(text="手表", sort="price_desc", after=(899.0, "cn-watch"), ranges={"price": (None, 1000.0)}),
+    SearchQuery(sort="newest", offset=5, filters={"gender": ["men"]}),
+    SearchQuery(after=("en-jeans",)),
 ]
 
 
@@ -74,6 +80,8 @@ def test_search_bodies_are_valid(validator, query):
         if query.text:
             validator.validate("search", search.hybrid_body(query))
             validator.validate("search", render_template(search_template("v1"), search.template_params(query)))
+    if query.sort_key is not None:
+        validator.validate("search", search.sorted_body(query, ["a", "b"] if query.vector is not None else None))
 
 
 @pytest.mark.parametrize("index_type", ["hnsw", "int8_hnsw", "int4_hnsw", "flat", "int8_flat", "bbq_hnsw", "bbq_flat"])
@@ -131,7 +139,7 @@ MISSPELT = [
     ("search", HYBRID, ["retriever", "rrf", "retrievers", 0, "standard", "query", "bool", "filter"], "filters"),
     ("search", HYBRID, ["retriever", "rrf", "retrievers", 0, "standard", "query", "bool", "must", 0, "multi_match",
                         "fields"], "field"),
-    ("search", HYBRID, ["aggregations", "color", "terms", "field"], "feild"),
+    ("search", HYBRID, ["aggregations", "tags.color", "terms", "field"], "feild"),
     ("search", HYBRID, ["aggregations"], "aggs"),  # Elasticsearch takes it, the spec does not: we send the spec's
     ("search", HYBRID, ["_source", "includes"], "include"),
     ("search", search.text_body(QUERIES[3]), ["track_total_hits"], "track_total_hit"),
@@ -175,7 +183,7 @@ def recorded(noida_server, catalog_docs):
     results = {}
     for hybrid in ("auto", "client"):
         settings = es_settings(noida_server.url, hybrid=hybrid)
-        backend = ESBackend(settings, DIMS, client=make_client(settings, node_class=RecordingNode))
+        backend = ESBackend(settings, DIMS, client=make_client(settings, node_class=RecordingNode), numeric=NUMERIC)
         try:
             backend.upsert(catalog_docs[:4])
             backend.reindex(catalog_docs)
@@ -208,7 +216,7 @@ def test_client_side_fusion_ranks_like_the_rrf_retriever(recorded):
 
 def test_rendered_template_is_the_hybrid_query_and_finds_the_same_hits(noida_server, catalog_docs):
     settings = es_settings(noida_server.url)
-    backend = ESBackend(settings, DIMS)
+    backend = ESBackend(settings, DIMS, numeric=NUMERIC)
     try:
         backend.reindex(catalog_docs)
         stored = backend._client.get_script(id=search.template_id(settings.index_alias, "v1"))["script"]

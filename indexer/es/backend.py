@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 from elasticsearch import ApiError, Elasticsearch, NotFoundError
 
 from shoptag.core.settings import ESSettings
-from ..documents import Hit, SearchDoc, SearchQuery, SearchResults, WriteReport
-from ..search_common import VectorDims, batches, changed_docs, has_words, rrf_fuse
+
+from ..documents import Hit, RangeBucket, SearchDoc, SearchQuery, SearchResults, WriteReport
+from ..search_common import VectorDims, batches, changed_docs, has_words, range_buckets, rrf_fuse
 from .client import identify_server, make_client, unavailable_as_error
 from .reindex import (
     bulk_write, delete_actions, ensure_alias, full_reindex, index_actions, rollback, unstored_fused_fits,
 )
-from .search import hybrid_body, knn_body, similar_body, text_body, union_body
+from .search import hybrid_body, knn_body, similar_body, sorted_body, text_body, union_body, window
 
 
 class ESBackend:
@@ -25,9 +27,11 @@ class ESBackend:
 
     name = "elasticsearch"
 
-    def __init__(self, settings: ESSettings, dims: VectorDims, client: Elasticsearch | None = None) -> None:
+    def __init__(self, settings: ESSettings, dims: VectorDims, client: Elasticsearch | None = None,
+                 numeric: Sequence[str] = ()) -> None:
         self.settings = settings
         self.dims = dims
+        self.numeric = tuple(numeric)  # declared numeric attributes: a `double` field each
         self.alias = settings.index_alias
         self._client = client if client is not None else make_client(settings)
         self.server = identify_server(self._client, settings.url or "")  # pins the client to the server's major
@@ -41,10 +45,11 @@ class ESBackend:
         """Write through the alias without forcing a refresh: searchable within `es.refresh_interval`, or on
         return with `es.wait_for_refresh`."""
         with unavailable_as_error(self.settings.url or ""):
-            ensure_alias(self._client, self.settings, self.dims)
+            ensure_alias(self._client, self.settings, self.dims, self.numeric)
             unfit: list[tuple[str, str]] = []
             actions = index_actions(unstored_fused_fits(docs, self.dims, unfit), self.alias, self.settings.mapping_version,
-                                    fused=self.dims.image is not None, as_base64=self.server.base64_vectors)
+                                    fused=self.dims.image is not None, as_base64=self.server.base64_vectors,
+                                    numeric=self.numeric)
             report = bulk_write(self._client, actions, self.settings, refresh=self._refresh)
             report.failed = unfit + report.failed
             return report
@@ -60,10 +65,10 @@ class ESBackend:
         judged by the fingerprint stored with each document."""
         if not incremental:
             with unavailable_as_error(self.settings.url or ""):
-                return full_reindex(self._client, self.settings, self.dims, docs, self.server)
+                return full_reindex(self._client, self.settings, self.dims, docs, self.server, self.numeric)
         changed: list[SearchDoc] = []
         with unavailable_as_error(self.settings.url or ""):
-            ensure_alias(self._client, self.settings, self.dims)
+            ensure_alias(self._client, self.settings, self.dims, self.numeric)
             for batch in batches(docs, self.settings.bulk_chunk_size):
                 changed += changed_docs(batch, self._fingerprints([d.id for d in batch]))
         return self.upsert(changed)
@@ -79,15 +84,44 @@ class ESBackend:
 
     # ---- reading --------------------------------------------------------------------------------------------
     def search(self, query: SearchQuery) -> SearchResults:
-        """Hybrid (rrf, or fused here when the cluster has no rrf), BM25 only, kNN only, or filtered browse."""
+        """Hybrid (rrf, or fused here when the cluster has no rrf), BM25 only, kNN only, a field sort over the
+        query's candidates, or filtered browse."""
         with unavailable_as_error(self.settings.url or ""):
             try:
+                if query.sort_key is not None:
+                    knn_ids = None
+                    if query.vector is not None:
+                        knn_ids = [h["_id"] for h in self._search(
+                            {**knn_body(query, size=window(query)), "_source": False})["hits"]["hits"]]
+                    return _results(self._search(sorted_body(query, knn_ids)), query)
                 if has_words(query.text) and query.vector is not None:
                     return self._hybrid(query)
                 body = knn_body(query) if query.vector is not None else text_body(query)
                 return _results(self._search(body), query)
             except NotFoundError:  # no index yet: nothing to find
-                return SearchResults(hits=[], total=0, facets={family: [] for family in query.facets})
+                return _results({"hits": {"hits": [], "total": {"value": 0}}}, query)
+
+    def index_version(self) -> str:
+        """The indices behind the alias: a full reindex puts a new one there."""
+        with unavailable_as_error(self.settings.url or ""):
+            try:
+                return ",".join(sorted(self._client.indices.get_alias(name=self.alias)))
+            except NotFoundError:
+                return ""
+
+    def vectors(self, ids: list[str]) -> np.ndarray:
+        """Fused vectors of `ids` in that order (a row of zeros for a product without one)."""
+        source: dict[str, Any] = {"includes": ["fused_vector"]}
+        if self.server.excludes_vectors:
+            source["exclude_vectors"] = False
+        with unavailable_as_error(self.settings.url or ""):
+            found = self._search({"size": len(ids), "query": {"ids": {"values": ids}}, "_source": source})["hits"]["hits"]
+        by_id = {h["_id"]: h["_source"]["fused_vector"] for h in found if h.get("_source", {}).get("fused_vector")}
+        out = np.zeros((len(ids), self.dims.fused), dtype=np.float32)
+        for row, pid in enumerate(ids):
+            if pid in by_id:
+                out[row] = by_id[pid]
+        return out
 
     def similar(self, product_id: str, k: int = 10, filters: dict[str, list[str]] | None = None) -> list[Hit]:
         """Nearest products by fused vector within `filters`, never the product itself; KeyError if unknown."""
@@ -122,13 +156,15 @@ class ESBackend:
 
     def _fuse_here(self, query: SearchQuery) -> SearchResults:
         """Reciprocal rank fusion of a kNN and a BM25 search, counted over their union as rrf would."""
-        knn = self._search(knn_body(query, size=query.window))["hits"]["hits"]
-        text = self._search(text_body(query, size=query.window))["hits"]["hits"]
+        knn = self._search(knn_body(query, size=window(query)))["hits"]["hits"]
+        text = self._search(text_body(query, size=window(query)))["hits"]["hits"]
         union = self._search(union_body(query, [h["_id"] for h in knn]))
         by_id = {h["_id"]: h for h in knn + text}
         fused = rrf_fuse([[h["_id"] for h in text], [h["_id"] for h in knn]], query.rank_constant)
-        hits = [_hit(by_id[pid], score) for pid, score in fused[: query.size]]
-        return SearchResults(hits=hits, total=_total(union), facets=_facets(union, query))
+        page = fused[query.offset : query.offset + query.size]
+        results = _results(union, query)
+        results.hits = [_hit(by_id[pid], score) for pid, score in page]
+        return results
 
     def _vector(self, product_id: str, field: str) -> list[float]:
         """A stored vector, asked for explicitly where the server leaves vectors out of `_source` (9.2+);
@@ -165,6 +201,10 @@ def _hit(hit: dict[str, Any], score: float | None = None) -> Hit:
         score=float(score if score is not None else hit.get("_score") or 0.0),
         title=source.get("title", ""),
         tags=source.get("tags", {}),
+        description=source.get("description", ""),
+        attributes=source.get("attributes", {}),
+        numbers=source.get("numbers", {}),
+        sort_values=tuple(hit.get("sort", ())),
     )
 
 
@@ -172,15 +212,22 @@ def _total(response: dict[str, Any]) -> int:
     return int(response["hits"]["total"]["value"])
 
 
-def _facets(response: dict[str, Any], query: SearchQuery) -> dict[str, list[tuple[str, int]]]:
-    aggs = response.get("aggregations", {})
-    return {
-        family: [(b["key"], int(b["doc_count"])) for b in aggs.get(family, {}).get("buckets", [])]
-        for family in query.facets
-    }
+def _terms(aggs: dict[str, Any], name: str) -> list[tuple[str, int]]:
+    """Buckets of a terms aggregation, most frequent first, ties by value (as the embedded store orders them)."""
+    buckets = [(b["key"], int(b["doc_count"])) for b in aggs.get(name, {}).get("buckets", [])]
+    return sorted(buckets, key=lambda b: (-b[1], b[0]))
 
 
 def _results(response: dict[str, Any], query: SearchQuery) -> SearchResults:
+    aggs = response.get("aggregations", {})
+    ranges = {}
+    for name, edges in query.range_facets.items():
+        counts = {b["key"]: int(b["doc_count"]) for b in aggs.get(f"numbers.{name}", {}).get("buckets", [])}
+        ranges[name] = [RangeBucket(key, low, high, counts.get(key, 0)) for key, low, high in range_buckets(edges)]
     return SearchResults(
-        hits=[_hit(h) for h in response["hits"]["hits"]], total=_total(response), facets=_facets(response, query)
+        hits=[_hit(h) for h in response["hits"]["hits"]],
+        total=_total(response),
+        facets={family: _terms(aggs, f"tags.{family}") for family in query.facets},
+        attribute_facets={name: _terms(aggs, f"attributes.{name}") for name in query.attribute_facets},
+        range_facets=ranges,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from collections.abc import Sequence
 from typing import Any
 
 from ..search_common import VectorDims
@@ -21,10 +22,10 @@ def _read(name: str) -> str:
 
 def index_body(
     version: str, dims: VectorDims, vector_index_type: str, *, shards: int = 1, replicas: int = 1,
-    refresh_interval: str = "1s",
+    refresh_interval: str = "1s", numeric: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """``{"settings": ..., "mappings": ...}`` of `version`, with shards, replicas, refresh interval, vector sizes and
-    the kNN index type filled in.
+    """``{"settings": ..., "mappings": ...}`` of `version`, with shards, replicas, refresh interval, vector sizes,
+    the kNN index type and one `double` field per declared numeric attribute (`numbers.<name>`) filled in.
 
     Without image vectors the `image_vector` field is left out, and so is `fused_vector`: the fused vector is then
     the text vector, and `similar` uses `text_vector` instead of storing the same values twice.
@@ -33,6 +34,7 @@ def index_body(
     body["settings"].update(
         {"number_of_shards": shards, "number_of_replicas": replicas, "refresh_interval": refresh_interval})
     properties = body["mappings"]["properties"]
+    properties["numbers"]["properties"] = {name: {"type": "double"} for name in sorted(numeric)}
     for kind in VECTOR_FIELDS:
         field = properties[f"{kind}_vector"]
         dim = getattr(dims, kind)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,7 +21,7 @@ from elasticsearch import Elasticsearch, TransportError, helpers
 
 from shoptag.core.settings import ESSettings
 from ..documents import SearchDoc, WriteReport
-from ..search_common import VectorDims, doc_fingerprint, tag_values
+from ..search_common import VectorDims, doc_fingerprint, split_attributes, tag_values
 from .lock import AliasLock
 from .mapping import index_body, search_template, template_body
 from .search import template_id, template_script
@@ -62,11 +62,14 @@ def vector_value(vector: Any, as_base64: bool = False) -> list[float] | str:
     return (np.round(wide * scale) / scale).tolist()
 
 
-def doc_source(doc: SearchDoc, mapping_version: str, *, fused: bool = True, as_base64: bool = False) -> dict[str, Any]:
-    """The indexed document: text, tags per family (with scores in `tag_details`), vectors, and the model
-    ids, content hash and mapping version that tell a stale document from a current one. Without `fused`
-    (a text-only index, where it equals the text vector) the fused vector is not sent."""
+def doc_source(doc: SearchDoc, mapping_version: str, *, fused: bool = True, as_base64: bool = False,
+               numeric: Sequence[str] = ()) -> dict[str, Any]:
+    """The indexed document: text, tags per family (with scores in `tag_details`), keyword attributes, the
+    `numeric` ones as numbers, vectors, and the model ids, content hash and mapping version that tell a stale
+    document from a current one. Without `fused` (a text-only index, where it equals the text vector) the fused
+    vector is not sent."""
     values = tag_values(doc)
+    keywords, numbers = split_attributes(doc.attributes, numeric)
     source: dict[str, Any] = {
         "id": doc.id,
         "title": doc.title,
@@ -78,13 +81,17 @@ def doc_source(doc: SearchDoc, mapping_version: str, *, fused: bool = True, as_b
             for family, tags in doc.tags.items()
             for t in tags
         ],
-        "attributes": doc.attributes,
+        "attributes": keywords,
+        "numbers": numbers,
+        "listed_at": doc.listed_at,
         "content_hash": doc.content_hash,
         "text_model": doc.text_model,
         "image_model": doc.image_model,
         "mapping_version": mapping_version,
         "fingerprint": doc_fingerprint(doc),
     }
+    if doc.popularity is not None:
+        source["popularity"] = doc.popularity
     vectors = [("text", doc.text_vector), ("image", doc.image_vector)] + ([("fused", doc.fused_vector)] if fused else [])
     for kind, vector in vectors:
         if vector is not None:
@@ -104,11 +111,12 @@ def unstored_fused_fits(docs: Iterable[SearchDoc], dims: VectorDims, failed: lis
 
 def index_actions(
     docs: Iterable[SearchDoc], index: str, mapping_version: str, *, fused: bool = True, as_base64: bool = False,
+    numeric: Sequence[str] = (),
 ) -> Iterator[dict[str, Any]]:
     """`helpers.streaming_bulk` actions writing `docs` into `index`."""
     for doc in docs:
         yield {"_op_type": "index", "_index": index, "_id": doc.id,
-               "_source": doc_source(doc, mapping_version, fused=fused, as_base64=as_base64)}
+               "_source": doc_source(doc, mapping_version, fused=fused, as_base64=as_base64, numeric=numeric)}
 
 
 def delete_actions(ids: Iterable[str], index: str) -> Iterator[dict[str, Any]]:
@@ -202,19 +210,21 @@ def _reason(result: dict[str, Any]) -> str:
     return f"{result.get('status')} {error}"
 
 
-def _body(settings: ESSettings, dims: VectorDims) -> dict[str, Any]:
+def _body(settings: ESSettings, dims: VectorDims, numeric: Sequence[str]) -> dict[str, Any]:
     return index_body(settings.mapping_version, dims, settings.vector_index_type, shards=settings.number_of_shards,
-                      replicas=settings.number_of_replicas, refresh_interval=settings.refresh_interval)
+                      replicas=settings.number_of_replicas, refresh_interval=settings.refresh_interval,
+                      numeric=numeric)
 
 
 def create_index(
     client: Elasticsearch, settings: ESSettings, dims: VectorDims, *, building: bool = False, name: str | None = None,
+    numeric: Sequence[str] = (),
 ) -> str:
     """Create a new versioned index (not yet behind the alias), after storing the index template over its
     pattern and the search template of its version. `building`: no replicas, no refresh (`finish_build`
     restores the configured ones)."""
     alias, version = settings.index_alias, settings.mapping_version
-    body = _body(settings, dims)
+    body = _body(settings, dims, numeric)
     client.indices.put_index_template(name=f"{alias}-{version}", **template_body(alias, version, body))
     client.put_script(id=template_id(alias, version), **template_script(search_template(version)))
     name = name or new_index_name(alias, version)
@@ -224,10 +234,10 @@ def create_index(
     return name
 
 
-def ensure_alias(client: Elasticsearch, settings: ESSettings, dims: VectorDims) -> None:
+def ensure_alias(client: Elasticsearch, settings: ESSettings, dims: VectorDims, numeric: Sequence[str] = ()) -> None:
     """Make the alias exist (over a new empty index) so that the first upsert has somewhere to go."""
     if not alias_indices(client, settings.index_alias):
-        new = create_index(client, settings, dims)
+        new = create_index(client, settings, dims, numeric=numeric)
         client.indices.update_aliases(actions=swap_actions(settings.index_alias, [], new))
 
 
@@ -272,6 +282,7 @@ def check_index(client: Elasticsearch, index: str, written: int, expected_mappin
 
 def full_reindex(
     client: Elasticsearch, settings: ESSettings, dims: VectorDims, docs: Iterable[SearchDoc], server: Server,
+    numeric: Sequence[str] = (),
 ) -> WriteReport:
     """Rebuild into a new index and move the alias to it in one step, only if it is complete and right.
 
@@ -287,7 +298,7 @@ def full_reindex(
        the index that was previous before. Finally release the lock.
     """
     alias = settings.index_alias
-    body = _body(settings, dims)
+    body = _body(settings, dims, numeric)
     lock = AliasLock(client, alias, settings.lock_ttl)
     name = new_index_name(alias, settings.mapping_version)
     stale = lock.acquire(name)
@@ -295,11 +306,11 @@ def full_reindex(
         live = alias_indices(client, alias)
         previous = alias_indices(client, previous_alias(alias))
         drop_orphans(client, alias, live, keep=live + previous, also=stale.index if stale else None)
-        new = create_index(client, settings, dims, building=True, name=name)
+        new = create_index(client, settings, dims, building=True, name=name, numeric=numeric)
         try:
             unfit: list[tuple[str, str]] = []
             actions = index_actions(unstored_fused_fits(docs, dims, unfit), new, settings.mapping_version,
-                                    fused=dims.image is not None, as_base64=server.base64_vectors)
+                                    fused=dims.image is not None, as_base64=server.base64_vectors, numeric=numeric)
             report = bulk_write(client, actions, settings, heartbeat=lock.renew)
             report.failed = unfit + report.failed
             if not report.ok:

@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from ..documents import SearchQuery
-from ..search_common import has_words
+from ..documents import MISSING_LAST, SearchQuery
+from ..search_common import has_words, range_buckets
 
 TEXT_FIELDS = ["title^3", "description", "tag_text^2"]
-SOURCE = {"includes": ["id", "title", "tags"]}
+SOURCE = {"includes": ["id", "title", "description", "tags", "attributes", "numbers"]}
 MAX_CANDIDATES = 10_000  # Elasticsearch's limit on kNN num_candidates
+# document sort keys (`SORTS`) -> index fields
+SORT_FIELDS = {"price": "numbers.price", "listed_at": "listed_at", "popularity": "popularity"}
 
 
 def tag_filters(filters: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -27,17 +29,49 @@ def tag_filters(filters: dict[str, list[str]]) -> list[dict[str, Any]]:
     return [{"terms": {f"tags.{family}": list(values)}} for family, values in sorted(filters.items())]
 
 
+def query_filters(query: SearchQuery) -> list[dict[str, Any]]:
+    """Tag filters, keyword attribute filters (`terms` on the flattened `attributes`) and numeric ranges."""
+    clauses = tag_filters(query.filters)
+    clauses += [{"terms": {f"attributes.{name}": list(values)}} for name, values in sorted(query.attributes.items())]
+    for name, (low, high) in sorted(query.ranges.items()):
+        bounds = {key: bound for key, bound in (("gte", low), ("lte", high)) if bound is not None}
+        clauses.append({"range": {f"numbers.{name}": bounds}})
+    return clauses
+
+
 def facet_aggs(query: SearchQuery) -> dict[str, Any]:
-    """A `terms` aggregation per requested family, named after it."""
-    return {family: {"terms": {"field": f"tags.{family}", "size": query.facet_size}} for family in query.facets}
+    """Aggregations named `tags.<family>`, `attributes.<name>` (terms) and `numbers.<name>` (range buckets)."""
+    aggs: dict[str, Any] = {
+        f"tags.{family}": {"terms": {"field": f"tags.{family}", "size": query.facet_size}} for family in query.facets}
+    for name in query.attribute_facets:
+        aggs[f"attributes.{name}"] = {"terms": {"field": f"attributes.{name}", "size": query.facet_size}}
+    for name, edges in query.range_facets.items():
+        ranges = []
+        for key, low, high in range_buckets(edges):
+            bucket: dict[str, Any] = {"key": key}
+            if low is not None:
+                bucket["from"] = low
+            if high is not None:
+                bucket["to"] = high
+            ranges.append(bucket)
+        aggs[f"numbers.{name}"] = {"range": {"field": f"numbers.{name}", "ranges": ranges}}
+    return aggs
 
 
 def text_query(query: SearchQuery) -> dict[str, Any]:
-    """BM25 over title, description and tag values within the filters; all filtered products without text."""
-    clause: dict[str, Any] = {"filter": tag_filters(query.filters)}
+    """BM25 over title, description and tag values within the filters, plus `boost_weight` for each boosted
+    tag family a match carries; all filtered products without text."""
+    clause: dict[str, Any] = {"filter": query_filters(query)}
     if has_words(query.text):
         clause["must"] = [_match(query)]
+        clause["should"] = boost_clauses(query)
     return {"bool": clause}
+
+
+def boost_clauses(query: SearchQuery) -> list[dict[str, Any]]:
+    """One `terms` clause per boosted family: a constant `boost_weight` when the product has one of its values."""
+    return [{"terms": {f"tags.{family}": list(values), "boost": query.boost_weight}}
+            for family, values in sorted(query.boosts.items())]
 
 
 def _match(query: SearchQuery) -> dict[str, Any]:
@@ -47,13 +81,13 @@ def _match(query: SearchQuery) -> dict[str, Any]:
 def knn_clause(
     vector: np.ndarray,
     k: int,
-    filters: dict[str, list[str]],
+    clauses: list[dict[str, Any]],
     *,
     field: str = "text_vector",
     exclude_id: str | None = None,
 ) -> dict[str, Any]:
-    """kNN over `field`, pre-filtered by tag filters (and without `exclude_id`)."""
-    clauses = tag_filters(filters)
+    """kNN over `field`, pre-filtered by the filter `clauses` (and without `exclude_id`)."""
+    clauses = list(clauses)
     if exclude_id is not None:
         clauses.append({"bool": {"must_not": [{"ids": {"values": [exclude_id]}}]}})
     return {
@@ -65,18 +99,24 @@ def knn_clause(
     }
 
 
+def window(query: SearchQuery) -> int:
+    """How many candidates each list ranks: at least down to the end of the requested page."""
+    return max(query.window, query.offset + query.size)
+
+
 def hybrid_body(query: SearchQuery) -> dict[str, Any]:
     """BM25 and kNN fused by the `rrf` retriever: the body the stored search template renders to."""
     return {
+        "from": query.offset,
         "size": query.size,
         "_source": SOURCE,
         "retriever": {
             "rrf": {
                 "retrievers": [
                     {"standard": {"query": text_query(query)}},
-                    {"knn": knn_clause(query.vector, query.window, query.filters)},
+                    {"knn": knn_clause(query.vector, window(query), query_filters(query))},
                 ],
-                "rank_window_size": query.window,
+                "rank_window_size": window(query),
                 "rank_constant": query.rank_constant,
             }
         },
@@ -85,8 +125,10 @@ def hybrid_body(query: SearchQuery) -> dict[str, Any]:
 
 
 def text_body(query: SearchQuery, size: int | None = None) -> dict[str, Any]:
-    """BM25 only (or, without text, all filtered products in id order) with facets and an exact total."""
+    """BM25 only (or, without text, all filtered products in id order) with facets and an exact total;
+    `size` given: the top `size` from the first (client-side fusion's BM25 list)."""
     body: dict[str, Any] = {
+        "from": query.offset if size is None else 0,
         "size": query.size if size is None else size,
         "_source": SOURCE,
         "query": text_query(query),
@@ -94,35 +136,59 @@ def text_body(query: SearchQuery, size: int | None = None) -> dict[str, Any]:
         "aggregations": facet_aggs(query),
     }
     if not has_words(query.text):
-        body["sort"] = ["id"]  # a field name sorts ascending
+        body.update(_sorted(query))
     return body
 
 
 def knn_body(query: SearchQuery, size: int | None = None) -> dict[str, Any]:
-    """kNN only: the `window` nearest filtered products (the candidates facets count), `size` of them returned."""
+    """kNN only: the window's nearest filtered products (the candidates facets count), the requested page of them
+    returned; `size` given: the top `size` (client-side fusion's kNN list)."""
     return {
+        "from": query.offset if size is None else 0,
         "size": query.size if size is None else size,
         "_source": SOURCE,
-        "knn": knn_clause(query.vector, query.window, query.filters),
+        "knn": knn_clause(query.vector, window(query), query_filters(query)),
         "aggregations": facet_aggs(query),
     }
+
+
+def union_query(query: SearchQuery, knn_ids: list[str]) -> dict[str, Any]:
+    """Text matches plus the kNN candidates `knn_ids`, within the filters: what the `rrf` retriever counts."""
+    should: list[dict[str, Any]] = [{"ids": {"values": knn_ids}}]
+    if has_words(query.text):
+        should.insert(0, _match(query))
+    return {"bool": {"filter": query_filters(query), "should": should, "minimum_should_match": 1}}
 
 
 def union_body(query: SearchQuery, knn_ids: list[str]) -> dict[str, Any]:
-    """Client-side fusion's third request: total and facets over text matches plus kNN candidates, which is
-    what the `rrf` retriever counts."""
-    return {
-        "size": 0,
-        "query": {
-            "bool": {
-                "filter": tag_filters(query.filters),
-                "should": [_match(query), {"ids": {"values": knn_ids}}],
-                "minimum_should_match": 1,
-            }
-        },
-        "track_total_hits": True,
-        "aggregations": facet_aggs(query),
-    }
+    """Client-side fusion's third request: total and facets over text matches plus kNN candidates."""
+    return {"size": 0, "query": union_query(query, knn_ids), "track_total_hits": True,
+            "aggregations": facet_aggs(query)}
+
+
+def sorted_body(query: SearchQuery, knn_ids: list[str] | None) -> dict[str, Any]:
+    """A field sort (price, newest, popularity) over the query's candidates: text matches (plus `knn_ids`, the
+    kNN candidates, when the query has a vector), or every filtered product without text or vector."""
+    if knn_ids is not None:
+        scope = union_query(query, knn_ids)
+    else:
+        scope = text_query(query)
+        scope["bool"].pop("should", None)  # boosts only change scores, which do not order a field sort
+    return {"size": query.size, "_source": SOURCE, "query": scope, "track_total_hits": True,
+            "aggregations": facet_aggs(query), **_sorted(query)}
+
+
+def _sorted(query: SearchQuery) -> dict[str, Any]:
+    """Sort clauses (the sort key, missing values last, then id) with `search_after` or `from`."""
+    key = query.sort_key
+    if key is None:
+        sort: list[Any] = ["id"]  # browsing: id order (a field name sorts ascending)
+    else:
+        name, descending = key
+        sort = [{SORT_FIELDS[name]: {"order": "desc" if descending else "asc",
+                                     "missing": -MISSING_LAST if descending else MISSING_LAST}}, "id"]
+    page: dict[str, Any] = {"search_after": list(query.after)} if query.after is not None else {"from": query.offset}
+    return {"sort": sort, **page}
 
 
 def similar_body(
@@ -132,20 +198,22 @@ def similar_body(
     return {
         "size": k,
         "_source": SOURCE,
-        "knn": knn_clause(vector, k, filters, field=field, exclude_id=exclude_id),
+        "knn": knn_clause(vector, k, tag_filters(filters), field=field, exclude_id=exclude_id),
     }
 
 
 def template_params(query: SearchQuery) -> dict[str, Any]:
     """Params of the stored search template (``search.{version}.mustache``) for `query`."""
-    knn = knn_clause(query.vector, query.window, query.filters)
+    knn = knn_clause(query.vector, window(query), query_filters(query))
     return {
         "text": query.text,
         "vector": knn["query_vector"],
         "filters": knn["filter"],
+        "boosts": boost_clauses(query) if has_words(query.text) else [],
         "aggs": facet_aggs(query),
+        "from": query.offset,
         "size": query.size,
-        "window": query.window,
+        "window": window(query),
         "num_candidates": knn["num_candidates"],
         "rank_constant": query.rank_constant,
     }

@@ -1,0 +1,165 @@
+"""Stage: a storefront search as the CLI and the service both run it.
+
+Parses the request's text forms (``family=value``, ``price=10:50``, ``price=25,50,100``, ``mmr:0.7``) into a
+`SearchQuery`, checks it against what the catalog has, runs the tagger on the query text (query understanding),
+encodes the text and hands it to `indexer.storefront.search`. Every problem with the request is one `BadInput`
+naming it, raised before anything reaches a backend.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from shoptag.core.errors import BadInput
+from shoptag.indexer import storefront
+from shoptag.indexer.backend import SearchBackend
+from shoptag.indexer.documents import Diversity, SearchQuery, SearchResults
+from shoptag.indexer.paging import Known, Limits, check_query
+from shoptag.indexer.search_common import has_words
+from shoptag.store.records import Store
+from shoptag.tagger.model import TaggerModel
+
+from .encode import Encoders
+from .query_tags import MODES, QueryTag, as_filters, understand
+from shoptag.core.settings import Settings
+from .tag import StaleModelError, load_checked_model
+from .workspace import Workspace
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A storefront query in the text forms a command line or a URL carries."""
+
+    text: str = ""
+    tags: Sequence[str] = ()  # family=value
+    attributes: Sequence[str] = ()  # name=value
+    ranges: Sequence[str] = ()  # name=min:max, either side may be empty
+    facets: Sequence[str] = ()  # tag families
+    attribute_facets: Sequence[str] = ()
+    range_facets: Sequence[str] = ()  # name=e0,e1,...
+    size: int = 10
+    offset: int = 0
+    cursor: str | None = None
+    sort: str = "relevance"
+    highlight: bool = False
+    diversity: str | None = None  # mmr[:lambda] | cap:family[:n]
+    query_tags: str | None = None  # boost | suggest | off; None: the setting `search.query_tags`
+
+
+@dataclass
+class SearchAnswer:
+    results: SearchResults
+    query_tags: list[QueryTag] = field(default_factory=list)  # what query understanding found, and how it was used
+    suggested_filters: dict[str, list[str]] = field(default_factory=dict)
+
+
+def pairs(items: Sequence[str], what: str) -> dict[str, list[str]]:
+    """``name=value`` strings -> name -> values; `BadInput` naming the first malformed one."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise BadInput(f"bad {what} {item[:80]!r}: expected name=value")
+        out.setdefault(name.strip(), []).append(value.strip())
+    return out
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadInput(f"{what}: {text[:40]!r} is not a number") from None
+    if not math.isfinite(value):
+        raise BadInput(f"{what}: {text[:40]!r} is not a finite number")
+    return value
+
+
+def ranges(items: Sequence[str]) -> dict[str, tuple[float | None, float | None]]:
+    """``price=10:50`` (``10:`` and ``:50`` open) -> name -> (min, max)."""
+    out = {}
+    for item in items:
+        name, sep, bounds = item.partition("=")
+        low, colon, high = bounds.partition(":")
+        if not sep or not name.strip() or not colon or not (low.strip() or high.strip()):
+            raise BadInput(f"bad range {item[:80]!r}: expected name=min:max (either side may be empty)")
+        out[name.strip()] = tuple(_number(b, f"range {name.strip()}") if b.strip() else None for b in (low, high))
+    return out  # type: ignore[return-value]
+
+
+def buckets(items: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """``price=25,50,100`` -> name -> bucket edges."""
+    out = {}
+    for item in items:
+        name, sep, edges = item.partition("=")
+        if not sep or not name.strip() or not edges.strip():
+            raise BadInput(f"bad range facet {item[:80]!r}: expected name=edge,edge,...")
+        out[name.strip()] = tuple(_number(e, f"range facet {name.strip()}") for e in edges.split(","))
+    return out
+
+
+def diversity(text: str | None) -> Diversity | None:
+    """``mmr``, ``mmr:0.5``, ``cap:category`` or ``cap:category:3`` -> the re-rank (None: off)."""
+    if not text:
+        return None
+    kind, _, rest = text.partition(":")
+    if kind == "mmr":
+        return Diversity("mmr", lambda_=_number(rest, "mmr lambda") if rest else 0.7)
+    if kind == "cap":
+        family, _, most = rest.partition(":")
+        if not family:
+            raise BadInput("diversity cap needs a tag family: cap:family[:max per value]")
+        if most and not most.isdigit():
+            raise BadInput(f"diversity cap: {most[:20]!r} is not a whole number")
+        return Diversity("cap", family=family, max_per_value=int(most) if most else 2)
+    raise BadInput(f"unknown diversity {text[:40]!r}: mmr[:lambda] or cap:family[:max per value]")
+
+
+def build_query(request: SearchRequest, boost_weight: float) -> SearchQuery:
+    """The backend query of `request` (no vector yet, no query tags yet)."""
+    if request.query_tags is not None and request.query_tags not in MODES:
+        raise BadInput(f"unknown query tags mode {request.query_tags!r}: one of {', '.join(MODES)}")
+    return SearchQuery(
+        text=request.text, filters=pairs(request.tags, "tag filter"), size=request.size, offset=request.offset,
+        sort=request.sort, ranges=ranges(request.ranges), attributes=pairs(request.attributes, "attribute filter"),
+        facets=tuple(request.facets), attribute_facets=tuple(request.attribute_facets),
+        range_facets=buckets(request.range_facets), highlight=request.highlight,
+        diversity=diversity(request.diversity), boost_weight=boost_weight,
+    )
+
+
+def limits(settings: Settings) -> Limits:
+    return Limits(max_size=settings.search.max_size, max_window=settings.search.max_window)
+
+
+def known_names(settings: Settings, store: Store) -> Known:
+    """The numeric attributes the catalog declares and the keyword attributes its products have."""
+    numeric = frozenset(settings.catalog.numeric_attributes)
+    return Known(numeric=numeric, attributes=frozenset(store.attribute_names() - numeric))
+
+
+def query_model(settings: Settings, encoders: Encoders) -> TaggerModel | None:
+    """The tagger that understands queries: the workspace's current model, or None while there is none (or it
+    was trained for other encoders): search then runs without query tags."""
+    try:
+        return load_checked_model(Workspace(settings.workspace).models_dir, encoders)
+    except (FileNotFoundError, StaleModelError):
+        return None
+
+
+def run_search(request: SearchRequest, settings: Settings, store: Store, backend: SearchBackend,
+               encoders: Encoders, model: TaggerModel | None) -> SearchAnswer:
+    """The whole storefront search: checks, query understanding, encoding, retrieval, re-rank, highlights.
+    `model` None: no query tags (none trained yet)."""
+    query = build_query(request, settings.search.boost_weight)
+    bounds, known = limits(settings), known_names(settings, store)
+    check_query(query, bounds, known)  # before the encoder and the tagger run
+    if not has_words(query.text):
+        return SearchAnswer(storefront.search(backend, query, bounds, known, request.cursor))
+    mode = request.query_tags or settings.search.query_tags
+    vector = encoders.text.encode([query.text], query=True)[0]
+    tags = understand(model, query.text, vector, mode) if model is not None else []
+    query = replace(query, vector=vector, boosts=as_filters(tags) if mode == "boost" else {})
+    results = storefront.search(backend, query, bounds, known, request.cursor)
+    return SearchAnswer(results, tags, as_filters(tags) if mode == "suggest" else {})
