@@ -43,6 +43,13 @@ def test_rejects_give_exit_code_3_and_json_counts(run):
 def test_bad_usage_gives_exit_code_2(run):
     assert run("ingest", str(SAMPLE)).exit_code == 0
     assert run("search", "jeans", "--tag", "no-equals-sign").exit_code == EXIT_USAGE
+    for bad, says in ((["--size", "0"], "size must be"), (["--page", "0"], "from must be"),
+                      (["--page", "500"], "cursor"), (["--sort", "cheapest"], "unknown sort"),
+                      (["--range", "price=50:10"], "above max"), (["--range", "price=cheap:10"], "not a number"),
+                      (["--range", "weight=1:2"], "not a numeric attribute"), (["--attr", "nope=1"], "unknown attribute"),
+                      (["--cursor", "garbage"], "damaged"), (["--diversity", "shuffle"], "unknown diversity")):
+        result = run("search", "jeans", *bad)
+        assert result.exit_code == EXIT_USAGE and says in result.output and "Traceback" not in result.output, bad
     assert run("reindex", "--backend", "es").exit_code == EXIT_USAGE  # no Elasticsearch URL set
     assert run("explain", "no-such-id").exit_code == 1
 

@@ -84,6 +84,13 @@ def test_health_docs_and_reads(client):
     found = client.get("/search", params={"q": "牛仔裤", "facet": "category"}).json()
     assert found["total"] > 0 and "sp-001" in [h["id"] for h in found["hits"]]
     assert found["facets"]["category"][0] == {"value": "Jeans", "count": found["facets"]["category"][0]["count"]}
+    params = {"q": "牛仔裤", "size": 2, "highlight": "true", "attr_facet": "brand", "query_tags": "suggest"}
+    page = client.get("/search", params=params).json()
+    following = client.get("/search", params={**params, "cursor": page["cursor"]}).json()
+    assert not {h["id"] for h in page["hits"]} & {h["id"] for h in following["hits"]}
+    assert "<em>牛仔裤</em>" in page["hits"][0]["highlights"]["title"] and page["attribute_facets"]["brand"]
+    assert {t["family"] for t in page["query_tags"]} == set(page["suggested_filters"])
+    assert all(t["used_as"] == "suggestion" and t["score"] >= t["threshold"] for t in page["query_tags"])
 
     tags = client.get("/products/sp-001").json()["tags"]
     assert tags["category"][0] == {"value": "Jeans", "source": "catalog", "status": "accepted", "score": 1.0,
@@ -168,6 +175,17 @@ def test_catalog_images_only_from_the_image_root(client):
     ("get", "/similar/sp-001", {"params": {"k": "many"}}, 422, "k"),
     ("get", "/similar/sp-001", {"params": {"tag": "no-equals-sign"}}, 422, "family=value"),
     ("get", "/search", {"params": {"q": "x" * 501}}, 422, "q"),
+    ("get", "/search", {"params": {"q": "jeans", "size": 0}}, 422, "size must be between"),
+    ("get", "/search", {"params": {"q": "jeans", "size": 5000}}, 422, "size must be between"),
+    ("get", "/search", {"params": {"q": "jeans", "from": -3}}, 422, "from must be 0 or more"),
+    ("get", "/search", {"params": {"q": "jeans", "from": 995, "size": 10}}, 422, "cursor"),
+    ("get", "/search", {"params": {"q": "jeans", "sort": "cheapest"}}, 422, "unknown sort"),
+    ("get", "/search", {"params": {"q": "jeans", "range": "price=50:10"}}, 422, "above max"),
+    ("get", "/search", {"params": {"q": "jeans", "range": "price=low:10"}}, 422, "not a number"),
+    ("get", "/search", {"params": {"q": "jeans", "range": "weight=1:2"}}, 422, "not a numeric attribute"),
+    ("get", "/search", {"params": {"q": "jeans", "attr": "nope=x"}}, 422, "unknown attribute"),
+    ("get", "/search", {"params": {"q": "jeans", "cursor": "garbage"}}, 422, "damaged"),
+    ("get", "/similar/sp-001", {"params": {"diversity": "shuffle"}}, 422, "unknown diversity"),
 ])
 def test_bad_input_gets_a_clear_4xx(client, method, path, kwargs, status, says):
     body = assert_error(client.request(method, path, **{"headers": AUTH, **kwargs}), status)
