@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 ENGLISH_EXTRAS = ("baseColour", "usage", "gender", "season")
@@ -56,9 +56,11 @@ def english_text(tags: Mapping[str, str]) -> str:
     return " ".join(words).lower()
 
 
-def english_queries(catalog: Mapping[str, Mapping[str, Sequence[str]]], count: int, seed: int = 7,
-                    min_perfect: int = 2) -> list[JudgedQuery]:
-    """`count` distinct queries from seed products' tags; each has at least `min_perfect` perfect products."""
+def _sampled(catalog: Mapping[str, Mapping[str, Sequence[str]]], count: int, seed: int, min_perfect: int,
+             required: str, pick: Callable[[random.Random, Mapping[str, Sequence[str]]], dict[str, str] | None],
+             phrase: Callable[[Mapping[str, str]], str]) -> list[JudgedQuery]:
+    """`count` distinct queries: `pick` chooses the tags of a random seed product (None: skip it), `phrase`
+    words them; each query has at least `min_perfect` perfect products."""
     rng = random.Random(seed)
     ids = sorted(catalog)
     seen: set[str] = set()
@@ -66,46 +68,42 @@ def english_queries(catalog: Mapping[str, Mapping[str, Sequence[str]]], count: i
     for _ in range(50 * count):
         if len(queries) == count:
             break
-        product = catalog[rng.choice(ids)]
-        if not product.get("articleType"):
+        tags = pick(rng, catalog[rng.choice(ids)])
+        if tags is None or phrase(tags) in seen:
             continue
-        extras = [f for f in ENGLISH_EXTRAS if product.get(f) and (f != "gender" or product[f][0] in GENDER_WORDS)]
-        chosen = rng.sample(extras, min(len(extras), rng.randint(1, 3)))
-        tags = {"articleType": product["articleType"][0], **{f: product[f][0] for f in chosen}}
-        text = english_text(tags)
-        if text in seen:
-            continue
-        query = JudgedQuery(text, tags, "articleType", grades(tags, "articleType", catalog))
+        query = JudgedQuery(phrase(tags), tags, required, grades(tags, required, catalog))
         if len(query.perfect) >= min_perfect:
-            seen.add(text)
+            seen.add(query.text)
             queries.append(query)
     return queries
+
+
+def english_queries(catalog: Mapping[str, Mapping[str, Sequence[str]]], count: int, seed: int = 7,
+                    min_perfect: int = 2) -> list[JudgedQuery]:
+    """Article type plus one to three more of a seed product's tags, phrased by `english_text`."""
+    def pick(rng: random.Random, product: Mapping[str, Sequence[str]]) -> dict[str, str] | None:
+        if not product.get("articleType"):
+            return None
+        extras = [f for f in ENGLISH_EXTRAS if product.get(f) and (f != "gender" or product[f][0] in GENDER_WORDS)]
+        chosen = rng.sample(extras, min(len(extras), rng.randint(1, 3)))
+        return {"articleType": product["articleType"][0], **{f: product[f][0] for f in chosen}}
+
+    return _sampled(catalog, count, seed, min_perfect, "articleType", pick, english_text)
 
 
 def chinese_queries(catalog: Mapping[str, Mapping[str, Sequence[str]]], count: int, seed: int = 7,
                     min_perfect: int = 2) -> list[JudgedQuery]:
-    """`count` distinct "brand product-type" or "product-type" queries from seed products' tags."""
-    rng = random.Random(seed)
-    ids = sorted(catalog)
-    seen: set[str] = set()
-    queries: list[JudgedQuery] = []
-    for _ in range(50 * count):
-        if len(queries) == count:
-            break
-        product = catalog[rng.choice(ids)]
+    """A seed product's product type, with its brand in front for about half of the queries."""
+    def pick(rng: random.Random, product: Mapping[str, Sequence[str]]) -> dict[str, str] | None:
         if not product.get("product_type"):
-            continue
+            return None
         tags = {"product_type": rng.choice(list(product["product_type"]))}
         if product.get("brand") and rng.random() < 0.5:
             tags["brand"] = rng.choice(list(product["brand"]))
-        text = " ".join(filter(None, (tags.get("brand"), tags["product_type"])))
-        if text in seen:
-            continue
-        query = JudgedQuery(text, tags, "product_type", grades(tags, "product_type", catalog))
-        if len(query.perfect) >= min_perfect:
-            seen.add(text)
-            queries.append(query)
-    return queries
+        return tags
+
+    return _sampled(catalog, count, seed, min_perfect, "product_type", pick,
+                    lambda tags: " ".join(filter(None, (tags.get("brand"), tags["product_type"]))))
 
 
 # ---- metrics --------------------------------------------------------------------------------------------------
