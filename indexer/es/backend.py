@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -111,22 +112,30 @@ class ESBackend:
 
     def vectors(self, ids: list[str]) -> np.ndarray:
         """Fused vectors of `ids` in that order (a row of zeros for a product without one)."""
-        source: dict[str, Any] = {"includes": ["fused_vector"]}
+        field = self._similar_field
+        source: dict[str, Any] = {"includes": [field]}
         if self.server.excludes_vectors:
             source["exclude_vectors"] = False
         with unavailable_as_error(self.settings.url or ""):
             found = self._search({"size": len(ids), "query": {"ids": {"values": ids}}, "_source": source})["hits"]["hits"]
-        by_id = {h["_id"]: h["_source"]["fused_vector"] for h in found if h.get("_source", {}).get("fused_vector")}
+        by_id = {h["_id"]: h["_source"][field] for h in found if h.get("_source", {}).get(field) is not None}
         out = np.zeros((len(ids), self.dims.fused), dtype=np.float32)
         for row, pid in enumerate(ids):
             if pid in by_id:
-                out[row] = by_id[pid]
+                value = by_id[pid]  # base64 big-endian float32 where the server stores it so (9.3+)
+                out[row] = np.frombuffer(base64.b64decode(value), dtype=">f4") if isinstance(value, str) else value
         return out
+
+    @property
+    def _similar_field(self) -> str:
+        """The vector `similar` compares: the fused one, which a text-only index does not store (it is the text
+        vector there)."""
+        return "fused_vector" if self.dims.image is not None else "text_vector"
 
     def similar(self, product_id: str, k: int = 10, filters: dict[str, list[str]] | None = None) -> list[Hit]:
         """Nearest products by fused vector within `filters`, never the product itself; KeyError if unknown."""
         with unavailable_as_error(self.settings.url or ""):
-            field = "fused_vector" if self.dims.image is not None else "text_vector"  # text-only: the same vector
+            field = self._similar_field
             vector = self._vector(product_id, field)
             body = similar_body(vector, k, filters or {}, product_id, field=field)
             return [_hit(h) for h in self._search(body)["hits"]["hits"]]
