@@ -41,6 +41,8 @@ class ServiceMetrics:
                                       "model's top candidate, by family.", ["family"], registry=self.registry)
         self.review_queue = Gauge("shoptag_review_queue", "Items waiting for review, by family.", ["family"],
                                   registry=self.registry)
+        self.retrains = Counter("shoptag_review_retrains", "Scheduled `train --if-better` runs, by verdict.",
+                                ["verdict"], registry=self.registry)
         self.review_pace = Gauge("shoptag_review_decisions_per_hour", "Review decisions per hour over the last hour.",
                                  registry=self.registry)
 

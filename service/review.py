@@ -72,6 +72,7 @@ def apply(state: ServiceState, ids: list[str], write) -> Any:
         except ShoptagError as exc:
             raise HTTPException(outcome(exc).http_status, str(exc)) from None
         state.sync_search(ids)
+        state.learn(ids)
     return result
 
 
@@ -98,6 +99,7 @@ def post_decisions(state: State, request: Request, body: DecisionsIn) -> Decided
     decided = apply(state, ids, lambda: decide(
         state.store, state.review, [DecisionIn(d.id, d.family, d.action, list(d.values)) for d in body.decisions], who))
     state.metrics.feedback.inc(len(decided))
+    state.decided(len(decided))
     return DecidedOut(decisions=decided, products=ids)
 
 
@@ -124,6 +126,7 @@ def post_bulk(state: State, request: Request, body: BulkIn) -> DecidedOut:
     decided = apply(state, ids, lambda: bulk_accept(state.store, state.review, body.family, body.min_score, who,
                                                     body.tag))
     state.metrics.feedback.inc(len(decided))
+    state.decided(len(decided))
     return DecidedOut(decisions=decided, products=ids)
 
 

@@ -21,11 +21,12 @@ from shoptag.pipeline.encode import Encoders, encode_products
 from shoptag.pipeline.reindex import converge
 from shoptag.pipeline.search_docs import search_docs
 from shoptag.pipeline.tag import StaleModelError, load_checked_model
+from shoptag.pipeline.train import train_if_better
 from shoptag.pipeline.workspace import Workspace
 from shoptag.store.records import Store
 from shoptag.store.review_log import ReviewLog, open_review_log
 from shoptag.tagger.embedding_cache import EmbeddingCache
-from shoptag.tagger.model import TaggerModel, current_name
+from shoptag.tagger.model import TaggerModel, current_name, learn_labels
 
 from .journal import WriteJournal
 from .metrics import ServiceMetrics
@@ -57,6 +58,8 @@ class ServiceState:
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     _model: TaggerModel | None = None
     _model_pointer: str | None = None
+    _decided: int = 0  # review decisions since the last scheduled retraining
+    _retraining: threading.Thread | None = None
 
     @classmethod
     def open(cls, settings: Settings, metrics: ServiceMetrics) -> ServiceState:
@@ -100,6 +103,40 @@ class ServiceState:
             self._model_pointer = current
         assert self._model is not None
         return self._model
+
+    def learn(self, ids: list[str]) -> None:
+        """People's labels of `ids` join the loaded model's kNN vote at once (call inside `writing`)."""
+        if self._model is None or self.model_name() != self._model_pointer:
+            return  # the next model loaded was trained on them
+        products = self.store.products(ids)
+        vectors, _ = encode_products(products, self.encoders, self.cache, show_progress=False)
+        known = self.store.known_tags([p.id for p in products])
+        learn_labels(self._model, [p.id for p in products], vectors.fused, [known.get(p.id, {}) for p in products])
+
+    def decided(self, count: int) -> None:
+        """Count review decisions; after `review.retrain_after` of them, `train --if-better` in the background (one
+        at a time). A promoted model is used from the next write; `shoptag tag` re-tags the catalog with it."""
+        every = self.settings.review.retrain_after
+        if not every:
+            return
+        self._decided += count
+        if self._decided >= every and not (self._retraining and self._retraining.is_alive()):
+            self._decided = 0
+            self._retraining = threading.Thread(target=self._retrain, name="shoptag-retrain", daemon=True)
+            self._retraining.start()
+
+    def _retrain(self) -> None:
+        store = Workspace(self.settings.workspace).open_store()  # its own connection: reads never wait on ours
+        try:
+            _, summary = train_if_better(self.settings, store, self.encoders, show_progress=False)
+            verdict = "promoted" if summary["guard"]["promoted"] else "kept aside"
+            self.metrics.retrains.labels(verdict).inc()
+            log.info("scheduled retraining: %s %s %s", summary["model"], verdict, "; ".join(summary["guard"]["reasons"]))
+        except Exception:
+            self.metrics.retrains.labels("failed").inc()
+            log.exception("scheduled retraining failed")
+        finally:
+            store.close()
 
     # ---- writes ---------------------------------------------------------------------------------------------
     @contextmanager

@@ -51,6 +51,7 @@ def apply_corrections(state: ServiceState, items: list[tuple[str, str, list[str]
             raise UnknownProducts(unknown)
         state.store.add_feedback(items, origin="service")
         state.sync_search(ids)
+        state.learn(ids)
     state.metrics.feedback.inc(len(items))
     return ids
 

@@ -299,12 +299,12 @@ class Store:
                 out.setdefault(pid, {})[family] = []
         return out
 
-    def known_tags(self) -> dict[str, dict[str, list[str]]]:
-        """Training labels: per product, per family, feedback values else catalog values."""
+    def known_tags(self, ids: Sequence[str] | None = None) -> dict[str, dict[str, list[str]]]:
+        """Training labels: per product (of `ids`, default all), per family, feedback values else catalog values."""
         return {
             pid: {family: [v for v, source, _ in values if source != "model"] for family, values in families.items()
                   if all(source != "model" for _, source, _ in values)}
-            for pid, families in self.effective_tags().items()
+            for pid, families in self.effective_tags(ids).items()
         }
 
     def _feedback_cleared(self, ids: Sequence[str] | None = None) -> list[tuple[str, str]]:

@@ -317,6 +317,29 @@ def _evidence(model: TaggerModel, fs: FamilyScores, family: str, row: int, col: 
     }
 
 
+def learn_labels(
+    model: TaggerModel, ids: Sequence[str], vectors: np.ndarray, tags: Sequence[Mapping[str, Sequence[str]]]
+) -> None:
+    """People's latest labels of `ids` (all their families) take part in the kNN vote at once: products new to the
+    labelled set join the index, known ones get their label rows replaced. The heads, the lexical source and the
+    calibration learn them at the next training."""
+    row_of = model.row_of()
+    new = [i for i, pid in enumerate(ids) if pid not in row_of]
+    if new:
+        model.index.add([ids[i] for i in new], vectors[new])
+        row_of.update({ids[i]: len(model.labelled_ids) + k for k, i in enumerate(new)})
+        model.labelled_ids.extend(ids[i] for i in new)
+    for family, fm in model.families.items():
+        labels = model.labels[family]
+        if new:
+            labels = sp.vstack([labels, sp.csr_matrix((len(new), labels.shape[1]), dtype=labels.dtype)])
+        rows = fm.vocab.label_matrix([t.get(family) for t in tags])
+        labels = labels.tolil()
+        for i, pid in enumerate(ids):
+            labels[row_of[pid]] = rows[i]
+        model.labels[family] = labels.tocsr()
+
+
 # ---- persistence ----------------------------------------------------------------------------------------------
 def save_model(model: TaggerModel, models_dir: Path, *, make_current: bool = True) -> Path:
     """Write the model to a new folder, then (unless told not to: a candidate kept aside) point

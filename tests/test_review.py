@@ -4,6 +4,7 @@ feedback visible at once in search and `explain`, the audit trail, undo, bulk ac
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -162,3 +163,39 @@ def test_bulk_accept_stats_metrics_and_audit(served):
     assert result["reviewed"] == len(decisions)
     assert result["measured_precision"] == pytest.approx(1.0 if not second else result["measured_precision"])
     assert 0 < result["calibrated_precision"] <= 1 and result["interval95"][0] <= result["measured_precision"]
+
+
+def voters(client: httpx.Client, pid: str, title: str, family: str) -> set[str]:
+    response = client.post("/products", json={"id": pid, "title": title})
+    assert response.status_code == 200, response.text
+    (product,) = response.json()["products"]
+    return {n["id"] for t in product["tags"].get(family, []) if t.get("evidence") for n in t["evidence"]["neighbours"]}
+
+
+def test_a_decision_votes_in_the_next_tagging_at_once(served):
+    client, _ = served
+    item = next(i for i in client.get("/review", params={"limit": 500}).json()["items"]
+                if i["product_id"].startswith("extra-") and i["kind"] == "review")
+    pid, family = item["product_id"], item["family"]
+    assert pid not in voters(client, "twin-before", item["title"], family)  # unlabelled: it cannot vote
+    decided = client.post("/review/decisions", json={"decisions": [{"id": pid, "family": family, "action": "accept"}]})
+    assert decided.status_code == 200, decided.text
+    assert pid in voters(client, "twin-after", item["title"], family)  # no retraining in between
+
+
+def test_the_service_retrains_after_n_decisions(review_workspace, tmp_path):
+    settings = copy_of(review_workspace, tmp_path / "ws")
+    settings = settings.model_copy(update={"review": settings.review.model_copy(update={"retrain_after": 2})})
+    models = Workspace(settings.workspace).models_dir
+    before = {p.name for p in models.glob("tagger-*")}
+    with thread_server(settings) as url, httpx.Client(base_url=url, timeout=120, headers=AUTH) as client:
+        items = client.get("/review").json()["items"][:2]
+        for item in items:
+            decision = {"id": item["product_id"], "family": item["family"], "action": "reject"}
+            assert client.post("/review/decisions", json={"decisions": [decision]}).status_code == 200
+        deadline = time.monotonic() + 120
+        while "shoptag_review_retrains_total{" not in client.get("/metrics").text and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert 'shoptag_review_retrains_total{verdict="promoted"} 1.0' in client.get("/metrics").text
+    (new,) = {p.name for p in models.glob("tagger-*")} - before
+    assert json.loads((models / new / "guard.json").read_text())["promoted"]

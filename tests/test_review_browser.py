@@ -21,9 +21,12 @@ require_browser()
 
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-KEYS = ["x", "a", "2", "a", "3", "a", "x", "2", "a", "a"] * 2  # reject, accept, pick another: 20 decisions
+# reject, accept, pick another, type another value: 20 decisions
+KEYS = ["x", "a", "2", "a", "3", "a", "x", "2", "a", "a", "o", "a", "2", "a", "3", "a", "x", "2", "a", "a"]
+TYPED = "Hand-made 手工"
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +108,11 @@ def test_review_twenty_with_the_keyboard_then_undo(site, tmp_path):
         if key in "23" and len(values) < int(key):
             key = "a"
         press(driver, key)
+        if key == "o":
+            ActionChains(driver).send_keys(TYPED, Keys.ENTER).perform()
         wait(driver, lambda d, item=item: "done" in item.get_attribute("class"))
-        expected.append((pid, family, [] if key == "x" else [values[0 if key == "a" else int(key) - 1]]))
+        set_to = {"x": [], "o": [TYPED], "a": values[:1]}[key] if key in "xoa" else [values[int(key) - 1]]
+        expected.append((pid, family, set_to))
     assert driver.find_element(By.ID, "stat-decisions").text == "20"
     shot(driver, tmp_path, "review-decided")
 

@@ -106,12 +106,14 @@
 
   document.addEventListener("keydown", (event) => {
     const t = event.target;
+    if (t && t.closest && t.closest("form.other") && event.key === "Escape") { t.blur(); show(current); return; }
     if (t && (t.tagName === "INPUT" || t.tagName === "SELECT" || t.tagName === "TEXTAREA")) return;
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     const key = event.key;
     if (key === "a" || key === "Enter") decide("accept");
     else if (key >= "1" && key <= "9") pick(Number(key));
     else if (key === "x") decide("reject");
+    else if (key === "o" && items[current]) items[current].querySelector("form.other input").focus();
     else if (key === "s" || key === "ArrowRight") { const n = nextPending(current, 1); show(n >= 0 ? n : current); }
     else if (key === "ArrowLeft") show(current - 1);
     else if (key === "u") undo();
@@ -121,7 +123,15 @@
   });
 
   items.forEach((el, k) => {
-    el.addEventListener("click", () => show(k));
+    el.querySelector("form.other").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const input = event.target.querySelector("input");
+      const value = input.value.trim();
+      if (!value) return;
+      show(k);
+      decide("correct", [value]).then(() => { input.value = ""; input.blur(); });
+    });
+    el.addEventListener("click", (event) => { if (!event.target.closest("form")) show(k); });
     el.querySelectorAll(".cand").forEach((button, n) => button.addEventListener("click", (event) => {
       event.stopPropagation(); show(k); pick(n + 1);
     }));
