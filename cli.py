@@ -18,6 +18,7 @@ from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -57,7 +58,7 @@ def _session(config: Path | None, workspace: Path | None) -> Iterator[tuple[Any,
     except typer.Exit:
         raise
     except ShoptagError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print("[red]error:[/]", escape(str(exc)))  # messages quote server text such as "[RRF]"
         raise typer.Exit(outcome(exc).exit_code) from None
     except (KeyError, FileNotFoundError, ValueError, RuntimeError, OSError, sqlite3.Error) as exc:
         err.print(f"[red]error:[/] {exc}")
@@ -67,8 +68,11 @@ def _session(config: Path | None, workspace: Path | None) -> Iterator[tuple[Any,
 
 
 def _plain(value: Any) -> Any:
-    if is_dataclass(value):
+    """Dataclasses (also inside lists, e.g. search hits) as dicts, so `--json` prints data, never a repr."""
+    if is_dataclass(value) and not isinstance(value, type):
         return asdict(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
     return value
 
 

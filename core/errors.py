@@ -30,6 +30,11 @@ class BackendUnavailable(ShoptagError):
     """A service shoptag depends on cannot be reached or refuses us (Elasticsearch down, bad credentials)."""
 
 
+class BackendRefused(BackendUnavailable):
+    """A backend answered, but with an error for this request (overloaded after retries, a missing index, an
+    unsupported server); the message names the backend and its answer."""
+
+
 class Corrupt(ShoptagError):
     """Data shoptag wrote earlier cannot be read back (a damaged index or model file)."""
 
@@ -49,6 +54,7 @@ OUTCOMES: dict[type[ShoptagError], Outcome] = {
     NotFound: Outcome(4, 404, "the named product, file or model does not exist"),
     Conflict: Outcome(5, 409, "the state does not allow it yet (e.g. retrain first)"),
     BackendUnavailable: Outcome(6, 503, "a backend is down or refuses the credentials; retry later"),
+    BackendRefused: Outcome(6, 502, "a backend answered with an error; the message says which"),
     Corrupt: Outcome(7, 500, "stored data cannot be read; rebuild it (reindex, retrain)"),
     ShoptagError: Outcome(1, 500, "failed; the message says why"),
 }

@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shoptag.core.errors import ShoptagError, outcome
+
 log = logging.getLogger("shoptag.service")
 
 
@@ -91,6 +93,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(*_validation_detail(exc))
+
+    @app.exception_handler(ShoptagError)
+    async def failed(request: Request, exc: ShoptagError) -> JSONResponse:
+        """A failure shoptag names (a backend down or refusing, a conflict): its status from the one table."""
+        return error_response(outcome(exc).http_status, str(exc))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

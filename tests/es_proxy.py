@@ -38,6 +38,8 @@ class Persona:
     licence: str = "enterprise"  # `GET _license` type; "basic" refuses the rrf and linear retrievers
     reject_bulk: int = 0
     reject_search: int = 0
+    reject_all: bool = False  # every request after the version check is answered 429
+    password: str | None = None  # when set, requests without this basic-auth password get 401
 
     @property
     def major(self) -> int:
@@ -112,6 +114,12 @@ class ESProxy:
         if refused is not None:
             return 400, refused, product
         path = urlsplit(target).path
+        if persona.password is not None and headers.get("authorization") != _basic("shop", persona.password):
+            cause = {"type": "security_exception", "reason": f"unable to authenticate user [shop] for REST request [{path}]",
+                     "header": {"WWW-Authenticate": ['Basic realm="security" charset="UTF-8"']}}
+            return 401, {"error": {"root_cause": [cause], **cause}, "status": 401}, {"www-authenticate": 'Basic realm="security"'}
+        if persona.reject_all and path != "/":
+            return 429, _rejected(), product
         if method == "GET" and path == "/":
             return 200, self._info(), product
         if method == "GET" and path == "/_license":
@@ -198,6 +206,10 @@ def _decode_vectors(body: bytes) -> bytes:
             line = json.dumps(document)
         lines.append(line)
     return ("\n".join(lines) + "\n").encode()
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def _plain(headers: dict[str, str]) -> dict[str, str]:

@@ -11,6 +11,7 @@ import pytest
 from es_proxy import COMPAT, ESProxy, Persona
 from fixtures_search import DIMS, drop_alias, es_settings, topic_vector
 
+from shoptag.core.errors import BadInput
 from shoptag.indexer.documents import SearchQuery
 from shoptag.indexer.es.backend import ESBackend
 from shoptag.indexer.es.client import BackendUnavailable
@@ -100,5 +101,5 @@ def test_features_follow_the_server_version():
 
 def test_bbq_index_options_need_a_server_that_has_them(proxy_for):
     proxy = proxy_for(version="8.15.3")
-    with pytest.raises(ValueError, match="bbq_hnsw needs Elasticsearch 8.16 or later; the server is Elasticsearch 8.15.3"):
+    with pytest.raises(BadInput, match="bbq_hnsw needs Elasticsearch 8.16 or later; the server is Elasticsearch 8.15.3"):
         ESBackend(es_settings(proxy.url, vector_index_type="bbq_hnsw"), DIMS)

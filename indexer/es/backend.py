@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from elasticsearch import ApiError, Elasticsearch, NotFoundError
 
+from shoptag.core.errors import BackendRefused, BadInput
 from shoptag.core.settings import ESSettings
 
 from ..documents import Hit, RangeBucket, SearchDoc, SearchQuery, SearchResults, WriteReport
@@ -37,7 +38,7 @@ class ESBackend:
         self._client = client if client is not None else make_client(settings)
         self.server = identify_server(self._client, settings.url or "")  # pins the client to the server's major
         if settings.vector_index_type.startswith("bbq") and not self.server.bbq:
-            raise ValueError(f"es.vector_index_type={settings.vector_index_type} needs Elasticsearch 8.16 or later; "
+            raise BadInput(f"es.vector_index_type={settings.vector_index_type} needs Elasticsearch 8.16 or later; "
                              f"the server is {self.server}")
         self._rrf = settings.hybrid != "client"  # cleared when the cluster turns the retriever down
 
@@ -177,7 +178,7 @@ class ESBackend:
 
     def _vector(self, product_id: str, field: str) -> list[float]:
         """A stored vector, asked for explicitly where the server leaves vectors out of `_source` (9.2+);
-        KeyError for an unknown product, `LookupError` when the server returns the product without it."""
+        KeyError for an unknown product, `BackendRefused` when the server returns the product without it."""
         source: dict[str, Any] = {"includes": [field]}
         if self.server.excludes_vectors:
             source["exclude_vectors"] = False
@@ -189,7 +190,7 @@ class ESBackend:
             raise KeyError(product_id)
         vector = hits[0].get("_source", {}).get(field)
         if vector is None:
-            raise LookupError(f"Elasticsearch returned product {product_id!r} without its {field}")
+            raise BackendRefused(f"Elasticsearch returned product {product_id!r} without its {field}")
         return vector
 
     def _fingerprints(self, ids: list[str]) -> dict[str, str]:

@@ -6,21 +6,21 @@ its logs or our errors show: a ``user:password@`` in the configured URL is moved
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from elasticsearch import AuthenticationException, ConnectionTimeout, Elasticsearch
+from elastic_transport import TlsError
+from elasticsearch import ApiError, AuthenticationException, AuthorizationException, ConnectionTimeout, Elasticsearch
 from elasticsearch import ConnectionError as ESConnectionError
+
+from shoptag.core.errors import BackendRefused, BackendUnavailable
 
 from shoptag.core.settings import ESSettings
 
 from .server import PinnedTransport, Server, UnsupportedServer, probe
-
-
-class BackendUnavailable(RuntimeError):
-    """The search cluster cannot be reached (or refuses our credentials); the message names it without secrets."""
 
 
 def public_url(url: str) -> str:
@@ -71,15 +71,44 @@ def identify_server(client: Elasticsearch, url: str) -> Server:
         try:
             return probe(client)
         except UnsupportedServer as error:
-            raise BackendUnavailable(f"Elasticsearch at {public_url(url)}: {error}") from None
+            raise BackendRefused(f"Elasticsearch at {public_url(url)}: {error}") from None
 
 
 @contextmanager
 def unavailable_as_error(url: str) -> Iterator[None]:
-    """Turn the client's connection and authentication failures into `BackendUnavailable`."""
+    """Turn what the client raises when the cluster cannot serve us into one line naming the cluster (never its
+    credentials): `BackendUnavailable` when it cannot be reached or refuses the credentials, `BackendRefused`
+    when it answers with an error (overloaded after the retries, a missing index, anything else)."""
+    where = f"Elasticsearch at {public_url(url)}"
     try:
         yield
+    except TlsError as error:
+        reason = re.search(r"\[SSL[^\]]*\] ([^(]+)", str(error))
+        raise BackendUnavailable(f"{where}: the TLS connection failed ({reason[1].strip() if reason else 'handshake'}); "
+                                 "check es.ca_certs and es.verify_certs, and that the URL's scheme is the server's") from error
     except (ESConnectionError, ConnectionTimeout) as error:
-        raise BackendUnavailable(f"Elasticsearch at {public_url(url)} is unreachable ({type(error).__name__})") from error
+        raise BackendUnavailable(f"{where} is unreachable ({type(error).__name__})") from error
     except AuthenticationException as error:
-        raise BackendUnavailable(f"Elasticsearch at {public_url(url)} rejected the credentials") from error
+        raise BackendUnavailable(f"{where} rejected the credentials (401)") from error
+    except AuthorizationException as error:
+        raise BackendUnavailable(f"{where}: the credentials lack a privilege for this request (403 "
+                                 f"{_error_reason(error)})") from error
+    except ApiError as error:
+        if error.status_code == 429:
+            raise BackendRefused(f"{where} is overloaded (429 {_error_reason(error)}) after the client's retries; "
+                                 "retry later") from error
+        if error.status_code == 404 and error.message == "index_not_found_exception":
+            raise BackendRefused(f"{where} has no such index ({_error_reason(error)}); run `shoptag reindex`") from error
+        raise BackendRefused(f"{where} refused a request ({error.status_code} {_error_reason(error)})") from error
+
+
+def _error_reason(error: ApiError) -> str:
+    """`type: reason` of an Elasticsearch error body, on one line."""
+    body = error.body if isinstance(error.body, dict) else {}
+    cause = body.get("error") if isinstance(body.get("error"), dict) else {}
+    kind = cause.get("type") or (error.message if error.message not in (None, "None", "") else "no details")
+    return _first_line(f"{kind}: {cause['reason']}" if cause.get("reason") else kind)
+
+
+def _first_line(value: object) -> str:
+    return str(value).strip().splitlines()[0][:300] if str(value).strip() else type(value).__name__

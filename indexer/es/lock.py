@@ -18,6 +18,8 @@ from typing import Any
 
 from elasticsearch import ApiError, ConflictError, Elasticsearch, NotFoundError, TransportError
 
+from shoptag.core.errors import Conflict
+
 LOCK_ID = "reindex"
 LOCK_MAPPING = {
     "dynamic": "strict",
@@ -37,7 +39,7 @@ LOCK_MAPPING = {
 _HELD: set[str] = set()
 
 
-class ReindexLocked(RuntimeError):
+class ReindexLocked(Conflict):
     """Another reindex of the same alias holds the lock."""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from elasticsearch import Elasticsearch, TransportError, helpers
 
+from shoptag.core.errors import Conflict, ShoptagError
 from shoptag.core.settings import ESSettings
 from ..documents import SearchDoc, WriteReport
 from ..search_common import VectorDims, doc_fingerprint, split_attributes, tag_values
@@ -30,11 +31,11 @@ from .server import Server
 BUILD_SETTINGS = {"number_of_replicas": 0, "refresh_interval": "-1"}
 
 
-class ReindexCheckFailed(RuntimeError):
+class ReindexCheckFailed(ShoptagError):
     """The new index is not what was sent (count or mapping); the alias was not moved."""
 
 
-class NothingToRollBack(RuntimeError):
+class NothingToRollBack(Conflict):
     """No previous index is kept for the alias."""
 
 

@@ -120,6 +120,8 @@ def probe(client: Elasticsearch) -> Server:
     except UnsupportedProductError as error:  # 2xx without X-Elastic-Product: OpenSearch or a pre-7.14 server
         info, product = (error.body if isinstance(error.body, dict) else {}), False
     except ApiError as error:
+        if error.status_code in (401, 403, 429) or error.status_code >= 500:
+            raise  # credentials, privileges, load: said as such by the caller
         raise UnsupportedServer(f"the server answered {error.status_code} to a version check; "
                                 f"shoptag supports {SUPPORTED}") from error
     server = identify(info, product)
