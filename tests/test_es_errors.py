@@ -102,8 +102,9 @@ def test_bulk_requests_answered_429_are_retried_never_dropped(proxy, catalog_doc
 
 def test_json_output_of_hits_is_data_not_a_repr():
     hits = [Hit(id="a", score=0.5, title="裙", tags={"color": ["red"]})]
-    assert json.loads(json.dumps(_plain(hits), ensure_ascii=False)) == [
-        {"id": "a", "score": 0.5, "title": "裙", "tags": {"color": ["red"]}}]
+    (printed,) = json.loads(json.dumps(_plain(hits), ensure_ascii=False))
+    assert {k: printed[k] for k in ("id", "score", "title", "tags")} == {
+        "id": "a", "score": 0.5, "title": "裙", "tags": {"color": ["red"]}}
 
 
 def test_a_refused_request_names_the_server_answer():
