@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shoptag.core.errors import BadInput
-from shoptag.store.review_log import Decision, ReviewLog, ReviewRow
+from shoptag.store.review_log import Decision, ReviewLog
 from shoptag.store.records import Store
 
 ACTIONS = ("accept", "correct", "reject")
@@ -59,44 +59,34 @@ def priority(scores: np.ndarray, traffic: np.ndarray | None = None) -> np.ndarra
     return uncertainty if traffic is None else uncertainty * (1.0 + np.asarray(traffic, dtype=np.float64))
 
 
-def _candidates(row: ReviewRow) -> list[dict]:
-    top = max(row.tags, key=lambda t: t.score or 0.0)
-    if row.audit_id is None and top.evidence and top.evidence.get("candidates"):
-        return list(top.evidence["candidates"])
-    return [{"value": t.value, "score": round(t.score or 0.0, 4)} for t in sorted(row.tags, key=lambda t: -(t.score or 0))]
-
-
 def queue(
     store: Store, log: ReviewLog, *, family: str | None = None, tag: str | None = None, limit: int = 50,
     offset: int = 0, traffic: Mapping[str, float] | None = None,
 ) -> tuple[list[QueueItem], int]:
     """One page of the queue (audit draws first, then by expected value) and how many items match in all.
     `tag` keeps the items whose top candidate is that value."""
-    rows = [r for r in log.pending() if family is None or r.family == family]
-    cands = [_candidates(r) for r in rows]
-    if tag is not None:
-        keep = [i for i, c in enumerate(cands) if c and c[0]["value"] == tag]
-        rows, cands = [rows[i] for i in keep], [cands[i] for i in keep]
-    tops = np.array([c[0]["score"] if c else 0.0 for c in cands], dtype=np.float64)
+    rows = [r for r in log.pending() if (family is None or r.family == family) and (tag is None or r.values[0] == tag)]
+    tops = np.array([r.score for r in rows], dtype=np.float64)
     views = None if traffic is None else np.array([traffic.get(r.product_id, 0.0) for r in rows])
     value = priority(tops, views)
     order = sorted(range(len(rows)), key=lambda i: (rows[i].audit_id is None, -value[i], rows[i].product_id, rows[i].family))
-    page = order[offset : offset + limit]
-    products = {p.id: p for p in store.products(sorted({rows[i].product_id for i in page}))}
-    voters = sorted({n["id"] for i in page for t in rows[i].tags if t.evidence for n in t.evidence.get("neighbours", [])})
+    page = [rows[i] for i in order[offset : offset + limit]]
+    values = [float(value[i]) for i in order[offset : offset + limit]]
+    evidence = log.evidence(page) if page else []
+    products = {p.id: p for p in store.products(sorted({r.product_id for r in page}))}
+    voters = sorted({n["id"] for ev in evidence for n in ev.get("neighbours", [])})
     titles = {p.id: p.title for p in store.products(voters)} if voters else {}
     items = []
-    for i in page:
-        row, product = rows[i], products.get(rows[i].product_id)
+    for row, ev, v in zip(page, evidence, values):
+        product = products.get(row.product_id)
         if product is None:
             continue
-        best = max(row.tags, key=lambda t: t.score or 0.0)
-        evidence = best.evidence or {}
+        candidates = ev.get("candidates") if row.audit_id is None else None
         items.append(QueueItem(
             row.product_id, row.family, "review" if row.audit_id is None else "audit", product.title,
-            bool(product.image), cands[i], float(tops[i]), evidence.get("threshold"), evidence.get("sources", {}),
-            [{**n, "title": titles.get(n["id"], "")} for n in evidence.get("neighbours", [])],
-            round(float(value[i]), 6), row.audit_id,
+            bool(product.image), candidates or [{"value": x, "score": round(row.score, 4)} for x in row.values],
+            round(row.score, 4), ev.get("threshold"), ev.get("sources", {}),
+            [{**n, "title": titles.get(n["id"], "")} for n in ev.get("neighbours", [])], round(v, 6), row.audit_id,
         ))
     return items, len(rows)
 
@@ -104,7 +94,7 @@ def queue(
 def decide(store: Store, log: ReviewLog, decisions: Sequence[DecisionIn], reviewer: str) -> list[int]:
     """Apply decisions, all or none: accept takes the model's top candidate (or, for an audit draw, the values it
     accepted), correct sets the given values, reject says none applies. Returns the decision ids."""
-    pending = {(r.product_id, r.family): r for r in log.pending()}
+    pending = {(r.product_id, r.family): r for r in log.pending(sorted({d.product_id for d in decisions}))}
     items = []
     for d in decisions:
         if d.action not in ACTIONS:
@@ -116,7 +106,7 @@ def decide(store: Store, log: ReviewLog, decisions: Sequence[DecisionIn], review
         if d.action == "accept":
             if row is None:
                 raise ReviewError(f"{d.product_id} / {d.family} is not in the review queue: nothing to accept")
-            values = [_candidates(row)[0]["value"]] if row.audit_id is None else [t.value for t in row.tags]
+            values = row.values[:1] if row.audit_id is None else row.values
         elif d.action == "correct" and not values:
             raise ReviewError(f"{d.product_id} / {d.family}: a correction needs values (reject says none applies)")
         elif d.action == "reject":

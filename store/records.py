@@ -159,6 +159,10 @@ class Store:
         """Rows of one read-only statement: for the modules that keep their own tables in this file."""
         return self._query(sql, params)
 
+    def rows_for(self, sql: str, ids: Sequence[str], params: Sequence = ()) -> list[tuple]:
+        """`read` for a statement whose `{ids}` stands for a list of ids of any length."""
+        return self._rows_for(sql, ids, params)
+
     def _query(self, sql: str, params: Sequence = ()) -> list[tuple]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()

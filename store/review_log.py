@@ -86,11 +86,12 @@ class Decision:
 
 @dataclass(frozen=True)
 class ReviewRow:
-    """One (product, family) waiting for a person: the model's stored tag rows of that family."""
+    """One (product, family) waiting for a person: the model's value(s) there and its (lowest) score."""
 
     product_id: str
     family: str
-    tags: list[TagRow]
+    values: list[str]  # "needs review": the top candidate; an audit draw: the values the model accepted
+    score: float
     audit_id: int | None  # set when the row was drawn by an audit (its tags are auto-accepted)
 
 
@@ -118,26 +119,36 @@ class ReviewLog:
         self.store = store
 
     # ---- the queue ------------------------------------------------------------------------------------------
-    def pending(self) -> list[ReviewRow]:
-        """Every model "needs review" family, and every audit draw nobody has decided yet."""
-        review = self.store.read(
-            "SELECT product_id, family, value, status, score, evidence FROM tags "
-            "WHERE status = 'review' AND source = 'model' ORDER BY product_id, family")
-        audit = self.store.read(
-            "SELECT a.audit_id, a.product_id, a.family, t.value, t.status, t.score, t.evidence FROM audit_items a "
+    def pending(self, product_ids: Sequence[str] | None = None) -> list[ReviewRow]:
+        """Every model "needs review" family, and every audit draw nobody has decided yet (of `product_ids` only,
+        when given). Evidence is left out: `evidence` reads it for the few items a page shows."""
+        review_sql = ("SELECT product_id, family, value, score FROM tags WHERE status = 'review' AND source = 'model'")
+        audit_sql = (
+            "SELECT a.audit_id, a.product_id, a.family, t.value, t.score FROM audit_items a "
             "JOIN tags t ON t.product_id = a.product_id AND t.family = a.family AND t.source = 'model' "
             "AND t.status = 'accepted' "
             "WHERE NOT EXISTS (SELECT 1 FROM review_decisions d WHERE d.audit_id = a.audit_id "
-            "AND d.product_id = a.product_id AND d.family = a.family AND d.undone_at IS NULL) "
-            "ORDER BY a.product_id, a.family")
-        grouped: dict[tuple[str, str, int | None], list[TagRow]] = {}
-        for pid, family, value, status, score, ev in review:
-            grouped.setdefault((pid, family, None), []).append(
-                TagRow(value, "model", status, score, json.loads(ev) if ev else None))
-        for audit_id, pid, family, value, status, score, ev in audit:
-            grouped.setdefault((pid, family, audit_id), []).append(
-                TagRow(value, "model", status, score, json.loads(ev) if ev else None))
-        return [ReviewRow(pid, family, tags, audit_id) for (pid, family, audit_id), tags in grouped.items()]
+            "AND d.product_id = a.product_id AND d.family = a.family AND d.undone_at IS NULL)")
+        if product_ids is None:
+            review, audit = self.store.read(review_sql), self.store.read(audit_sql)
+        else:
+            review = self.store.rows_for(review_sql + " AND product_id IN ({ids})", product_ids)
+            audit = self.store.rows_for(audit_sql + " AND a.product_id IN ({ids})", product_ids)
+        grouped: dict[tuple[str, str, int | None], tuple[list[str], float]] = {}
+        for audit_id, pid, family, *tag in [(None, *r) for r in review] + audit:
+            values, low = grouped.get((pid, family, audit_id), ([], 1.0))
+            grouped[(pid, family, audit_id)] = ([*values, tag[0]], min(low, tag[1] if tag[1] is not None else 1.0))
+        return [ReviewRow(pid, family, values, score, audit_id)
+                for (pid, family, audit_id), (values, score) in sorted(grouped.items(), key=lambda kv: kv[0][:2])]
+
+    def evidence(self, rows: Sequence[ReviewRow]) -> list[dict]:
+        """The stored evidence of each row's best model tag ({} when it has none)."""
+        found: dict[tuple[str, str], dict] = {}
+        for pid, family, ev in self.store.rows_for(
+                "SELECT product_id, family, evidence FROM tags WHERE source = 'model' AND product_id IN ({ids}) "
+                "ORDER BY score", sorted({r.product_id for r in rows})):
+            found[(pid, family)] = json.loads(ev) if ev else {}  # the highest score comes last and wins
+        return [found.get((r.product_id, r.family), {}) for r in rows]
 
     # ---- decisions ------------------------------------------------------------------------------------------
     def decide(
