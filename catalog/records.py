@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -203,9 +204,21 @@ def _attributes(record: dict[str, Any], settings: CatalogSettings) -> dict[str, 
             raise InvalidRecord(
                 f"attributes.{name}: text too long: {len(text):,} characters, over the limit of {settings.max_text_chars:,}"
             )
+        if text and name in settings.numeric_attributes and not _is_number(text):
+            # a declared numeric attribute is indexed as a number: text there would be a mapping error at index
+            # time (Elasticsearch) or a silently missing price (embedded), so the record is rejected here
+            raise InvalidRecord(f"attributes.{name}: {text[:40]!r} is not a number, and {name!r} is a numeric "
+                                "attribute (catalog.numeric_attributes)")
         if text:
             attributes[name] = text
     return dict(sorted(attributes.items()))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def _tags(value: Any) -> dict[str, tuple[str, ...]]:
