@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install browser demo test bench bench-quality clean
+.PHONY: install browser demo test bench bench-quality bench-search clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ bench: install
 
 bench-quality: install
 	$(BIN)/python bench/quality.py
+
+# Relevance of BM25, vector, hybrid and hybrid + query tags on judged English and Chinese queries, embedded and
+# noida-db: bench/results/relevance.md
+bench-search: install
+	$(BIN)/python bench/bench_relevance.py
 
 clean:
 	rm -rf shoptag-workspace bench/work .pytest_cache

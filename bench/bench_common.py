@@ -164,6 +164,7 @@ class FashionVectors:
     texts: list[str]
     vectors: np.ndarray
     tags: list[dict[str, list[str]]]
+    attributes: list[dict[str, str]]  # {"year": ...}: the benchmarks declare `year` a numeric attribute
     settings: object
     encoders: object
 
@@ -176,7 +177,8 @@ def fashion_vectors(work: Path, data_dir: Path, limit: int | None, device: str) 
     from shoptag.core.settings import load_settings
     from shoptag.pipeline.workspace import Workspace
 
-    settings = load_settings(workspace=fashion_workspace(work, limit), encoders={"device": device})
+    settings = load_settings(workspace=fashion_workspace(work, limit), encoders={"device": device},
+                             catalog={"numeric_attributes": ["price", "year"]})
     workspace = Workspace(settings.workspace)
     store = workspace.open_store()
     cache = workspace.open_cache()
@@ -195,6 +197,7 @@ def fashion_vectors(work: Path, data_dir: Path, limit: int | None, device: str) 
         texts=[p.text for p in products],
         vectors=vectors.fused,
         tags=[{family: [v for v, _, _ in values] for family, values in tags.get(p.id, {}).items()} for p in products],
+        attributes=[dict(p.attributes) for p in products],
         settings=settings,
         encoders=encoders,
     )

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from bench_common import FashionVectors, Output, Timer, catalog_limit, fashion_vectors, parse_args
-from bench_search import measure, workload
+from bench_search import STOREFRONT_SAMPLES, measure, measure_storefront, workload
 
 START_TIMEOUT_S = 90.0
 
@@ -78,13 +78,17 @@ def documents(data: FashionVectors, limit: int) -> list:
 
     return [
         SearchDoc(id=pid, title=text, tags={f: [DocTag(v, 1.0, "manual") for v in vs] for f, vs in tags.items()},
-                  text_vector=vector, fused_vector=vector, content_hash=pid, text_model=data.encoders.text.model_id)
-        for pid, text, tags, vector in zip(data.ids[:limit], data.texts, data.tags, data.vectors)
+                  text_vector=vector, fused_vector=vector, content_hash=pid, text_model=data.encoders.text.model_id,
+                  attributes=attributes)
+        for pid, text, tags, vector, attributes in zip(data.ids[:limit], data.texts, data.tags, data.vectors,
+                                                        data.attributes)
     ]
 
 
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--docs", type=int, default=2000, help="documents to bulk-index (quick: 500)")
+    parser.add_argument("--storefront-docs", type=int, default=None,
+                        help="documents the storefront query is timed on (default: the whole catalog)")
 
 
 def main() -> None:
@@ -108,6 +112,13 @@ def main() -> None:
                        {"seconds": bulk.seconds, "chunk": settings.es.bulk_chunk_size,
                         "vector_index_type": settings.es.vector_index_type, "includes": "new index, bulk, alias swap"})
             measure(output, "elasticsearch (noida-db)", backend, load, len(docs))
+            everything = documents(data, args.storefront_docs or len(data.ids))
+            if len(everything) > len(docs):
+                report = backend.reindex(everything)
+                if not report.ok:
+                    raise RuntimeError(f"{len(report.failed)} documents failed, first: {report.failed[0]}")
+            measure_storefront(output, "elasticsearch (noida-db)", backend, load, len(everything),
+                               5 if args.quick else STOREFRONT_SAMPLES)
         finally:
             backend.close()
     output.write(args.out)

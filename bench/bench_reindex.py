@@ -55,7 +55,9 @@ def main() -> None:
     shutil.rmtree(onnx_cache, ignore_errors=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "SHOPTAG_ENCODERS__DEVICE": args.device, "SHOPTAG_ENCODERS__TEXT_MODEL": "minilm",
-           "SHOPTAG_ENCODERS__IMAGE_MODEL": "", "SHOPTAG_ENCODERS__ONNX_CACHE": str(onnx_cache)}
+           "SHOPTAG_ENCODERS__IMAGE_MODEL": "", "SHOPTAG_ENCODERS__ONNX_CACHE": str(onnx_cache),
+           # the workspace bench_search reuses: its storefront query filters and buckets the year as a number
+           "SHOPTAG_CATALOG__NUMERIC_ATTRIBUTES": '["price", "year"]'}
     env.pop("SHOPTAG_ES__URL", None)  # the embedded backend
     if args.device == "cuda":
         env["SHOPTAG_ENCODERS__BATCH_SIZE"] = str(CUDA_BATCH)

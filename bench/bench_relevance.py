@@ -46,7 +46,7 @@ def prepare(language: str, records: list[dict], work: Path):
     from shoptag.pipeline.encode import Encoders
     from shoptag.pipeline.ingest import ingest
     from shoptag.pipeline.search import query_model
-    from shoptag.pipeline.settings import load_settings
+    from shoptag.core.settings import load_settings
     from shoptag.pipeline.train import train
     from shoptag.pipeline.workspace import Workspace
 

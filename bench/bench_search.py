@@ -15,7 +15,7 @@ from bench_common import Output, add_latency, catalog_limit, fashion_vectors, la
 
 FILTER = {"gender": ["Men"]}
 FACETS = ("articleType", "baseColour")
-FACET_SAMPLES = 3
+STOREFRONT_SAMPLES = 30  # the storefront query on noida-db at 44k takes seconds each (brute force)
 
 
 @dataclass
@@ -40,6 +40,26 @@ def workload(titles: list[str], ids: list[str], encoder, count: int) -> Workload
     return Workload(texts, encoder.encode(texts, query=True), similar_ids)
 
 
+def storefront_query(load: Workload, i: int):
+    """What a storefront page asks: hybrid text + vector, a tag filter, a numeric range, two tag facets and a
+    range facet, page 3 of 24 hits."""
+    from shoptag.indexer.documents import SearchQuery
+
+    return SearchQuery(text=load.texts[i], vector=load.vectors[i], filters=FILTER, ranges={"year": (2011.0, 2016.0)},
+                       facets=FACETS, range_facets={"year": (2012.0, 2014.0, 2016.0)}, offset=48, size=24)
+
+
+def measure_storefront(output: Output, benchmark: str, backend, load: Workload, n: int, samples: int) -> None:
+    """p50/p99 of the storefront query (`storefront_query`) through the storefront layer (checks, paging)."""
+    from shoptag.indexer import storefront
+    from shoptag.indexer.paging import Known, Limits
+
+    known = Known(numeric=frozenset({"year"}), attributes=frozenset())
+    rows = list(range(min(samples, len(load.texts))))
+    seconds = latencies(lambda i: storefront.search(backend, storefront_query(load, i), Limits(), known), rows)
+    add_latency(output, benchmark, "storefront: hybrid + tag filter + range + 3 facets, page 3", seconds, "cpu", n)
+
+
 def measure(output: Output, benchmark: str, backend, load: Workload, n: int) -> None:
     """p50/p99 of text, hybrid, filtered hybrid with facets, and similar queries against `backend`."""
     from shoptag.indexer.documents import SearchQuery
@@ -52,9 +72,7 @@ def measure(output: Output, benchmark: str, backend, load: Workload, n: int) -> 
     }
     rows = list(range(len(load.texts)))
     for name, query in cases.items():
-        # filtered facets take ~1 min each on the 44k embedded catalog (see docs/BENCHMARKS.md): few samples
-        sample = rows[:FACET_SAMPLES] if "facets" in name else rows
-        add_latency(output, benchmark, name, latencies(lambda i: backend.search(query(i)), sample), "cpu", n)
+        add_latency(output, benchmark, name, latencies(lambda i: backend.search(query(i)), rows), "cpu", n)
     add_latency(output, benchmark, "similar k=10", latencies(lambda pid: backend.similar(pid, 10), load.similar_ids),
                 "cpu", n)
 
@@ -78,6 +96,7 @@ def main() -> None:
                 store.close()
         load = workload(data.texts, data.ids, data.encoders.text, 20 if args.quick else 100)
         measure(output, "search (embedded)", backend, load, len(data.ids))
+        measure_storefront(output, "search (embedded)", backend, load, len(data.ids), len(load.texts))
     finally:
         backend.close()
     output.write(args.out)
