@@ -35,7 +35,8 @@ LICENSED = {"rrf": "Reciprocal Rank Fusion (RRF)", "linear": "linear retriever"}
 class Persona:
     version: str = "8.17.0"
     distribution: str = "elasticsearch"  # or "opensearch"
-    licence: str = "enterprise"  # `GET _license` type; "basic" refuses the rrf and linear retrievers
+    licence: str = "enterprise"  # "basic" (or any but enterprise/trial) refuses the rrf and linear retrievers
+    licence_api: bool = True  # False: `GET _license` is not answered (the licence is unknown to a client)
     reject_bulk: int = 0
     reject_search: int = 0
     reject_all: bool = False  # every request after the version check is answered 429
@@ -122,7 +123,7 @@ class ESProxy:
             return 429, _rejected(), product
         if method == "GET" and path == "/":
             return 200, self._info(), product
-        if method == "GET" and path == "/_license":
+        if method == "GET" and path == "/_license" and persona.licence_api:
             return 200, {"license": {"status": "active", "uid": "proxy", "type": persona.licence}}, product
         if path.endswith("/_bulk") and persona.reject_bulk > 0:
             persona.reject_bulk -= 1

@@ -80,6 +80,10 @@ def test_search_bodies_are_valid(validator, query):
         if query.text:
             validator.validate("search", search.hybrid_body(query))
             validator.validate("search", render_template(search_template("v1"), search.template_params(query)))
+            validator.validate("search", search.score_sum_body(query))
+            basic = render_template(search_template("v1", rrf=False), search.template_params(query))
+            assert basic == search.score_sum_body(query)
+            validator.validate("search", basic)
     if query.sort_key is not None:
         validator.validate("search", search.sorted_body(query, ["a", "b"] if query.vector is not None else None))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -19,6 +20,9 @@ from .reindex import (
     bulk_write, delete_actions, ensure_alias, full_reindex, index_actions, rollback, unstored_fused_fits,
 )
 from .search import hybrid_body, knn_body, similar_body, sorted_body, text_body, union_body, window
+
+
+log = logging.getLogger("shoptag.es")
 
 
 class ESBackend:
@@ -40,14 +44,19 @@ class ESBackend:
         if settings.vector_index_type.startswith("bbq") and not self.server.bbq:
             raise BadInput(f"es.vector_index_type={settings.vector_index_type} needs Elasticsearch 8.16 or later; "
                              f"the server is {self.server}")
-        self._rrf = settings.hybrid != "client"  # cleared when the cluster turns the retriever down
+        # the rrf retriever: forced by `es.hybrid`, else decided by the licence (unknown: tried, and dropped on the
+        # cluster's licence error); each connection decides afresh, so a new licence is seen on reconnect
+        self._rrf = {"client": False, "rrf": True}.get(settings.hybrid, self.server.rrf is not False)
+        if settings.hybrid == "auto" and self.server.rrf is False:
+            log.info("the %s licence of %s has no rrf retriever: hybrid search fuses BM25 and kNN here",
+                     self.server.licence, self.server)
 
     # ---- writing --------------------------------------------------------------------------------------------
     def upsert(self, docs: Iterable[SearchDoc]) -> WriteReport:
         """Write through the alias without forcing a refresh: searchable within `es.refresh_interval`, or on
         return with `es.wait_for_refresh`."""
         with unavailable_as_error(self.settings.url or ""):
-            ensure_alias(self._client, self.settings, self.dims, self.numeric)
+            ensure_alias(self._client, self.settings, self.dims, self.numeric, rrf=self.server.rrf is not False)
             unfit: list[tuple[str, str]] = []
             actions = index_actions(unstored_fused_fits(docs, self.dims, unfit), self.alias, self.settings.mapping_version,
                                     fused=self.dims.image is not None, as_base64=self.server.base64_vectors,
@@ -70,7 +79,7 @@ class ESBackend:
                 return full_reindex(self._client, self.settings, self.dims, docs, self.server, self.numeric)
         changed: list[SearchDoc] = []
         with unavailable_as_error(self.settings.url or ""):
-            ensure_alias(self._client, self.settings, self.dims, self.numeric)
+            ensure_alias(self._client, self.settings, self.dims, self.numeric, rrf=self.server.rrf is not False)
             for batch in batches(docs, self.settings.bulk_chunk_size):
                 changed += changed_docs(batch, self._fingerprints([d.id for d in batch]))
         return self.upsert(changed)
@@ -162,6 +171,8 @@ class ESBackend:
                 if self.settings.hybrid == "rrf" or not _rrf_refused(error):
                     raise
                 self._rrf = False
+                log.warning("%s refused the rrf retriever (%s); hybrid search fuses BM25 and kNN here from now on",
+                            self.server, error.body.get("error", {}).get("reason") if isinstance(error.body, dict) else error)
         return self._fuse_here(query)
 
     def _fuse_here(self, query: SearchQuery) -> SearchResults:
@@ -199,9 +210,13 @@ class ESBackend:
 
 
 def _rrf_refused(error: ApiError) -> bool:
-    """Whether the cluster refused the rrf retriever itself (unknown, or not in its licence)."""
-    text = str(error).lower()
-    return error.status_code in (400, 403) and any(word in text for word in ("rrf", "retriever", "license"))
+    """Whether the cluster refused the rrf retriever for its licence: 403 `security_exception` "current license
+    is non-compliant for [Reciprocal Rank Fusion (RRF)]". Any other error (a bad request, a size over the rank
+    window) is raised, never mistaken for a missing licence."""
+    body = error.body if isinstance(error.body, dict) else {}
+    cause = body.get("error") if isinstance(body.get("error"), dict) else {}
+    reason = str(cause.get("reason", "")).lower()
+    return error.status_code == 403 and "non-compliant" in reason and "reciprocal rank fusion" in reason
 
 
 def _hit(hit: dict[str, Any], score: float | None = None) -> Hit:

@@ -53,6 +53,7 @@ def template_body(alias: str, version: str, body: dict[str, Any]) -> dict[str, A
             "_meta": {"shoptag": {"mapping_version": version}}}
 
 
-def search_template(version: str) -> str:
-    """The mustache source of the storefront's hybrid search template of `version`."""
-    return _read(f"search.{version}.mustache")
+def search_template(version: str, rrf: bool = True) -> str:
+    """The mustache source of the storefront's hybrid search template of `version`: with the `rrf` retriever, or
+    (`rrf` False: a licence without it) BM25 and kNN in one request with their scores added."""
+    return _read(f"search.{version}.mustache" if rrf else f"search.{version}.score-sum.mustache")

@@ -219,15 +219,15 @@ def _body(settings: ESSettings, dims: VectorDims, numeric: Sequence[str]) -> dic
 
 def create_index(
     client: Elasticsearch, settings: ESSettings, dims: VectorDims, *, building: bool = False, name: str | None = None,
-    numeric: Sequence[str] = (),
+    numeric: Sequence[str] = (), rrf: bool = True,
 ) -> str:
     """Create a new versioned index (not yet behind the alias), after storing the index template over its
-    pattern and the search template of its version. `building`: no replicas, no refresh (`finish_build`
-    restores the configured ones)."""
+    pattern and the search template of its version (`rrf`: with the retriever, else the score-sum variant for a
+    licence without it). `building`: no replicas, no refresh (`finish_build` restores the configured ones)."""
     alias, version = settings.index_alias, settings.mapping_version
     body = _body(settings, dims, numeric)
     client.indices.put_index_template(name=f"{alias}-{version}", **template_body(alias, version, body))
-    client.put_script(id=template_id(alias, version), **template_script(search_template(version)))
+    client.put_script(id=template_id(alias, version), **template_script(search_template(version, rrf)))
     name = name or new_index_name(alias, version)
     if building:
         body["settings"].update(BUILD_SETTINGS)
@@ -235,10 +235,12 @@ def create_index(
     return name
 
 
-def ensure_alias(client: Elasticsearch, settings: ESSettings, dims: VectorDims, numeric: Sequence[str] = ()) -> None:
+def ensure_alias(
+    client: Elasticsearch, settings: ESSettings, dims: VectorDims, numeric: Sequence[str] = (), *, rrf: bool = True,
+) -> None:
     """Make the alias exist (over a new empty index) so that the first upsert has somewhere to go."""
     if not alias_indices(client, settings.index_alias):
-        new = create_index(client, settings, dims, numeric=numeric)
+        new = create_index(client, settings, dims, numeric=numeric, rrf=rrf)
         client.indices.update_aliases(actions=swap_actions(settings.index_alias, [], new))
 
 
@@ -307,7 +309,8 @@ def full_reindex(
         live = alias_indices(client, alias)
         previous = alias_indices(client, previous_alias(alias))
         drop_orphans(client, alias, live, keep=live + previous, also=stale.index if stale else None)
-        new = create_index(client, settings, dims, building=True, name=name, numeric=numeric)
+        new = create_index(client, settings, dims, building=True, name=name, numeric=numeric,
+                           rrf=server.rrf is not False)
         try:
             unfit: list[tuple[str, str]] = []
             actions = index_actions(unstored_fused_fits(docs, dims, unfit), new, settings.mapping_version,

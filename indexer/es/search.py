@@ -124,6 +124,19 @@ def hybrid_body(query: SearchQuery) -> dict[str, Any]:
     }
 
 
+def score_sum_body(query: SearchQuery) -> dict[str, Any]:
+    """BM25 and kNN in one request without a retriever, scores added: what the stored search template renders to
+    on a licence without `rrf` (a template cannot fuse on the client; the backend itself fuses by rank there)."""
+    return {
+        "from": query.offset,
+        "size": query.size,
+        "_source": SOURCE,
+        "query": text_query(query),
+        "knn": knn_clause(query.vector, window(query), query_filters(query)),
+        "aggregations": facet_aggs(query),
+    }
+
+
 def text_body(query: SearchQuery, size: int | None = None) -> dict[str, Any]:
     """BM25 only (or, without text, all filtered products in id order) with facets and an exact total;
     `size` given: the top `size` from the first (client-side fusion's BM25 list)."""

@@ -11,6 +11,7 @@ so that an unsupported server is named instead of failing on a header.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError
 SUPPORTED = "Elasticsearch 8.15 or later (8.x) or 9.x"
 OLDEST = (8, 15)
 NEWEST_MAJOR = 9
+RRF_LICENCES = {"enterprise", "trial"}
 _MEDIA = re.compile(r"application/(?:vnd\.elasticsearch\+)?(json|x-ndjson)(?:\s*;\s*compatible-with=\d+)?")
 
 
@@ -56,6 +58,15 @@ class Server:
 
     version: tuple[int, int, int]
     serverless: bool = False
+    licence: str | None = None  # `GET _license` type; None where that API does not answer
+
+    @property
+    def rrf(self) -> bool | None:
+        """Whether the licence has the `rrf` retriever (enterprise or trial); None when the licence is unknown,
+        so that only the cluster's answer to a first hybrid search can tell."""
+        if self.serverless:
+            return True
+        return None if self.licence is None else self.licence in RRF_LICENCES
 
     @property
     def major(self) -> int:
@@ -127,4 +138,10 @@ def probe(client: Elasticsearch) -> Server:
     server = identify(info, product)
     if isinstance(transport, PinnedTransport):
         transport.compatible_with = server.major
-    return server
+    if server.serverless:
+        return server
+    try:
+        licence = str(client.license.get()["license"]["type"]).lower()
+    except (ApiError, KeyError, TypeError):  # no licence API (an emulator, a restricted user): unknown
+        return server
+    return dataclasses.replace(server, licence=licence)
