@@ -15,7 +15,7 @@ from bench_common import Output, add_latency, catalog_limit, fashion_vectors, la
 
 FILTER = {"gender": ["Men"]}
 FACETS = ("articleType", "baseColour")
-STOREFRONT_SAMPLES = 30  # the storefront query on noida-db at 44k takes seconds each (brute force)
+STOREFRONT_SAMPLES = 20  # the storefront query on noida-db at 44k takes seconds each (brute force)
 
 
 @dataclass
