@@ -133,9 +133,12 @@ def limits(settings: Settings) -> Limits:
     return Limits(max_size=settings.search.max_size, max_window=settings.search.max_window)
 
 
-def known_names(settings: Settings, store: Store) -> Known:
-    """The numeric attributes the catalog declares and the keyword attributes its products have."""
+def known_names(settings: Settings, store: Store, query: SearchQuery) -> Known:
+    """The numeric attributes the catalog declares and the keyword attributes its products have; the store is
+    asked only when `query` names a keyword attribute (it reads every product's attributes)."""
     numeric = frozenset(settings.catalog.numeric_attributes)
+    if not (query.attributes or query.attribute_facets):
+        return Known(numeric=numeric, attributes=frozenset())
     return Known(numeric=numeric, attributes=frozenset(store.attribute_names() - numeric))
 
 
@@ -153,7 +156,7 @@ def run_search(request: SearchRequest, settings: Settings, store: Store, backend
     """The whole storefront search: checks, query understanding, encoding, retrieval, re-rank, highlights.
     `model` None: no query tags (none trained yet)."""
     query = build_query(request, settings.search.boost_weight)
-    bounds, known = limits(settings), known_names(settings, store)
+    bounds, known = limits(settings), known_names(settings, store, query)
     check_query(query, bounds, known)  # before the encoder and the tagger run
     if not has_words(query.text):
         return SearchAnswer(storefront.search(backend, query, bounds, known, request.cursor))
