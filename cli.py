@@ -306,11 +306,15 @@ def evaluate(
         str | None,
         typer.Option(help="Tag from 'text' only, 'image' only or 'text+image' (default: as configured)."),
     ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help='Held-out labels, JSONL {"id", "tags"}: score these products instead of the test split.'),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Held-out evaluation of TF-IDF+LR, kNN-only, head-only, zero-shot CLIP (with an image tower) and fused
-    tagging on the fixed split."""
-    from shoptag.pipeline.evaluate import METHOD_ORDER, Modality, for_modality, summary_rows
+    tagging on the grouped split (near-duplicates on one side) or on labels you hold out."""
+    from shoptag.pipeline.evaluate import METHOD_ORDER, Modality, bucket_rows, for_modality, summary_rows
     from shoptag.pipeline.evaluate import evaluate as run
 
     if modality not in (None, *get_args(Modality)):
@@ -323,16 +327,28 @@ def evaluate(
             except ValueError as exc:
                 err.print(f"[red]{exc}[/]")
                 raise typer.Exit(EXIT_USAGE) from None
-        results = run(settings, store, _encoders(settings), show_progress=not as_json)
+        results = run(settings, store, _encoders(settings), labels=labels, show_progress=not as_json)
         if modality:
             results["modality"] = modality
+        precision_notes = [
+            f"{family}: accepted tags precision {fam['accepted_precision']:.4f} against target "
+            f"{results['target_precision']} ({'met' if fam['meets_target'] else 'MISSED'})"
+            for family, fam in results["families"].items()
+        ]
+        groups = results["split_groups"]
+        split_note = (
+            f"split {results['split']} ({groups['kind']}: {groups['groups']} groups, "
+            f"{groups['products_in_shared_groups']} products share a group with a near-duplicate)"
+        )
         if report_dir:
             from shoptag.pipeline.report import write_report
 
-            write_report({modality or "catalog": results}, report_dir)
+            write_report({modality or "catalog": results}, report_dir, notes=[split_note, *precision_notes])
 
         def human() -> None:
-            out.print(f"split {results['split']}, target precision {results['target_precision']}")
+            out.print(f"{split_note}, target precision {results['target_precision']}")
+            for note in precision_notes:
+                out.print(note)
             for metric in ("f1_weighted", "f1_macro", "coverage_at_target"):
                 rows = summary_rows(results["families"], metric)
                 methods = sorted({m for _, r in rows for m in r}, key=METHOD_ORDER.index)
@@ -343,6 +359,14 @@ def evaluate(
                         (f"[bold]{r[m]:.4f}[/]" if r[m] == best else f"{r[m]:.4f}") if m in r else "-" for m in methods
                     ])
                 out.print(table)
+            for family, fam in results["families"].items():
+                rows = bucket_rows(fam)
+                if rows:
+                    methods = sorted({m for _, r in rows for m in r}, key=METHOD_ORDER.index)
+                    table = Table("training examples", *methods, title=f"{family}: macro F1 by class frequency")
+                    for bucket, r in rows:
+                        table.add_row(bucket, *[f"{r[m]:.4f}" for m in methods])
+                    out.print(table)
 
         _emit(as_json, results, human)
 
@@ -678,6 +702,35 @@ def serve(
 
     settings = load_settings(config, **({"workspace": workspace} if workspace else {}))
     uvicorn.run(create_app(settings), host=host or settings.service.host, port=port or settings.service.port)
+
+
+# ---- export -----------------------------------------------------------------------------------------------------
+@app.command()
+def export(
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="File to write (default: stdout).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl (one product a line), csv or parquet (one tag a row).")] = "jsonl",
+    status: Annotated[str, typer.Option(help="accepted, review or all.")] = "all",
+    family: Annotated[list[str] | None, typer.Option(help="Only this tag family (repeatable).")] = None,
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every product's tags with score, status and source, streamed; the summary goes to stderr when the
+    tags go to stdout."""
+    from shoptag.pipeline.export import Format, Status
+    from shoptag.pipeline.export import export as run
+
+    for value, allowed, name in ((fmt, Format, "--format"), (status, Status, "--status")):
+        if value not in get_args(allowed):
+            err.print(f"[red]bad {name} {value!r}[/]: expected one of {', '.join(get_args(allowed))}")
+            raise typer.Exit(EXIT_USAGE)
+    with _session(config, workspace) as (settings, store):
+        report = run(store, out_file, fmt, status, family)  # type: ignore[arg-type]
+        summary = f"exported {report.products} products, {report.tags} tags in {report.seconds:.2f} s ({report.products_per_second:,.0f} products/s)"
+        if out_file is None:
+            err.print_json(json.dumps(_plain(report))) if as_json else err.print(summary)
+        else:
+            _emit(as_json, report, lambda: out.print(f"{summary} → {report.out}"))
 
 
 def main() -> None:

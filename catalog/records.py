@@ -222,7 +222,8 @@ def _is_number(text: str) -> bool:
 
 
 def _tags(value: Any) -> dict[str, tuple[str, ...]]:
-    """Family -> normalised values, deduplicated in order; a family left with no value is dropped."""
+    """Family -> normalised values, deduplicated in order. An explicit empty list is kept: it says no value
+    of the family applies (a label, not a gap); a family whose values are all blank is dropped."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -241,7 +242,7 @@ def _tags(value: Any) -> dict[str, tuple[str, ...]]:
             text = normalize_text(str(item))
             if text:
                 cleaned[text] = None
-        if cleaned:
+        if cleaned or not values:
             tags[name] = tuple(cleaned)
     return tags
 

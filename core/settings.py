@@ -61,7 +61,14 @@ class TaggerSettings(BaseModel):
     head_patience: int = Field(6, ge=1)
     head_hidden: int = Field(0, ge=0)  # 0: linear softmax head; >0: one hidden layer of this width
     lexical: bool = True  # TF-IDF word+char n-gram source beside the embeddings
-    min_tag_count: int = Field(2, ge=1)  # tags seen fewer times are not learnt
+    # tags seen fewer times are not learnt; 1 keeps every value (one-example values share a pooled threshold)
+    min_tag_count: int = Field(1, ge=1)
+    # thresholds accept a tag when the lower confidence bound of its precision on validation (one-sided Wilson
+    # at this confidence; 0: the point estimate) reaches target_precision, so the target holds on new products
+    precision_confidence: float = Field(0.95, ge=0.0, lt=1.0)
+    # grouped split: products with the same normalised title, or fused vectors at least this cosine-similar
+    # (None: titles only), are on the same side of train / validation / test
+    split_similarity: float | None = Field(0.97, gt=0.0, le=1.0)
     seed: int = 13
 
 

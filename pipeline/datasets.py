@@ -160,10 +160,9 @@ def taobao_records(data_dir: Path, *, split: str = "train", limit: int | None = 
     for part in TAOBAO_SPLITS if split == "all" else (split,):
         for n, title in enumerate(_bio_titles(data_dir / "taobao-ner" / f"{part}.txt")):
             spans = bio_spans(title)
+            # every title is annotated: no span of a kind means no value applies ([]), a label too
             tags = {
-                family: values
-                for kind, family in TAOBAO_FAMILIES.items()
-                if (values := _unique(text for k, text in spans if k == kind))
+                family: _unique(text for k, text in spans if k == kind) for kind, family in TAOBAO_FAMILIES.items()
             }
             records.append({"id": f"taobao-{part}-{n}", "title": "".join(c for c, _ in title), "tags": tags})
     return records if limit is None else records[:limit]
@@ -174,7 +173,8 @@ def taobao_catalog(data_dir: Path, out: Path, *, split: str = "train", limit: in
 
     One product per title: id ``taobao-<file>-<n>`` (n = title number in that file, so ids do not depend on
     `split`), title = its characters joined, tags = {"product_type": unique HCCX spans, "brand": unique HPPX
-    spans}, both multi-valued; a title without such a span has no tag in that family. `limit` keeps the
+    spans}, both multi-valued; a title without such a span gets an empty list there ("no value applies":
+    the annotation covers every title). `limit` keeps the
     first N titles in file order (train before dev for ``all``).
     """
     return _write_jsonl(taobao_records(data_dir, split=split, limit=limit), out)

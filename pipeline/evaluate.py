@@ -1,7 +1,10 @@
 """Stage: held-out evaluation. Fit on the train split, tune on validation, measure on test, every method on
 the same split: the TF-IDF + logistic regression baseline (the lexical source alone), kNN only, head only,
 zero-shot CLIP (when an image tower is configured) and the fused tagger; coverage at the target precision
-uses thresholds chosen on validation per method.
+uses thresholds chosen on validation per method, and the precision those accepted tags achieve on test is
+reported beside the target. The split is grouped (near-duplicates on one side, `tagger/split.py`); with
+`labels` the test set is the products a user holds out instead, and products grouped with them are left out
+of training and tuning. Per method, a table by class frequency shows the long tail.
 
 `for_modality` turns one configuration into its text-only, image-only and text+image variants, so the
 three can be compared on the same split."""
@@ -9,6 +12,7 @@ three can be compared on the same split."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -20,15 +24,16 @@ from shoptag.tagger.metrics import (
     classification_metrics,
     coverage_at_precision,
     expected_calibration_error,
+    frequency_buckets,
     multilabel_metrics,
     reliability_curve,
 )
+from shoptag.catalog.labels import read_labels
 from shoptag.core.settings import Settings
-from shoptag.tagger.model import TaggerModel, score_sources
-from shoptag.tagger.split import split_mask
+from shoptag.tagger.model import TaggerModel, labelled_rows, score_sources
 
 from .encode import Encoders
-from .train import LabelledSet, fit_on, labelled_set
+from .train import LabelledSet, fit_on, labelled_set, split_labelled
 from .workspace import Workspace
 
 METHOD_NAMES = {"lexical": "tfidf-lr", "knn": "knn", "head": "head", "fused": "fused"}
@@ -91,6 +96,7 @@ def evaluate_model(
     test_rows: np.ndarray,
     target_precision: float,
     encoders: Encoders,
+    confidence: float = 0.0,
 ) -> dict[str, dict]:
     """Per family and method: metrics on the test rows, thresholds and temperatures from the validation rows.
     With `encoders` holding an image tower, zero-shot CLIP is measured beside the other methods."""
@@ -99,10 +105,11 @@ def evaluate_model(
     results: dict[str, dict] = {}
     for family, fm in model.families.items():
         vocab, multilabel = fm.vocab, fm.vocab.multilabel
-        val_labels = vocab.label_matrix([data.tags[i].get(family) for i in val_rows])
-        test_labels = vocab.label_matrix([data.tags[i].get(family) for i in test_rows])
-        val_has = np.asarray(val_labels.sum(1)).ravel() > 0
-        test_has = np.asarray(test_labels.sum(1)).ravel() > 0
+        val_tags, test_tags = [data.tags[i] for i in val_rows], [data.tags[i] for i in test_rows]
+        val_labels = vocab.label_matrix([t.get(family) for t in val_tags])
+        test_labels = vocab.label_matrix([t.get(family) for t in test_tags])
+        val_has = labelled_rows(val_labels, val_tags, family, multilabel)
+        test_has = labelled_rows(test_labels, test_tags, family, multilabel)
         if not test_has.any() or not val_has.any():
             continue
         y_val_m = np.asarray(val_labels[val_has].todense())
@@ -115,14 +122,16 @@ def evaluate_model(
             if method != "fused":  # calibrate the single source the way fusion calibrates its mixture
                 t = fit_temperature(s_val, y_val, multilabel)
                 s_val, s_test = apply_temperature(s_val, t, multilabel), apply_temperature(s_test, t, multilabel)
-            thresholds = choose_thresholds(s_val, y_val, target_precision)
+            thresholds = choose_thresholds(s_val, y_val, target_precision, confidence=confidence)
             if multilabel:
-                metrics = multilabel_metrics(y_test_m, (s_test >= 0.5).astype(int))
+                pred = (s_test >= 0.5).astype(int)
+                metrics = multilabel_metrics(y_test_m, pred)
                 confidences, correct = s_test.ravel(), y_test_m.ravel().astype(bool)
             else:
                 pred = s_test.argmax(1)
                 metrics = classification_metrics(y_test, pred, len(vocab))
                 confidences, correct = s_test.max(1), pred == y_test
+            metrics["buckets"] = frequency_buckets(y_test_m if multilabel else y_test, pred, np.asarray(vocab.counts))
             metrics.update({f"{k}_at_target": v for k, v in coverage_at_precision(s_test, y_test, thresholds).items()})
             metrics["ece"] = expected_calibration_error(confidences, correct)
             bin_conf, bin_acc, bin_count = reliability_curve(confidences, correct)
@@ -132,33 +141,74 @@ def evaluate_model(
                 "count": bin_count.tolist(),
             }
             methods[method] = metrics
+        test_values = [v for i in test_rows for v in data.tags[i].get(family) or ()]
+        fused_precision = methods["fused"]["precision_at_target"]
         results[family] = {
             "multilabel": multilabel,
             "classes": len(vocab),
+            "classes_with_one_example": int(sum(c == 1 for c in vocab.counts)),
             "test_size": int(test_has.sum()),
+            # test tags the vocabulary has never seen: no method can emit them, so they are not scored
+            "test_unseen_values": int(sum(vocab.index(v) is None for v in test_values)),
+            "target_precision": target_precision,
+            "accepted_precision": fused_precision,
+            "meets_target": bool(fused_precision >= target_precision) if fused_precision == fused_precision else None,
             "weights": fm.weights,
             "methods": methods,
         }
     return results
 
 
-def evaluate(settings: Settings, store: Store, encoders: Encoders, *, show_progress: bool = True) -> dict:
-    """Fit on train, tune on validation, measure on test; nothing of the workspace's saved model is used."""
-    data = labelled_set(store, encoders, Workspace(settings.workspace), show_progress)
+def evaluate(
+    settings: Settings, store: Store, encoders: Encoders, *, labels: Path | None = None, show_progress: bool = True
+) -> dict:
+    """Fit on train, tune on validation, measure on test (or on the products of the `labels` file);
+    nothing of the workspace's saved model is used."""
+    held_out = read_labels(labels) if labels is not None else None
+    data = labelled_set(store, encoders, Workspace(settings.workspace), show_progress, held_out)
     t = settings.tagger
-    masks = split_mask(data.ids, t.validation_fraction, t.test_fraction)
+    split = split_labelled(data, settings, test_fraction=0.0 if held_out else None)
+    masks = dict(split.masks)
+    left_out = 0
+    if held_out:
+        test = np.isin(data.ids, list(held_out))
+        near_test = np.isin(split.group, split.group[test]) & ~test  # near-duplicates of a held-out product
+        left_out = int(near_test.sum())
+        masks = {"train": masks["train"] & ~test & ~near_test, "val": masks["val"] & ~test & ~near_test, "test": test}
     if not masks["test"].any():
         raise ValueError("the test split is empty: set tagger.test_fraction above 0 or label more products")
     model = fit_on(data, masks["train"], masks["val"], settings, encoders)
     results = evaluate_model(
-        model, data, np.flatnonzero(masks["val"]), np.flatnonzero(masks["test"]), t.target_precision, encoders
+        model, data, np.flatnonzero(masks["val"]), np.flatnonzero(masks["test"]), t.target_precision, encoders,
+        t.precision_confidence,
     )
     return {
         "split": {name: int(mask.sum()) for name, mask in masks.items()},
+        "split_groups": {
+            "kind": "held-out labels" if held_out else "grouped",
+            "groups": split.groups,
+            "products_in_shared_groups": split.merged_products,
+            "groups_joined_by_vectors": split.merged_by_vector,
+            "largest_group": split.largest,
+            "left_out_near_held_out": left_out,
+        },
         "target_precision": t.target_precision,
+        "precision_confidence": t.precision_confidence,
         "encoders": model.encoders,
         "families": results,
     }
+
+
+def bucket_rows(family: Mapping) -> list[tuple[str, dict[str, float]]]:
+    """(bucket, {method: macro F1}) rows of one family's long-tail table."""
+    names = [m for m, r in family["methods"].items() if "buckets" in r]
+    if not names:
+        return []
+    return [
+        (f"{b['bucket']} ({b['classes_present']} cl.)", {m: family["methods"][m]["buckets"][i]["f1_macro"] for m in names})
+        for i, b in enumerate(family["methods"][names[0]]["buckets"])
+        if b["classes_present"]
+    ]
 
 
 def summary_rows(results: Mapping[str, dict], metric: str = "f1_weighted") -> list[tuple[str, dict[str, float]]]:

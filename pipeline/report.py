@@ -34,6 +34,7 @@ class MethodResult:
     reliability: dict[str, list[float]] | None = None  # bin_conf, bin_acc, bin_count (metrics.reliability_curve)
     per_class_f1: list[float] | None = None
     class_frequency: list[int] | None = None  # training examples per class, aligned with per_class_f1
+    buckets: list[dict] | None = None  # metrics.frequency_buckets: macro scores by class frequency
     notes: list[str] = field(default_factory=list)
 
 
@@ -89,6 +90,26 @@ def family_table(methods: Mapping[str, MethodResult]) -> Table:
         for row, value in zip(rows, values):
             row.append((_fmt(value, key), best is not None and value == best))
     return Table(["method", *(header for _, header, _ in columns)], rows)
+
+
+def bucket_table(methods: Mapping[str, MethodResult]) -> Table | None:
+    """The long tail: per bucket of classes by training examples, its classes and test examples, and each
+    method's macro F1 over the classes present (best in bold). None when no method has buckets."""
+    with_buckets = {n: m.buckets for n, m in methods.items() if m.buckets}
+    if not with_buckets:
+        return None
+    first = next(iter(with_buckets.values()))
+    rows: list[list[tuple[str, bool]]] = []
+    for i, bucket in enumerate(first):
+        values = [b[i]["f1_macro"] for b in with_buckets.values()]
+        values = [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values]
+        best = _best(values, "high")
+        rows.append([
+            (bucket["bucket"], False), (str(bucket["classes"]), False),
+            (f"{bucket['classes_present']} / {bucket['support']}", False),
+            *[(_fmt(v), best is not None and v == best) for v in values],
+        ])
+    return Table(["training examples", "classes", "in test (classes / examples)", *with_buckets], rows)
 
 
 def fused_vs_best_baseline(methods: Mapping[str, MethodResult], fused: str) -> tuple[str, float, float] | None:
@@ -230,6 +251,10 @@ def write_report(
             table = family_table(methods)
             md += ["", f"### {family}", "", to_markdown(table)]
             page += [f"<h3>{html.escape(family)}</h3>", to_html(table)]
+            buckets = bucket_table(methods)
+            if buckets is not None:
+                md += ["", "Macro F1 by class frequency:", "", to_markdown(buckets)]
+                page += ["<p>Macro F1 by class frequency:</p>", to_html(buckets)]
             for name, m in methods.items():
                 md += [f"- {name}: {n}" for n in m.notes]
                 page += [f"<p>{html.escape(name)}: {html.escape(n)}</p>" for n in m.notes]
@@ -289,6 +314,7 @@ def _method_result(value: MethodResult | Mapping) -> MethodResult:
         else None,
         per_class_f1=value.get("per_class_f1"),
         class_frequency=value.get("class_frequency"),
+        buckets=value.get("buckets"),
     )
 
 

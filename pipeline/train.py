@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -12,7 +13,7 @@ from shoptag.core.settings import Settings
 from shoptag.store.records import Store
 from shoptag.tagger.head import HeadConfig
 from shoptag.tagger.model import FitConfig, TaggerModel, current_name, fit_tagger, save_model
-from shoptag.tagger.split import split_mask
+from shoptag.tagger.split import GroupedSplit, grouped_split
 
 from .encode import Encoders, ProductVectors, encode_products
 from .guard import family_metrics, judge
@@ -24,21 +25,45 @@ from .workspace import Workspace
 @dataclass
 class LabelledSet:
     ids: list[str]
+    titles: list[str]
     texts: list[str]
     tags: list[dict[str, list[str]]]
     vectors: ProductVectors
 
 
-def labelled_set(store: Store, encoders: Encoders, workspace: Workspace, show_progress: bool = True) -> LabelledSet:
-    """Every product with at least one catalog or feedback tag, its text and vectors."""
-    known = {pid: families for pid, families in store.known_tags().items() if any(families.values())}
+def labelled_set(
+    store: Store, encoders: Encoders, workspace: Workspace, show_progress: bool = True,
+    held_out: Mapping[str, dict[str, list[str]]] | None = None,
+) -> LabelledSet:
+    """Every product with at least one catalog or feedback label (a value, or "none applies" in a family),
+    its text and vectors; with `held_out` (id -> tags), those products too, with the held-out tags instead of
+    the store's."""
+    known = {pid: families for pid, families in store.known_tags().items() if families}
+    if held_out:
+        missing = sorted(set(held_out) - set(store.content_hashes(list(held_out))))
+        if missing:
+            raise ValueError(f"{len(missing)} held-out products are not in the catalog, e.g. {missing[:3]}: ingest them first")
+        known.update(held_out)
     products = store.products(sorted(known))
     cache = workspace.open_cache()
     try:
         vectors, _ = encode_products(products, encoders, cache, show_progress=show_progress)
     finally:
         cache.close()
-    return LabelledSet([p.id for p in products], [p.text for p in products], [known[p.id] for p in products], vectors)
+    return LabelledSet(
+        [p.id for p in products], [p.title for p in products], [p.text for p in products],
+        [known[p.id] for p in products], vectors,
+    )
+
+
+def split_labelled(data: LabelledSet, settings: Settings, test_fraction: float | None = None) -> GroupedSplit:
+    """The grouped split of the labelled products: near-duplicates (same normalised title, or fused vectors at
+    least `tagger.split_similarity` alike) never straddle training and validation or test."""
+    t = settings.tagger
+    return grouped_split(
+        data.ids, data.titles, t.validation_fraction, t.test_fraction if test_fraction is None else test_fraction,
+        data.vectors.fused, t.split_similarity,
+    )
 
 
 def fit_config(settings: Settings) -> FitConfig:
@@ -48,6 +73,7 @@ def fit_config(settings: Settings) -> FitConfig:
         target_precision=t.target_precision,
         lexical=t.lexical,
         min_tag_count=t.min_tag_count,
+        precision_confidence=t.precision_confidence,
         head=HeadConfig(hidden=t.head_hidden, epochs=t.head_epochs, patience=t.head_patience, seed=t.seed),
         index_factory=settings.index.factory,
     )
@@ -68,8 +94,8 @@ def train(settings: Settings, store: Store, encoders: Encoders, *, show_progress
     the test split is held out), tune on the validation split, save atomically."""
     workspace = Workspace(settings.workspace)
     data = labelled_set(store, encoders, workspace, show_progress)
-    masks = split_mask(data.ids, settings.tagger.validation_fraction, settings.tagger.test_fraction)
-    model = fit_on(data, ~masks["val"], masks["val"], settings, encoders)
+    split = split_labelled(data, settings)
+    model = fit_on(data, ~split.masks["val"], split.masks["val"], settings, encoders)
     remember_current(workspace.models_dir)
     path = save_model(model, workspace.models_dir)
     record(workspace.models_dir, path.name, "train")
@@ -80,6 +106,7 @@ def _summary(model: TaggerModel, path: Path, data: LabelledSet) -> dict:
     return {
         "model": str(path),
         "labelled": len(data.ids),
+        "split": {"groups": split.groups, "products_in_shared_groups": split.merged_products},
         "families": {
             family: {
                 "values": len(fm.vocab),

@@ -43,6 +43,11 @@ CREATE TABLE IF NOT EXISTS tags (
     PRIMARY KEY (product_id, family, value, source)
 );
 CREATE INDEX IF NOT EXISTS tags_by_family ON tags(family, value);
+CREATE TABLE IF NOT EXISTS catalog_none (   -- the catalog said "no value applies" (an empty list) in a family
+    product_id TEXT NOT NULL REFERENCES products(id) ON DELETE CASCADE,
+    family TEXT NOT NULL,
+    PRIMARY KEY (product_id, family)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS feedback (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     product_id TEXT NOT NULL,
@@ -233,9 +238,15 @@ class Store:
 
     # ---- tags -----------------------------------------------------------------------------------------------
     def set_catalog_tags(self, db: sqlite3.Connection, product_id: str, tags: Mapping[str, Sequence[str]]) -> None:
-        """Replace the catalog's known tags of a product (inside a transaction)."""
+        """Replace the catalog's known tags of a product (inside a transaction); a family with an empty list
+        is recorded as "no value applies", a label like any other."""
         now = time.time()
         db.execute("DELETE FROM tags WHERE product_id = ? AND source = 'catalog'", (product_id,))
+        db.execute("DELETE FROM catalog_none WHERE product_id = ?", (product_id,))
+        db.executemany(
+            "INSERT INTO catalog_none (product_id, family) VALUES (?, ?)",
+            [(product_id, family) for family, values in tags.items() if not values],
+        )
         db.executemany(
             "INSERT INTO tags (product_id, family, value, source, status, score, evidence, updated_at) "
             "VALUES (?, ?, ?, 'catalog', 'accepted', 1.0, NULL, ?)",
@@ -256,7 +267,9 @@ class Store:
             for r in db.execute(
                 "SELECT DISTINCT family FROM tags WHERE product_id = ? AND source != 'model'", (product_id,)
             )
-        } | {r[0] for r in db.execute("SELECT DISTINCT family FROM feedback WHERE product_id = ?", (product_id,))}
+        } | {r[0] for r in db.execute("SELECT DISTINCT family FROM feedback WHERE product_id = ?", (product_id,))} | {
+            r[0] for r in db.execute("SELECT family FROM catalog_none WHERE product_id = ?", (product_id,))
+        }
         db.execute("DELETE FROM tags WHERE product_id = ? AND source = 'model'", (product_id,))
         db.executemany(
             "INSERT INTO tags (product_id, family, value, source, status, score, evidence, updated_at) "
@@ -281,7 +294,8 @@ class Store:
     def effective_tags(self, ids: Sequence[str] | None = None) -> dict[str, dict[str, list[tuple[str, str, float]]]]:
         """Per product, per family, the accepted tags that win: feedback, else catalog, else model.
 
-        Values are (value, source, score). Feedback with an empty list means "no value applies".
+        Values are (value, source, score). An empty list means "no value applies": said by the latest
+        feedback, or by the catalog where no feedback gave values.
         """
         sql = "SELECT product_id, family, value, source, score FROM tags WHERE status = 'accepted'"
         rows = self._query(sql) if ids is None else self._rows_for(sql + " AND product_id IN ({ids})", ids)
@@ -298,18 +312,41 @@ class Store:
                 best[key] = rank
                 families[family] = []
             families[family].append((value, source, score if score is not None else 1.0))
+        none_sql = "SELECT product_id, family FROM catalog_none"
+        catalog_none = self._query(none_sql) if ids is None else self._rows_for(none_sql + " WHERE product_id IN ({ids})", ids)
+        for pid, family in catalog_none:
+            if best.get((pid, family), len(TAG_SOURCES)) > TAG_SOURCES.index("catalog"):
+                out.setdefault(pid, {})[family] = []
         for pid, family in self._feedback_cleared(ids):
             if wanted is None or pid in wanted:
                 out.setdefault(pid, {})[family] = []
         return out
 
     def known_tags(self, ids: Sequence[str] | None = None) -> dict[str, dict[str, list[str]]]:
-        """Training labels: per product (of `ids`, default all), per family, feedback values else catalog values."""
+        """Training labels: per product (of `ids`, default all), per family, feedback values else catalog values
+        ([]: none applies)."""
         return {
             pid: {family: [v for v, source, _ in values if source != "model"] for family, values in families.items()
                   if all(source != "model" for _, source, _ in values)}
             for pid, families in self.effective_tags(ids).items()
         }
+
+    def stream_tags(self, batch: int = 20_000) -> Iterator[tuple[str, str | None, str | None, str | None, str | None, float | None]]:
+        """Every product with its tags, (product, family, value, source, status, score) ordered by product
+        (a product without tags: one row of Nones). Read through a read-only connection of its own in one
+        read transaction, so a long export sees one consistent catalog and never holds the store's lock."""
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=60, isolation_level=None)
+        try:
+            db.execute("BEGIN")
+            cursor = db.execute(
+                "SELECT p.id, t.family, t.value, t.source, t.status, t.score FROM products p "
+                "LEFT JOIN tags t ON t.product_id = p.id ORDER BY p.id"
+            )
+            while rows := cursor.fetchmany(batch):
+                yield from rows
+            db.execute("COMMIT")
+        finally:
+            db.close()
 
     def _feedback_cleared(self, ids: Sequence[str] | None = None) -> list[tuple[str, str]]:
         """(product, family) pairs whose latest feedback says no value applies."""

@@ -69,10 +69,13 @@ def _fit_l1_block(
     """L1 logistic regressions for a block of tags: (sparse coefficients (F, block), intercepts (block,), how
     many fits stopped at the iteration limit).
 
-    tol 1e-2 is LIBLINEAR's own default for L1 problems (sklearn's 1e-4 costs twice the time here)."""
+    tol 1e-2 is LIBLINEAR's own default for L1 problems (sklearn's 1e-4 costs twice the time here).
+    LIBLINEAR shuffles the data with a random generator: it is seeded, so the same data give the same model."""
     coefs, intercepts, unconverged = [], [], 0
     for j in range(y.shape[1]):
-        model = LogisticRegression(l1_ratio=1.0, C=C, class_weight=class_weight, solver="liblinear", tol=1e-2)
+        model = LogisticRegression(
+            l1_ratio=1.0, C=C, class_weight=class_weight, solver="liblinear", tol=1e-2, random_state=0
+        )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             model.fit(x, y[:, j])

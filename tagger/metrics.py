@@ -13,6 +13,7 @@ Conventions, shared by every function here:
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import norm
 from sklearn.metrics import precision_recall_fscore_support
 
 AVERAGES = ("micro", "macro", "weighted")
@@ -126,15 +127,31 @@ def coverage_at_precision(scores: np.ndarray, y_true: np.ndarray, thresholds: np
     }
 
 
-def lowest_threshold(scores: np.ndarray, correct: np.ndarray, target_precision: float) -> float:
-    """The smallest score t such that the candidates scoring >= t are correct at `target_precision` or
-    better (+inf when no t reaches it). Ties are kept together: a cut never splits equal scores."""
+def precision_lower_bound(correct: np.ndarray, total: np.ndarray, confidence: float) -> np.ndarray:
+    """One-sided Wilson lower bound on precision after `correct` of `total` right: the precision we can claim
+    at `confidence` (0: the point estimate). Small counts get a low bound, so 5 of 5 right is not "100 %"."""
+    correct, total = np.asarray(correct, dtype=float), np.maximum(np.asarray(total, dtype=float), 1.0)
+    p = correct / total
+    if confidence <= 0:
+        return p
+    z = float(norm.ppf(confidence))
+    centre = p + z * z / (2 * total)
+    spread = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return (centre - spread) / (1 + z * z / total)
+
+
+def lowest_threshold(
+    scores: np.ndarray, correct: np.ndarray, target_precision: float, confidence: float = 0.0
+) -> float:
+    """The smallest score t such that the candidates scoring >= t are correct at `target_precision` or better
+    (with `confidence` > 0: the lower confidence bound of their precision reaches it), +inf when no t does.
+    Ties are kept together: a cut never splits equal scores."""
     scores, correct = np.asarray(scores, dtype=float), np.asarray(correct, dtype=bool)
     if len(scores) == 0:
         return float("inf")
     order = np.argsort(-scores, kind="stable")
     ranked = scores[order]
-    precision = np.cumsum(correct[order]) / np.arange(1, len(ranked) + 1)
+    precision = precision_lower_bound(np.cumsum(correct[order]), np.arange(1, len(ranked) + 1), confidence)
     # a cut after position i is possible only where the next score is strictly lower
     cut_ok = np.append(ranked[1:] < ranked[:-1], True)
     reaching = np.flatnonzero(cut_ok & (precision >= target_precision))
@@ -142,7 +159,7 @@ def lowest_threshold(scores: np.ndarray, correct: np.ndarray, target_precision: 
 
 
 def choose_thresholds(
-    scores_val: np.ndarray, y_val: np.ndarray, target_precision: float, min_support: int = 20
+    scores_val: np.ndarray, y_val: np.ndarray, target_precision: float, min_support: int = 50, confidence: float = 0.0
 ) -> np.ndarray:
     """Per-class thresholds that reach `target_precision` on validation, as low as possible (most coverage).
 
@@ -150,8 +167,10 @@ def choose_thresholds(
     all products (multi-label, multi-hot `y_val`); a candidate is correct when c is a true tag. A class
     with at least `min_support` candidates (single-label) or true examples (multi-label) gets its own
     `lowest_threshold`, +inf if it cannot reach the target ("needs review" always). Rarer classes are too
-    noisy to judge alone and share the pooled threshold: the lowest one reaching the target on all
-    candidates of all classes together.
+    few to judge alone and share one pooled threshold: the lowest one reaching the target on the candidates
+    of the rare classes together. With `confidence` > 0 "reaching" means the lower confidence bound of the
+    precision does, not the point estimate: the precision of accepted tags then holds on new products
+    instead of being met on validation only.
     """
     scores_val = np.asarray(scores_val, dtype=float)
     n, n_classes = scores_val.shape
@@ -162,11 +181,13 @@ def choose_thresholds(
     else:
         candidate = emitted_tags(scores_val, np.full(n_classes, -np.inf))
         support = candidate.sum(axis=0)
-    pooled = lowest_threshold(scores_val[candidate], truth[candidate], target_precision)
+    rare = support < min_support
+    pooled_cells = candidate & rare[None, :]
+    pooled = lowest_threshold(scores_val[pooled_cells], truth[pooled_cells], target_precision, confidence)
     thresholds = np.full(n_classes, pooled)
-    for c in np.flatnonzero(support >= min_support):
+    for c in np.flatnonzero(~rare):
         rows = candidate[:, c]
-        thresholds[c] = lowest_threshold(scores_val[rows, c], truth[rows, c], target_precision)
+        thresholds[c] = lowest_threshold(scores_val[rows, c], truth[rows, c], target_precision, confidence)
     return thresholds
 
 
@@ -196,10 +217,33 @@ def expected_calibration_error(confidences: np.ndarray, correct: np.ndarray, n_b
     return float(np.sum(count[used] * np.abs(bin_acc[used] - bin_conf[used])) / count.sum())
 
 
+BUCKETS = ((1, 5), (6, 20), (21, 100), (101, None))  # training examples per class
 
 
+def bucket_name(low: int, high: int | None) -> str:
+    return f"{low}-{high}" if high is not None else f"{low - 1}+"
 
 
+def frequency_buckets(y_true: np.ndarray, y_pred: np.ndarray, train_counts: np.ndarray) -> list[dict]:
+    """The long tail in numbers: per bucket of classes by training examples (1-5, 6-20, 21-100, 100+), how
+    many classes it has, how many appear in the evaluated set, their test examples and macro P / R / F1 over
+    the classes present. Classes never seen in training (count 0) are left out: no model can emit them."""
+    train_counts = np.asarray(train_counts)
+    per_class = per_class_scores(y_true, y_pred, len(train_counts))
+    present = per_class["support"] > 0
+    out = []
+    for low, high in BUCKETS:
+        in_bucket = (train_counts >= low) & (train_counts <= (high if high is not None else np.inf))
+        scored = in_bucket & present
+        out.append({
+            "bucket": bucket_name(low, high),
+            "classes": int(in_bucket.sum()),
+            "classes_present": int(scored.sum()),
+            "support": int(per_class["support"][scored].sum()),
+            **{f"{k}_macro": float(per_class[k][scored].mean()) if scored.any() else float("nan")
+               for k in ("precision", "recall", "f1")},
+        })
+    return out
 
 
 def evaluate_scores(

@@ -60,6 +60,8 @@ class TaggerModel:
     knn_k: int
     target_precision: float
     created_at: float = field(default_factory=time.time)
+    # family -> rows of labelled_ids that vote in it beyond those with a value: "none applies" (multi-valued)
+    none_rows: dict[str, np.ndarray] = field(default_factory=dict)
 
     def row_of(self) -> dict[str, int]:
         return {pid: row for row, pid in enumerate(self.labelled_ids)}
@@ -70,7 +72,8 @@ class FitConfig:
     knn_k: int = 20
     target_precision: float = 0.9
     lexical: bool = True
-    min_tag_count: int = 2
+    min_tag_count: int = 1
+    precision_confidence: float = 0.95
     head: HeadConfig = HeadConfig()
     weight_step: float = 0.1
     index_factory: str = "auto"
@@ -91,14 +94,34 @@ def neighbours(
     return rows, sims * query_scale(vectors)[:, None]
 
 
-def knn_scores(rows: np.ndarray, sims: np.ndarray, labels: sp.csr_matrix, k: int, temperature: float) -> tuple[
-    np.ndarray, np.ndarray, np.ndarray
-]:
-    """kNN vote for one family: (scores, the neighbours used, their weights)."""
+def knn_scores(
+    rows: np.ndarray, sims: np.ndarray, labels: sp.csr_matrix, k: int, temperature: float,
+    none_rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """kNN vote for one family: (scores, the neighbours used, their weights). Neighbours labelled "none
+    applies" (`none_rows`) vote too, for no tag."""
     labelled = np.asarray(labels.sum(1)).ravel() > 0
+    if none_rows is not None and len(none_rows):
+        labelled[none_rows] = True
     chosen = select_labelled(rows, labelled, k)
     weights = vote_weights(gather_sims(rows, sims, chosen), temperature)
     return vote(chosen, weights, labels), chosen, weights
+
+
+def labelled_rows(labels: sp.csr_matrix, tag_rows: Sequence[Mapping[str, Sequence[str]]], family: str, multilabel: bool) -> np.ndarray:
+    """Which products teach (or test) a family: those with a value the vocabulary knows, and, in a
+    multi-valued family, those labelled "none applies" (an empty list): a negative for every tag. In a
+    single-valued family "none applies" leaves the product out of the family."""
+    has = np.asarray(labels.sum(1)).ravel() > 0
+    if multilabel:
+        has |= np.array([family in t and not t[family] for t in tag_rows], dtype=bool)
+    return has
+
+
+def _none_rows(tag_rows: Sequence[Mapping[str, Sequence[str]]], family: str, multilabel: bool) -> np.ndarray:
+    if not multilabel:
+        return np.zeros(0, dtype=np.int64)
+    return np.array([r for r, t in enumerate(tag_rows) if family in t and not t[family]], dtype=np.int64)
 
 
 def _targets(labels: sp.csr_matrix, multilabel: bool) -> np.ndarray:
@@ -131,14 +154,16 @@ def _fit_fold(
         index, {pid: r for r, pid in enumerate(train_ids)}, vectors[score_rows], [ids[i] for i in score_rows], 2 * config.knn_k
     )
     fold = _FoldScores(score_rows, {}, {}, {}, {}, {}, index)
+    train_tags, score_tags = [tags[i] for i in train_rows], [tags[i] for i in score_rows]
     for family, vocab in vocabs.items():
-        train_labels = vocab.label_matrix([tags[i].get(family) for i in train_rows])
-        score_labels = vocab.label_matrix([tags[i].get(family) for i in score_rows])
-        has = np.asarray(train_labels.sum(1)).ravel() > 0
+        train_labels = vocab.label_matrix([t.get(family) for t in train_tags])
+        score_labels = vocab.label_matrix([t.get(family) for t in score_tags])
+        has = labelled_rows(train_labels, train_tags, family, vocab.multilabel)
         y_train = _targets(train_labels[has], vocab.multilabel)
-        score_has = np.asarray(score_labels.sum(1)).ravel() > 0
+        score_has = labelled_rows(score_labels, score_tags, family, vocab.multilabel)
+        none = _none_rows(train_tags, family, vocab.multilabel)
         fold.knn[family] = {
-            t: knn_scores(nb_rows, nb_sims, train_labels, config.knn_k, t)[0] for t in KNN_TEMPERATURES
+            t: knn_scores(nb_rows, nb_sims, train_labels, config.knn_k, t, none)[0] for t in KNN_TEMPERATURES
         }
         head = train_head(
             vectors[train_rows][has], y_train, vectors[score_rows][score_has],
@@ -192,7 +217,7 @@ def fit_tagger(
     families: dict[str, FamilyModel] = {}
     for family, vocab in vocabs.items():
         labels = vocab.label_matrix([tags[i].get(family) for i in scored])
-        has = np.asarray(labels.sum(1)).ravel() > 0
+        has = labelled_rows(labels, [tags[i] for i in scored], family, vocab.multilabel)
         if not has.any():
             continue
         y = _targets(labels[has], vocab.multilabel)
@@ -204,10 +229,13 @@ def fit_tagger(
         weights = choose_weights(sources, y, vocab.multilabel, config.weight_step)
         fused = fuse_scores(sources, weights)
         temperature = fit_temperature(fused, y, vocab.multilabel)
-        thresholds = choose_thresholds(apply_temperature(fused, temperature, vocab.multilabel), y, config.target_precision)
+        thresholds = choose_thresholds(
+            apply_temperature(fused, temperature, vocab.multilabel), y, config.target_precision,
+            confidence=config.precision_confidence,
+        )
         if crossfit:  # refit on every labelled product, as many epochs as the folds found best
             pool_labels = vocab.label_matrix([tags[i].get(family) for i in pool])
-            pool_has = np.asarray(pool_labels.sum(1)).ravel() > 0
+            pool_has = labelled_rows(pool_labels, [tags[i] for i in pool], family, vocab.multilabel)
             y_pool = _targets(pool_labels[pool_has], vocab.multilabel)
             epochs = int(np.median([f.heads[family][1]["best_epoch"] for f in folds])) + 1
             no_rows = np.zeros((0, vectors.shape[1]), dtype=np.float32)
@@ -236,7 +264,11 @@ def fit_tagger(
         index = folds[0].index
         index.add([ids[i] for i in val_rows], vectors[val_rows])
     labels = {family: fm.vocab.label_matrix([tags[i].get(family) for i in order]) for family, fm in families.items()}
-    return TaggerModel(families, index, labelled_ids, labels, dict(encoders), config.knn_k, config.target_precision)
+    none_rows = {family: _none_rows([tags[i] for i in order], family, fm.vocab.multilabel) for family, fm in families.items()}
+    return TaggerModel(
+        families, index, labelled_ids, labels, dict(encoders), config.knn_k, config.target_precision,
+        none_rows={f: rows for f, rows in none_rows.items() if len(rows)},
+    )
 
 
 # ---- applying -------------------------------------------------------------------------------------------------
@@ -257,7 +289,9 @@ def score_sources(
     rows, sims = neighbours(model.index, model.row_of(), vectors, ids, 2 * model.knn_k)
     out = {}
     for family, fm in model.families.items():
-        knn, chosen, weights = knn_scores(rows, sims, model.labels[family], model.knn_k, fm.knn_temperature)
+        knn, chosen, weights = knn_scores(
+            rows, sims, model.labels[family], model.knn_k, fm.knn_temperature, model.none_rows.get(family)
+        )
         sources = {"knn": knn, "head": predict_head(fm.head, vectors, fm.vocab.multilabel)}
         if fm.lexical is not None:
             sources["lexical"] = fm.lexical.predict_proba(list(texts))
@@ -377,6 +411,7 @@ def save_model(model: TaggerModel, models_dir: Path, *, make_current: bool = Tru
     model.index.save(tmp / "index.npz")
     sp.save_npz(tmp / "labels.npz", sp.hstack([model.labels[f] for f in model.families]).tocsr())
     (tmp / "labelled_ids.json").write_text(json.dumps(model.labelled_ids, ensure_ascii=False))
+    np.savez(tmp / "none_rows.npz", **{_safe(f): rows for f, rows in model.none_rows.items()})
     os.replace(tmp, final)
     if make_current:
         set_current(models_dir, name)
@@ -406,6 +441,8 @@ def load_model(models_dir: Path, name: str | None = None) -> TaggerModel:
     meta = json.loads((folder / "model.json").read_text())
     heads = torch.load(folder / "heads.pt", weights_only=False)
     stacked = sp.load_npz(folder / "labels.npz").tocsc()
+    none_file = folder / "none_rows.npz"
+    saved_none = dict(np.load(none_file)) if none_file.is_file() else {}
     families, labels, start = {}, {}, 0
     for family, fmeta in meta["families"].items():
         vocab = FamilyVocab.from_dict(fmeta["vocab"])
@@ -426,6 +463,7 @@ def load_model(models_dir: Path, name: str | None = None) -> TaggerModel:
         meta["knn_k"],
         meta["target_precision"],
         meta["created_at"],
+        {family: saved_none[_safe(family)] for family in families if _safe(family) in saved_none},
     )
 
 

@@ -1,8 +1,10 @@
 """Tag families and their vocabularies, learnt from the known tags of the catalog.
 
 A family is multi-valued when any product carries more than one value in it (e.g. scenes), single-valued
-otherwise (e.g. a product's article type). Values seen fewer than `min_count` times are not learnt: a model
-cannot calibrate a tag it has seen once, so such products still count as labelled, with no learnable value.
+otherwise (e.g. a product's article type). By default every value is learnt, even one seen once (the long
+tail is where users need help most; such tags share a pooled, bounded threshold, so they are accepted only
+as far as the rare tags together prove precise). With `min_count` > 1, rarer values are not learnt and their
+products count as labelled with no learnable value; `evaluate` reports how many test tags that leaves out.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class FamilyVocab:
         return cls(data["name"], tuple(data["values"]), bool(data["multilabel"]), tuple(data["counts"]))
 
 
-def build_vocabs(tags: Sequence[Mapping[str, Sequence[str]]], min_count: int = 2) -> dict[str, FamilyVocab]:
+def build_vocabs(tags: Sequence[Mapping[str, Sequence[str]]], min_count: int = 1) -> dict[str, FamilyVocab]:
     """One vocabulary per family found in `tags` (each product's family -> values), most frequent first."""
     counters: dict[str, Counter[str]] = {}
     multi: set[str] = set()

@@ -258,7 +258,7 @@ def test_text_is_normalised(write_catalog: WriteCatalog) -> None:
     assert product.title == "Navy Blue Shirt"
     assert product.description == "夏季&春季 纯棉<舒适> 蓝色 牛仔裤"
     assert product.attributes == {"on_sale": "true", "sizes": '["S","M"]', "尺码": "32"}
-    assert product.tags == {"colour": ("Navy Blue", "Blue"), "scene": ("通勤",)}
+    assert product.tags == {"colour": ("Navy Blue", "Blue"), "scene": ("通勤",), "style": ()}  # []: none applies
     assert product.encoder_text() == "Navy Blue Shirt\n夏季&春季 纯棉<舒适> 蓝色 牛仔裤\ntrue\n[\"S\",\"M\"]\n32"
 
 

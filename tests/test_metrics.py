@@ -12,9 +12,11 @@ from shoptag.tagger.metrics import (
     emitted_tags,
     evaluate_scores,
     expected_calibration_error,
+    frequency_buckets,
     lowest_threshold,
     multilabel_metrics,
     per_class_scores,
+    precision_lower_bound,
     reliability_curve,
 )
 from sklearn.metrics import f1_score
@@ -135,13 +137,52 @@ def test_rare_classes_share_the_pooled_threshold_and_hopeless_ones_get_inf() -> 
     scores[5:105, 4] = 0.99
     y[5:105] = 0
     thresholds = choose_thresholds(scores, y, target_precision=0.9, min_support=20)
-    pooled = lowest_threshold(
-        scores[emitted_tags(scores, np.full(5, -np.inf))],
-        np.eye(5, dtype=bool)[y][emitted_tags(scores, np.full(5, -np.inf))],
-        0.9,
-    )
+    candidates = emitted_tags(scores, np.full(5, -np.inf))
+    candidates[:, :3] = False  # the pool is the rare classes' candidates only
+    pooled = lowest_threshold(scores[candidates], np.eye(5, dtype=bool)[y][candidates], 0.9)
     assert thresholds[3] == pytest.approx(pooled)
     assert thresholds[4] == np.inf
+
+
+def test_a_few_right_answers_do_not_prove_the_target_with_a_confidence_bound():
+    assert precision_lower_bound(5, 5, 0.0) == 1.0
+    assert precision_lower_bound(5, 5, 0.95) < 0.7  # 5 of 5 right: not evidence of 90 %
+    assert precision_lower_bound(300, 300, 0.95) > 0.99
+    scores, correct = np.linspace(1, 0.5, 10), np.ones(10, dtype=bool)
+    assert lowest_threshold(scores, correct, 0.9) == pytest.approx(0.5)
+    assert lowest_threshold(scores, correct, 0.9, confidence=0.95) == np.inf
+
+
+def test_bounded_thresholds_hold_the_target_on_new_data_where_point_estimates_do_not():
+    """Many classes with 60-100 validation candidates each: the lowest cut whose point precision reaches 0.9
+    is chosen where validation got lucky, so on new products the accepted tags fall short of 0.9; the
+    lower bound leaves a margin that holds."""
+    def scores(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        y = rng.integers(0, 20, n)
+        logits = rng.normal(0, 1.5, (n, 20))
+        logits[np.arange(n), y] += rng.normal(3.0, 1.5, n)
+        return softmax(logits, axis=1), y
+
+    val_scores, y_val = scores(11, 3000)  # 20 classes, ~150 validation candidates each
+    test_scores, y_test = scores(12, 50000)
+    achieved = {}
+    for confidence in (0.0, 0.95):
+        thresholds = choose_thresholds(val_scores, y_val, 0.9, min_support=50, confidence=confidence)
+        achieved[confidence] = coverage_at_precision(test_scores, y_test, thresholds)
+    assert achieved[0.0]["precision"] < 0.9 <= achieved[0.95]["precision"], achieved
+    assert achieved[0.95]["coverage"] > 0.05
+
+
+def test_frequency_buckets_split_macro_f1_by_training_examples():
+    counts = np.array([500, 50, 10, 3, 1])
+    y_true = np.array([0, 0, 1, 1, 2, 2, 3, 4])
+    y_pred = np.array([0, 0, 1, 0, 2, 1, 0, 4])
+    buckets = {b["bucket"]: b for b in frequency_buckets(y_true, y_pred, counts)}
+    assert list(buckets) == ["1-5", "6-20", "21-100", "100+"]
+    assert buckets["1-5"]["classes"] == 2 and buckets["1-5"]["support"] == 2
+    assert buckets["1-5"]["f1_macro"] == pytest.approx(0.5)  # class 4 right, class 3 wrong
+    assert buckets["100+"]["classes_present"] == 1 and buckets["21-100"]["support"] == 2
 
 
 def test_multilabel_thresholds_reach_target() -> None:

@@ -110,16 +110,19 @@ def test_interrupted_ingest_resumes_after_the_last_committed_batch(tmp_path):
 
 def test_unlabelled_sample_products_get_right_tags_or_review(trained_sample):
     settings, store, _ = trained_sample
-    accepted, right = 0, 0
+    accepted, right, best_right = 0, 0, 0
     for pid, expected in EXPECTED_CATEGORY.items():
         tags = [t for t in store.tags_of(pid) if t.family == "category"]
         assert len(tags) >= 1 and all(t.source == "model" for t in tags)
+        best_right += tags[0].value == expected
         if tags[0].status == "accepted":
             accepted += 1
             right += tags[0].value == expected
-    # 49 labelled products are few to calibrate on: the precision target (0.9) holds only roughly here
-    assert accepted >= 12, f"only {accepted} of 21 unlabelled products got a category"
-    assert right / accepted >= 0.85, f"{accepted - right} of {accepted} accepted categories are wrong"
+    # the best candidate, accepted or for review, is mostly right
+    assert best_right >= 18, f"{21 - best_right} of 21 best categories are wrong"
+    # accepting needs the lower confidence bound of the precision on 49 out-of-fold predictions to reach 0.9:
+    # what is accepted (possibly nothing, on so few labels) must be right
+    assert right == accepted, f"{accepted - right} of {accepted} accepted categories are wrong"
 
 
 def test_explain_shows_sources_and_neighbours_never_itself(trained_sample):
