@@ -52,6 +52,9 @@ def _session(config: Path | None, workspace: Path | None) -> Iterator[tuple[Any,
     except Exception as exc:  # bad settings file or env var
         err.print(f"[red]settings error:[/] {exc}")
         raise typer.Exit(EXIT_USAGE) from None
+    from shoptag.tagger.segmenter import configure_segmenter
+
+    configure_segmenter(Workspace(settings.workspace).cache_dir)
     store = Workspace(settings.workspace).open_store()
     try:
         yield settings, store
@@ -85,8 +88,9 @@ def _emit(as_json: bool, data: Any, human: Callable[[], None]) -> None:
 
 def _encoders(settings):
     from shoptag.pipeline.encode import Encoders
+    from shoptag.pipeline.workspace import Workspace
 
-    return Encoders(settings.encoders)
+    return Encoders(settings.encoders, Workspace(settings.workspace).cache_dir)
 
 
 def _backend(settings, encoders):
@@ -123,6 +127,8 @@ def ingest(
             err.print(f"[red]cannot read catalog:[/] {exc}")
             raise typer.Exit(EXIT_FAILED) from None
         data = {k: v for k, v in asdict(report).items() if k != "changed_ids"}
+        for warning in report.warnings:
+            err.print(f"[yellow]warning:[/] {warning}")
 
         def human() -> None:
             out.print(
@@ -269,7 +275,8 @@ def feedback(
         rejects_path = Workspace(settings.workspace).rejects_dir / f"feedback-{file.stem}.jsonl"
         report = apply_feedback(store, file, rejects_path)
         _sync_search(settings, store, report.product_ids)
-        _emit(as_json, report, lambda: out.print(
+        summary = {k: v for k, v in asdict(report).items() if k != "product_ids"}  # --json stays a summary
+        _emit(as_json, summary, lambda: out.print(
             f"applied {report.applied} corrections, rejected {report.rejected}"
             + (f" (see {report.rejects_file})" if report.rejects_file else "")
         ))

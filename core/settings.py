@@ -33,7 +33,7 @@ class EncoderSettings(BaseModel):
     image_weight: float = Field(0.35, ge=0.0, le=1.0)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # On the CPU, run sentence-transformers models with ONNX Runtime from a one-time export (same vectors,
-    # no torch import per run); the export goes to onnx_cache (default ~/.cache/shoptag/onnx).
+    # no torch import per run); the export goes to onnx_cache (default: the workspace's cache/onnx).
     onnx: bool = True
     onnx_cache: Path | None = None
     batch_size: int = Field(64, ge=1)

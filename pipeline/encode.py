@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 from shoptag.core.settings import EncoderSettings
@@ -18,15 +19,19 @@ from .progress import progress_bar
 
 
 class Encoders:
-    """The configured encoders, loaded on first use (a run that finds every vector cached loads none)."""
+    """The configured encoders, loaded on first use (a run that finds every vector cached loads none).
+    The ONNX export goes to `encoders.onnx_cache`, else `cache_dir/onnx` (the workspace's cache folder),
+    else the user cache folder."""
 
-    def __init__(self, settings: EncoderSettings) -> None:
+    def __init__(self, settings: EncoderSettings, cache_dir: Path | None = None) -> None:
         self.settings = settings
+        self.cache_dir = cache_dir
 
     @cached_property
     def text(self) -> TextEncoder:
         s = self.settings
-        onnx_cache = (s.onnx_cache or default_cache_dir()) if s.onnx else None
+        fallback = self.cache_dir / "onnx" if self.cache_dir is not None else default_cache_dir()
+        onnx_cache = (s.onnx_cache or fallback) if s.onnx else None
         return load_text_encoder(s.text_model, s.device, s.batch_size, onnx_cache=onnx_cache)
 
     @cached_property

@@ -4,7 +4,7 @@ and re-ingesting an unchanged catalog writes nothing (content hashes match)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from shoptag.catalog.readers import read_catalog
@@ -12,6 +12,7 @@ from shoptag.catalog.records import Product, Reject
 from shoptag.catalog.rejects import write_rejects
 from shoptag.core.settings import Settings
 from shoptag.store.records import Store, StoredProduct
+from shoptag.tagger.language import encoder_warning, has_cjk
 
 from .progress import progress_bar
 from .workspace import Workspace
@@ -30,9 +31,11 @@ class IngestReport:
     resumed_from_line: int = 0
     rejects_file: str | None = None
     changed_ids: list[str] | None = None
+    cjk_products: int = 0  # products of this run whose text has CJK characters
+    warnings: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        return {k: v for k, v in asdict(self).items() if isinstance(v, int) and k != "run_id"}
+        return {k: v for k, v in asdict(self).items() if isinstance(v, int) and k not in ("run_id", "cjk_products")}
 
 
 def stored(product: Product) -> StoredProduct:
@@ -71,6 +74,7 @@ def ingest(settings: Settings, store: Store, catalog: Path, *, show_progress: bo
             report.changed += sum(1 for p in fresh if p.id in known)
             report.unchanged += len(products) - len(fresh)
             report.rejected += len(rejects)
+            report.cjk_products += sum(has_cjk(p.encoder_text()) for p in products)
             last = max((r.line or 0) for r in batch)
             store.advance_run(db, run_id, last, report.counts())
         changed_ids.extend(p.id for p in fresh)
@@ -97,4 +101,8 @@ def ingest(settings: Settings, store: Store, catalog: Path, *, show_progress: bo
         report.rejects_file = str(path)
     store.finish_run(run_id, "done", report.counts())
     report.changed_ids = changed_ids
+    products = report.new + report.changed + report.unchanged
+    warning = encoder_warning(settings.encoders.text_model, report.cjk_products, products)
+    if warning:
+        report.warnings.append(warning)
     return report

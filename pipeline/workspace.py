@@ -26,6 +26,11 @@ class Workspace:
         return self.root / "models"
 
     @property
+    def cache_dir(self) -> Path:
+        """Caches a run may rebuild: the ONNX export of the text encoder, jieba's dictionary."""
+        return self.root / "cache"
+
+    @property
     def rejects_dir(self) -> Path:
         return self.root / "rejects"
 

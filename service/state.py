@@ -27,6 +27,7 @@ from shoptag.store.records import Store
 from shoptag.store.review_log import ReviewLog, open_review_log
 from shoptag.tagger.embedding_cache import EmbeddingCache
 from shoptag.tagger.model import TaggerModel, current_name, learn_labels
+from shoptag.tagger.segmenter import configure_segmenter
 
 from .journal import WriteJournal
 from .metrics import ServiceMetrics
@@ -66,7 +67,8 @@ class ServiceState:
         """Open everything and repair the search index; the text encoder and the model load here, not at the
         first request."""
         workspace = Workspace(settings.workspace)
-        encoders = Encoders(settings.encoders)
+        configure_segmenter(workspace.cache_dir)
+        encoders = Encoders(settings.encoders, workspace.cache_dir)
         store = workspace.open_store()
         state = cls(settings, store, workspace.open_cache(), encoders, search_backend(settings, encoders),
                     WriteJournal(workspace.root / "service-pending-writes.json"), metrics, open_review_log(store))
