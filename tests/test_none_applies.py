@@ -12,7 +12,7 @@ import pytest
 from shoptag.pipeline.encode import Encoders
 from shoptag.pipeline.evaluate import evaluate
 from shoptag.pipeline.ingest import ingest
-from shoptag.pipeline.settings import Settings
+from shoptag.core.settings import Settings
 from shoptag.pipeline.tag import tag
 from shoptag.pipeline.train import labelled_set, train
 from shoptag.pipeline.workspace import Workspace
