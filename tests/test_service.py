@@ -83,7 +83,8 @@ def test_health_docs_and_reads(client):
 
     found = client.get("/search", params={"q": "牛仔裤", "facet": "category"}).json()
     assert found["total"] > 0 and "sp-001" in [h["id"] for h in found["hits"]]
-    assert found["facets"]["category"][0] == {"value": "Jeans", "count": found["facets"]["category"][0]["count"]}
+    top = found["facets"]["category"][0]["count"]  # Jeans leads (ties possible: facets count accepted tags only)
+    assert {"value": "Jeans", "count": top} in found["facets"]["category"]
     params = {"q": "牛仔裤", "size": 2, "highlight": "true", "attr_facet": "brand", "query_tags": "suggest"}
     page = client.get("/search", params=params).json()
     following = client.get("/search", params={**params, "cursor": page["cursor"]}).json()
