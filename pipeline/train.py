@@ -130,7 +130,7 @@ def train_if_better(
     workspace = Workspace(settings.workspace)
     data = labelled_set(store, encoders, workspace, show_progress)
     t, r = settings.tagger, settings.review
-    masks = split_mask(data.ids, t.validation_fraction, t.test_fraction)
+    masks = split_labelled(data, settings).masks
     if not masks["test"].any():
         raise ValueError("the held-out split is empty: set tagger.test_fraction above 0 or label more products")
     candidate = fit_on(data, masks["train"], masks["val"], settings, encoders)

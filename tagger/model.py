@@ -372,6 +372,11 @@ def learn_labels(
         for i, pid in enumerate(ids):
             labels[row_of[pid]] = rows[i]
         model.labels[family] = labels.tocsr()
+        if fm.vocab.multilabel:  # "none applies" votes too; a product given values no longer says so
+            changed = np.array([row_of[pid] for pid, t in zip(ids, tags) if family in t], dtype=np.int64)
+            cleared = np.array([row_of[pid] for pid, t in zip(ids, tags) if family in t and not t[family]], dtype=np.int64)
+            kept = np.setdiff1d(model.none_rows.get(family, np.zeros(0, np.int64)), changed)
+            model.none_rows[family] = np.union1d(kept, cleared).astype(np.int64)
 
 
 # ---- persistence ----------------------------------------------------------------------------------------------
