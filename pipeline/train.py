@@ -99,10 +99,10 @@ def train(settings: Settings, store: Store, encoders: Encoders, *, show_progress
     remember_current(workspace.models_dir)
     path = save_model(model, workspace.models_dir)
     record(workspace.models_dir, path.name, "train")
-    return model, _summary(model, path, data)
+    return model, _summary(model, path, data, split)
 
 
-def _summary(model: TaggerModel, path: Path, data: LabelledSet) -> dict:
+def _summary(model: TaggerModel, path: Path, data: LabelledSet, split: GroupedSplit) -> dict:
     return {
         "model": str(path),
         "labelled": len(data.ids),
@@ -130,7 +130,8 @@ def train_if_better(
     workspace = Workspace(settings.workspace)
     data = labelled_set(store, encoders, workspace, show_progress)
     t, r = settings.tagger, settings.review
-    masks = split_labelled(data, settings).masks
+    split = split_labelled(data, settings)
+    masks = split.masks
     if not masks["test"].any():
         raise ValueError("the held-out split is empty: set tagger.test_fraction above 0 or label more products")
     candidate = fit_on(data, masks["train"], masks["val"], settings, encoders)
@@ -153,4 +154,4 @@ def train_if_better(
     write_guard(path, verdict)
     if promote_it:
         record(workspace.models_dir, path.name, "train")
-    return candidate, {**_summary(candidate, path, data), "guard": verdict}
+    return candidate, {**_summary(candidate, path, data, split), "guard": verdict}
