@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install browser demo test bench bench-quality bench-search clean
+.PHONY: install browser demo test bench bench-quality bench-search bench-recs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ bench-quality: install
 # noida-db: bench/results/relevance.md
 bench-search: install
 	$(BIN)/python bench/bench_relevance.py
+
+# Next-basket recommendations on the real purchase log, event ingest speed, /recommendations latency:
+# bench/results/recs.md and docs/BENCHMARKS.md
+bench-recs: install
+	$(BIN)/python bench/recs.py
 
 clean:
 	rm -rf shoptag-workspace bench/work .pytest_cache

@@ -458,6 +458,7 @@ def similar(
     k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
     tag_filter: TagOpt = None,
     diversity: Annotated[str | None, typer.Option(help="Re-rank: mmr[:lambda] or cap:family[:max per value].")] = None,
+    mode: Annotated[str, typer.Option(help="content (vectors), behaviour (bought together) or blend.")] = "content",
     config: ConfigOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
@@ -465,10 +466,26 @@ def similar(
     """Products most similar to one product (never itself), optionally within tags, optionally diversified."""
     from shoptag.core.errors import BadInput
     from shoptag.indexer import storefront
+    from shoptag.pipeline import recommend as recs
     from shoptag.pipeline.search import diversity as parse_diversity
 
+    if mode not in get_args(recs.SimilarMode):
+        err.print(f"[red]unknown --mode {mode!r}[/]: content, behaviour or blend")
+        raise typer.Exit(EXIT_USAGE)
     with _session(config, workspace) as (settings, store):
         encoders = _encoders(settings)
+        if mode != "content":
+            log = recs.open_event_log(settings)
+            try:
+                model = recs.current(settings, store, encoders, log)
+            finally:
+                log.close()
+            found = recs.similar(model, product_id, k, mode, settings.behaviour.blend_behaviour_weight)
+            titles = {p.id: p.title for p in store.products([f.id for f in found])}
+            rows = [{"id": f.id, "score": f.score, "title": titles.get(f.id, ""), "reason": f.reason} for f in found]
+            _emit(as_json, rows, lambda: [out.print(f"{i:>3}. {h['id']}  {h['title']}  [dim]{h['score']:.4f} "
+                                                    f"{h['reason']}[/]") for i, h in enumerate(rows, 1)])
+            return
         backend = _backend(settings, encoders)
         try:
             hits = storefront.similar(backend, product_id, k, _parse_tags(tag_filter or []) or None,
@@ -631,6 +648,71 @@ def model_rollback(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_
     with _session(config, workspace) as (settings, store):
         current = rollback(Workspace(settings.workspace).models_dir)
         _emit(as_json, {"current": current}, lambda: out.print(f"rolled back: current model is {current}"))
+
+
+# ---- behaviour --------------------------------------------------------------------------------------------------
+@app.command()
+def events(
+    events_file: Annotated[Path, typer.Argument(help="Events: .csv, .csv.gz, .jsonl or .parquet.")],
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Store shopper events (view, click, cart, purchase, return, search). Bad lines go to a rejects file; a
+    re-run of the same file adds nothing."""
+    from shoptag.pipeline.events import ingest_events
+
+    with _session(config, workspace) as (settings, store):
+        report = ingest_events(settings, store, events_file)
+
+        def human() -> None:
+            out.print(f"events from [bold]{events_file}[/]: {report.read} read, {report.added} added, "
+                      f"{report.duplicates} already stored, [{'red' if report.rejected else 'green'}]"
+                      f"{report.rejected} rejected[/]" + (f", {report.expired} past retention removed"
+                                                          if report.expired else ""))
+            if report.ignored_columns:
+                out.print(f"ignored columns: {', '.join(report.ignored_columns)}")
+            if report.rejects_file:
+                out.print(f"rejects (line, item, reason): {report.rejects_file}")
+                for r in report.rejects:
+                    out.print(f"  line {r['line']} item {r['item']!r}: {r['reason']}")
+                if report.rejected > len(report.rejects):
+                    out.print(f"  … and {report.rejected - len(report.rejects)} more")
+
+        _emit(as_json, report.as_dict(), human)
+        if report.rejected:
+            raise typer.Exit(EXIT_REJECTS)
+
+
+@app.command()
+def recommend(
+    user: Annotated[str, typer.Argument(help="The shop's user id.")],
+    k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    context: Annotated[str | None, typer.Option(help="A product the user is looking at (for unknown users).")] = None,
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Personal recommendations from a user's events; an unknown user gets what is popular (around --context)."""
+    from shoptag.pipeline import recommend as recs
+
+    with _session(config, workspace) as (settings, store):
+        log = recs.open_event_log(settings)
+        try:
+            model = recs.current(settings, store, _encoders(settings), log)
+            items, known = recs.recommend(settings, model, log, user, k, context)
+        finally:
+            log.close()
+        titles = {p.id: p.title for p in store.products([i.id for i in items])}
+        rows = [{"id": i.id, "score": i.score, "reason": i.reason, "title": titles.get(i.id, "")} for i in items]
+
+        def human() -> None:
+            if not known:
+                out.print(f"[dim]no events of {user!r}: popular items{' around ' + context if context else ''}[/]")
+            for n, r in enumerate(rows, 1):
+                out.print(f"{n:>3}. {r['id']}  {r['title']}  [dim]{r['score']:.3f} {r['reason']}[/]")
+
+        _emit(as_json, {"user": user, "known_user": known, "items": rows}, human)
 
 
 # ---- data, images, service --------------------------------------------------------------------------------------

@@ -153,6 +153,29 @@ class ReviewSettings(BaseModel):
     guard_min_test: int = Field(20, ge=1)
     # The service runs `train --if-better` after this many new review decisions (0: never).
     retrain_after: int = Field(0, ge=0)
+class BehaviourSettings(BaseModel):
+    """Shopper events and the recommendations learnt from them (docs/BEHAVIOUR.md)."""
+
+    # events older than the newest stored event minus this many days are deleted at each ingest (None: keep all)
+    retention_days: int | None = Field(730, ge=1)
+    half_life_days: float = Field(30.0, gt=0)  # age at which an event counts half, for co-engagement and profiles
+    popularity_half_life_days: float = Field(14.0, gt=0)  # the same for "popular now"
+    user_share: float = Field(0.5, ge=0.0, le=1.0)  # co-occurrence in user histories vs. in one basket
+    shrink: float = Field(5.0, ge=0.0)  # damps similarities resting on few co-occurrences
+    neighbours: int = Field(100, ge=1)  # co-engaged items kept per item
+    history_limit: int = Field(500, ge=1)  # a user's most recent events read for their profile
+    refresh_seconds: float = Field(300.0, ge=0.0)  # the service rebuilds the model at most this often
+    # personal recommendations: shares of each score source (chosen on a validation period, docs/BENCHMARKS.md)
+    weight_repeat: float = Field(1.0, ge=0.0)
+    weight_cobought: float = Field(0.5, ge=0.0)
+    weight_content: float = Field(0.1, ge=0.0)
+    weight_popular: float = Field(0.05, ge=0.0)
+    weight_neighbours: float = Field(0.5, ge=0.0)
+    similar_users: int = Field(50, ge=1)  # neighbours of a user for the `neighbours` source
+    # `similar --mode blend`: share of co-engagement vs. content similarity
+    blend_behaviour_weight: float = Field(0.7, ge=0.0, le=1.0)
+    # `user=` on search and similar: how much the user's profile may move a hit (0: not at all)
+    rerank_strength: float = Field(0.3, ge=0.0)
 
 
 class Settings(BaseSettings):
@@ -173,6 +196,7 @@ class Settings(BaseSettings):
     search: SearchSettings = SearchSettings()
     service: ServiceSettings = ServiceSettings()
     review: ReviewSettings = ReviewSettings()
+    behaviour: BehaviourSettings = BehaviourSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -23,7 +23,12 @@ must shoptag search "牛仔" --facet category
 must shoptag search "watch" --facet colour
 step "7. similar products"
 must shoptag similar sp-001 --k 5
-step "8. a person's corrections: applied, never overwritten, used by the next training"
+step "8. shopper events in, then recommendations: personal, for a new visitor, and 'bought together'"
+must shoptag events examples/sample_events.csv
+must shoptag recommend u001 --k 5
+must shoptag recommend someone-new --k 3
+must shoptag similar sp-001 --k 5 --mode blend
+step "9. a person's corrections: applied, never overwritten, used by the next training"
 shoptag feedback examples/feedback.jsonl; [ $? -eq 3 ] || { echo "expected exit code 3 (one unknown id)" >&2; exit 1; }
 must shoptag tag
 must shoptag explain sp-008

@@ -7,6 +7,8 @@ The data files themselves never enter the repository: every function takes the d
 - taobao-ner (``taobao-ner/{train,dev}.txt``): Chinese titles; their product-type (HCCX) and brand (HPPX)
   spans become two multi-valued tag families.
 - Google product taxonomy: a ready tag vocabulary.
+- behaviour (``behaviour/items.csv`` + ``events.csv.gz``): a gift shop's items as a catalog (titled items only);
+  its purchase lines are read by ``shoptag events`` directly (their column names are accepted aliases).
 """
 
 from __future__ import annotations
@@ -191,6 +193,21 @@ def taxonomy(data_dir: Path) -> list[tuple[int, list[str]]]:
             number, _, path = line.partition(" - ")
             entries.append((int(number), [part.strip() for part in path.split(" > ")]))
     return entries
+
+
+def behaviour_records(data_dir: Path) -> list[dict]:
+    """The gift shop's items that have a title, with their median price as an attribute."""
+    with open(data_dir / "behaviour" / "items.csv", newline="", encoding="utf-8") as f:
+        return [{"id": row["item_id"], "title": row["title"], "attributes": {"price": row["median_price"]}}
+                for row in csv.DictReader(f) if row["title"].strip()]
+
+
+def behaviour_catalog(data_dir: Path, out: Path) -> Path:
+    return _write_jsonl(behaviour_records(data_dir), out)
+
+
+def behaviour_events(data_dir: Path) -> Path:
+    return data_dir / "behaviour" / "events.csv.gz"
 
 
 def main(argv: list[str] | None = None) -> None:

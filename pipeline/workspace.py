@@ -38,6 +38,19 @@ class Workspace:
     def search_dir(self) -> Path:
         return self.root / "search"
 
+    @property
+    def events_path(self) -> Path:
+        return self.root / "events.db"
+
+    @property
+    def events_salt_path(self) -> Path:
+        """The key that pseudonymises user ids; kept apart from the events so a copy of them cannot be re-keyed."""
+        return self.root / "events.salt"
+
+    @property
+    def recs_path(self) -> Path:
+        return self.root / "behaviour" / "recs.npz"
+
     def open_store(self) -> Store:
         return Store(self.db_path)
 

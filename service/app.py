@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from shoptag.core.settings import Settings
 
+from .behaviour import router as behaviour_router
 from .errors import BodyLimit, install_error_handlers
 from .metrics import RequestTimer, ServiceMetrics
 from .review import router as review_router
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(review_router)
     app.include_router(ui_router)
     mount_static(app)
+    app.include_router(behaviour_router)
     app.add_middleware(BodyLimit, max_bytes=settings.service.max_body_bytes)
     app.add_middleware(RequestTimer, metrics=metrics)  # added last: outermost, so it times 413s too
     return app

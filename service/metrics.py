@@ -45,6 +45,10 @@ class ServiceMetrics:
                                 ["verdict"], registry=self.registry)
         self.review_pace = Gauge("shoptag_review_decisions_per_hour", "Review decisions per hour over the last hour.",
                                  registry=self.registry)
+        self.events = Counter("shoptag_events", "Shopper events stored through the service.", registry=self.registry)
+        self.tag_units = Gauge("shoptag_tag_units", "Units sold per tag value in the last `behaviour.trend_days` "
+                               "(window=recent) and the window before (window=previous).",
+                               ["family", "value", "window"], registry=self.registry)
 
     def reviewed(self, stats: dict) -> None:
         """Reviewer metrics from `pipeline.review.stats`, read from the store at each scrape (so they hold the
@@ -67,6 +71,12 @@ class ServiceMetrics:
     def sizes(self, store_products: int, index_products: int) -> None:
         self.store_size.set(store_products)
         self.index_size.set(index_products)
+
+    def demand(self, rows: Iterable[tuple[str, str, float, float]]) -> None:
+        """Per tag value: (family, value, units recently, units in the window before)."""
+        for family, value, recent, previous in rows:
+            self.tag_units.labels(family, value, "recent").set(recent)
+            self.tag_units.labels(family, value, "previous").set(previous)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

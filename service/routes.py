@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated
 
+import numpy as np
+
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 
 from shoptag.core.errors import BadInput
 from shoptag.indexer import storefront
 from shoptag.indexer.documents import Hit
+from shoptag.pipeline import recommend as recs
 from shoptag.pipeline.explain import explain
 from shoptag.pipeline.review import stats as review_stats
 from shoptag.pipeline.search import SearchRequest, run_search
@@ -77,17 +80,38 @@ def similar(
     state: State, product_id: PathId, tag: TagFilter = [],  # noqa: B006 (FastAPI copies query defaults)
     k: Annotated[int, Query(ge=1, le=MAX_K, description="How many products.")] = 10,
     diversity: Annotated[str | None, Query(max_length=200, description="mmr[:lambda] or cap:family[:n].")] = None,
+    mode: Annotated[recs.SimilarMode, Query(description="content (vectors), behaviour (bought together) or blend.")]
+    = "content",
+    user: Annotated[str | None, Query(max_length=MAX_ID_CHARS, description="Re-rank for this user.")] = None,
 ) -> SimilarOut:
     """The `k` products nearest to this one (never itself), optionally only those with the given tags, optionally
     re-ranked so near-duplicates do not fill the list."""
     filters = tag_filters(tag)
+    if mode != "content":
+        if filters or diversity:
+            raise HTTPException(422, "tag filters and diversity apply to mode=content only")
+        found = recs.similar(state.recs.get(), product_id, k, mode, state.settings.behaviour.blend_behaviour_weight)
+        products = {p.id: p for p in state.store.products([f.id for f in found])}
+        tags = state.store.effective_tags([f.id for f in found])
+        hits = [Hit(f.id, f.score, products[f.id].title if f.id in products else "",
+                    {fam: [v for v, *_ in vals] for fam, vals in tags.get(f.id, {}).items()}) for f in found]
+        return SimilarOut(id=product_id, hits=hits_out(personalised(state, hits, user)))
     try:
         hits = storefront.similar(state.backend, product_id, k, filters or None, parse_diversity(diversity))
     except BadInput as exc:
         raise HTTPException(422, str(exc)) from None
     except KeyError:
         raise HTTPException(404, f"unknown product id {product_id!r}") from None
-    return SimilarOut(id=product_id, hits=hits_out(hits))
+    return SimilarOut(id=product_id, hits=hits_out(personalised(state, hits, user)))
+
+
+def personalised(state: ServiceState, hits: list[Hit], user: str | None) -> list[Hit]:
+    """`hits` re-ranked by the user's affinity (their profile from events); unchanged without a known user."""
+    if not user or not hits:
+        return hits
+    order = recs.rerank_for_user(state.settings, state.recs.get(), state.recs.log, user, [h.id for h in hits],
+                                 np.array([h.score for h in hits]))
+    return [hits[i] for i in order]
 
 
 @router.get("/search", response_model=SearchOut, tags=["storefront"])
@@ -108,6 +132,8 @@ def search(
     highlight: bool = False,
     diversity: Annotated[str | None, Query(max_length=200, description="mmr[:lambda] or cap:family[:n].")] = None,
     query_tags: Annotated[str | None, Query(description="boost, suggest or off (default: setting).")] = None,
+    user: Annotated[str | None, Query(max_length=MAX_ID_CHARS, description="Re-rank this page for this user.")]
+    = None,
 ) -> SearchOut:
     """Hybrid search, as `shoptag search`: BM25 and the text encoder's kNN fused by reciprocal rank, with
     filters, facets, sorting, pages, highlights and query understanding. A bad parameter is a 422 naming it."""
@@ -124,7 +150,7 @@ def search(
         raise HTTPException(422, str(exc)) from None
     results = answer.results
     return SearchOut(
-        total=results.total, hits=hits_out(results.hits), cursor=results.cursor,
+        total=results.total, hits=hits_out(personalised(state, results.hits, user)), cursor=results.cursor,
         facets={f: [{"value": v, "count": c} for v, c in counts] for f, counts in results.facets.items()},
         attribute_facets={a: [{"value": v, "count": c} for v, c in counts]
                           for a, counts in results.attribute_facets.items()},

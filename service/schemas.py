@@ -140,3 +140,46 @@ class HealthOut(BaseModel):
 class ErrorOut(BaseModel):
     error: str
     detail: Any
+
+
+class EventIn(BaseModel):
+    """One shopper event (docs/BEHAVIOUR.md); `id` makes retries idempotent across batches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    time: str | int = Field(description="ISO 8601 (naive = UTC) or epoch seconds.")
+    type: str = Field(description="view, click, cart, purchase, return or search.", max_length=20)
+    user: str | None = Field(None, max_length=MAX_ID_CHARS)
+    session: str | None = Field(None, max_length=MAX_ID_CHARS)
+    item: str | None = Field(None, max_length=MAX_ID_CHARS)
+    query: str | None = Field(None, max_length=MAX_QUERY_CHARS)
+    quantity: float | None = None
+    price: float | None = None
+    id: str | None = Field(None, max_length=MAX_ID_CHARS)
+
+
+class EventRejectOut(BaseModel):
+    line: int
+    item: str | None
+    reason: str
+
+
+class EventsOut(BaseModel):
+    received: int
+    added: int
+    duplicates: int
+    rejected: int
+    rejects: list[EventRejectOut]
+
+
+class RecommendationOut(BaseModel):
+    id: str
+    score: float
+    reason: str
+    title: str
+
+
+class RecommendationsOut(BaseModel):
+    user: str
+    known_user: bool
+    items: list[RecommendationOut]

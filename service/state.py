@@ -18,6 +18,7 @@ from shoptag.core.settings import Settings
 from shoptag.indexer.backend import SearchBackend
 from shoptag.indexer.backends import VectorDims, open_backend
 from shoptag.pipeline.encode import Encoders, encode_products
+from shoptag.pipeline.recommend import RecsCache
 from shoptag.pipeline.reindex import converge
 from shoptag.pipeline.search_docs import search_docs
 from shoptag.pipeline.tag import StaleModelError, load_checked_model
@@ -56,6 +57,7 @@ class ServiceState:
     journal: WriteJournal
     metrics: ServiceMetrics
     review: ReviewLog
+    recs: RecsCache
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     _model: TaggerModel | None = None
     _model_pointer: str | None = None
@@ -71,7 +73,8 @@ class ServiceState:
         encoders = Encoders(settings.encoders, workspace.cache_dir)
         store = workspace.open_store()
         state = cls(settings, store, workspace.open_cache(), encoders, search_backend(settings, encoders),
-                    WriteJournal(workspace.root / "service-pending-writes.json"), metrics, open_review_log(store))
+                    WriteJournal(workspace.root / "service-pending-writes.json"), metrics, open_review_log(store),
+                    RecsCache(settings, store, encoders))
         try:
             state.recover()
             if state.model_name() is not None:
@@ -85,6 +88,7 @@ class ServiceState:
     def close(self) -> None:
         self.backend.close()
         self.cache.close()
+        self.recs.close()
         self.store.close()
 
     # ---- model ----------------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Shopper behaviour: events in, co-engagement and personal recommendations, demand per tag."""

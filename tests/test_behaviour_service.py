@@ -1,0 +1,101 @@
+"""Behaviour through the CLI and the HTTP service on the bundled sample: events in, recommendations out."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+
+import httpx
+import pytest
+from service_helpers import API_KEY, REPO, build_workspace, service_settings, thread_server
+from typer.testing import CliRunner
+
+from shoptag.cli import EXIT_REJECTS, EXIT_USAGE, app
+
+EVENTS = REPO / "examples" / "sample_events.csv"
+
+
+def purchases() -> list[dict]:
+    with open(EVENTS, newline="") as f:
+        return [r for r in csv.DictReader(f) if r["type"] == "purchase"]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    settings = service_settings(tmp_path_factory.mktemp("behaviour-service") / "ws")
+    # a strong re-rank, so one purchase visibly moves a search hit
+    settings = settings.model_copy(update={"behaviour": settings.behaviour.model_copy(update={"rerank_strength": 1.0})})
+    build_workspace(settings, trained=False)
+    with thread_server(settings) as url, httpx.Client(base_url=url, timeout=120) as http:
+        yield http
+
+
+def test_events_need_the_key_and_count_rejects(served):
+    body = [{"time": "2024-06-01 10:00:00", "type": "purchase", "user": "web-1", "item": "sp-031"},
+            {"time": "2024-06-01 10:00:00", "type": "purchase", "user": "web-1", "item": "nope"}]
+    assert served.post("/events", json=body).status_code == 401
+    response = served.post("/events", json=body, headers={"X-API-Key": API_KEY})
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert (data["added"], data["rejected"], data["rejects"][0]["line"]) == (1, 1, 2)
+    assert served.post("/events", json=[{**body[0], "usr": "x"}], headers={"X-API-Key": API_KEY}).status_code == 422
+
+
+def test_recommendations_follow_a_users_events(served):
+    rows = purchases()
+    body = [{"time": r["time"], "type": r["type"], "user": r["user"], "session": r["session"], "item": r["item"]}
+            for r in rows]
+    for start in range(0, len(body), 8):
+        assert served.post("/events", json=body[start:start + 8], headers={"X-API-Key": API_KEY}).status_code == 200
+    fresh = served.get("/recommendations/web-2", params={"k": 5}).json()
+    assert fresh["known_user"] is False and len(fresh["items"]) == 5  # popular, not an error
+    assert {i["reason"] for i in fresh["items"]} == {"popular"}
+    # the most active buyer: what they bought and what is bought with it comes first
+    user = Counter(r["user"] for r in rows).most_common(1)[0][0]
+    mine = {r["item"] for r in rows if r["user"] == user}
+    got = served.get(f"/recommendations/{user}", params={"k": 5}).json()
+    assert got["known_user"] is True
+    assert {i["id"] for i in got["items"]} & mine and all(i["title"] for i in got["items"])
+    # one new purchase by a new user shows at once (no rebuild)
+    item = rows[0]["item"]
+    served.post("/events", json=[{"time": "2024-06-02 10:00:00", "type": "purchase", "user": "web-3",
+                                  "item": item}], headers={"X-API-Key": API_KEY})
+    now = served.get("/recommendations/web-3", params={"k": 5}).json()
+    assert now["known_user"] is True and now["items"][0]["id"] == item
+
+
+def test_similar_modes_and_user_rerank(served):
+    behaviour = served.get("/similar/sp-001", params={"mode": "behaviour", "k": 5})
+    assert behaviour.status_code == 200, behaviour.text
+    content = served.get("/similar/sp-001", params={"k": 5}).json()["hits"]
+    assert content
+    assert served.get("/similar/sp-001", params={"mode": "sideways"}).status_code == 422
+    plain = [h["id"] for h in served.get("/search", params={"q": "jeans", "size": 10}).json()["hits"]]
+    last = plain[-1]
+    served.post("/events", json=[{"time": "2024-06-03 10:00:00", "type": "purchase", "user": "web-jeans",
+                                  "item": last}], headers={"X-API-Key": API_KEY})
+    ranked = [h["id"] for h in served.get("/search", params={"q": "jeans", "size": 10, "user": "web-jeans"}
+                                          ).json()["hits"]]
+    assert sorted(ranked) == sorted(plain) and ranked.index(last) < plain.index(last)
+
+
+def test_cli_events_recommend_and_similar_modes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {"SHOPTAG_WORKSPACE": str(tmp_path / "ws")}
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", str(REPO / "examples" / "sample_catalog.jsonl")], env=env).exit_code == 0
+    result = runner.invoke(app, ["events", str(EVENTS), "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["added"] == sum(1 for _ in open(EVENTS)) - 1
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,type,user,item\n2024-01-01,purchase,u1,sp-001\nsoon,purchase,u1,sp-001\n")
+    result = runner.invoke(app, ["events", str(bad), "--json"], env=env)
+    assert result.exit_code == EXIT_REJECTS and json.loads(result.stdout)["rejects"][0]["line"] == 3
+    result = runner.invoke(app, ["recommend", "u001", "--k", "3", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["known_user"] and len(data["items"]) == 3
+    result = runner.invoke(app, ["similar", "sp-001", "--mode", "blend", "--k", "3", "--json"], env=env)
+    assert result.exit_code == 0 and len(json.loads(result.stdout)) == 3
+    assert runner.invoke(app, ["similar", "sp-001", "--mode", "sideways"], env=env).exit_code == EXIT_USAGE
