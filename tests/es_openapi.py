@@ -2,6 +2,8 @@
 
 The spec is turned into one JSON Schema (draft 2020-12) document:
 - `oneOf` becomes `anyOf` (the spec's alternatives overlap), `nullable` becomes an alternative with null;
+- min/maxProperties on an `allOf` part count only that part's own keys (`_one_of_keys`: how the spec renders
+  "exactly one of", e.g. `mapping` / `runtime` of a dynamic template beside its `match` conditions);
 - every object schema that declares `properties` (itself or through its `allOf` bases) and no
   `additionalProperties` rejects unknown keys, so a misspelt field fails. Because the spec models
   inheritance as `allOf: [base, own part]`, the check (`unevaluatedProperties: false`) goes on the schema a
@@ -150,6 +152,10 @@ class ESRequestValidator:
                 continue
             else:
                 out[key] = copy.deepcopy(value)
+        if in_all_of and "properties" in node and {"minProperties", "maxProperties"} & set(node):
+            for key in ("minProperties", "maxProperties"):
+                out.pop(key, None)
+            out.update(_one_of_keys(node))
         if strict and not in_all_of:
             out["unevaluatedProperties"] = False
         if node.get("nullable"):
@@ -206,6 +212,20 @@ class ESRequestValidator:
             raise ValidationError(f"no {method.upper()} {path} in the Elasticsearch API")
         _, spec_path = max(matches)
         return self.spec["paths"][spec_path][method]["operationId"], spec_path
+
+
+def _one_of_keys(node: dict[str, Any]) -> dict[str, Any]:
+    """An allOf part's property counts, limited to its own keys. The spec renders a TypeScript container variant
+    (exactly one of `mapping` / `runtime` in a `DynamicTemplate`, beside `match` and the other conditions of
+    another part) as min/maxProperties on that part, which JSON Schema applies to the whole object: a valid
+    dynamic template with a `match` condition would fail. Here they count only the part's declared keys."""
+    keys = sorted(node["properties"])
+    rules: dict[str, Any] = {}
+    if node.get("minProperties", 0) >= 1:
+        rules["anyOf"] = [{"required": [key]} for key in keys]
+    if node.get("maxProperties") == 1:
+        rules["not"] = {"anyOf": [{"required": [a, b]} for i, a in enumerate(keys) for b in keys[i + 1 :]]}
+    return rules
 
 
 def _flatten(errors: Iterable[ValidationError]) -> Iterator[ValidationError]:

@@ -125,6 +125,23 @@ def test_vectors_go_as_float32_and_read_back_exactly(catalog_docs):
     assert len(json.dumps(as_text)) < 0.7 * float64_text and len(as_base64) < 0.3 * float64_text
 
 
+def test_a_dynamic_template_with_a_match_condition_is_valid(validator):
+    """The spec's `DynamicTemplate` once failed every template with a condition (its "exactly one of mapping /
+    runtime" counted `match` too)."""
+    body = index_body("v1", DIMS, "int8_hnsw")
+    body["mappings"]["dynamic_templates"] = [
+        {"tag_keywords": {"path_match": "tags.*", "match_mapping_type": "string", "mapping": {"type": "keyword"}}}]
+    validator.validate("indices.create", body)
+    both = copy.deepcopy(body)
+    both["mappings"]["dynamic_templates"][0]["tag_keywords"]["runtime"] = {"type": "keyword"}
+    neither = copy.deepcopy(body)
+    del neither["mappings"]["dynamic_templates"][0]["tag_keywords"]["mapping"]
+    misspelt = _misspell(body, ["mappings", "dynamic_templates", 0, "tag_keywords", "path_match"], "path_mtch")
+    for wrong in (both, neither, misspelt):
+        with pytest.raises(ValidationError):
+            validator.validate("indices.create", wrong)
+
+
 # ---- strictness: misspelt fields fail -----------------------------------------------------------------------------
 def _misspell(body: dict[str, Any], path: list[Any], wrong: str) -> dict[str, Any]:
     """A copy of `body` with the key at `path` renamed to `wrong`."""
