@@ -72,17 +72,108 @@ def healthy(url: str) -> bool:
         return False
 
 
-def documents(data: FashionVectors, limit: int) -> list:
-    """The first `limit` products as search documents: title, catalog tags (score 1, source manual), vectors."""
+def documents(data: FashionVectors, limit: int, start: int = 0) -> list:
+    """Products `start` to `limit` as search documents: title, catalog tags (score 1, source manual), vectors."""
     from shoptag.indexer.documents import DocTag, SearchDoc
 
+    rows = zip(data.ids[start:limit], data.texts[start:limit], data.tags[start:limit], data.vectors[start:limit],
+               data.attributes[start:limit])
     return [
         SearchDoc(id=pid, title=text, tags={f: [DocTag(v, 1.0, "manual") for v in vs] for f, vs in tags.items()},
                   text_vector=vector, fused_vector=vector, content_hash=pid, text_model=data.encoders.text.model_id,
                   attributes=attributes)
-        for pid, text, tags, vector, attributes in zip(data.ids[:limit], data.texts, data.tags, data.vectors,
-                                                        data.attributes)
+        for pid, text, tags, vector, attributes in rows
     ]
+
+
+def bytes_per_document(output: Output, docs: list) -> None:
+    """JSON bytes of a document as the bulk body carries it: float64 text of text and fused vectors (before)
+    against float32 decimals of the text vector only (after; base64 on 9.3+ servers)."""
+    import json
+
+    import numpy as np
+
+    from shoptag.indexer.es.reindex import doc_source
+
+    def size(source: dict) -> int:
+        return len(json.dumps(source, ensure_ascii=False).encode())
+
+    before, after, base64 = [], [], []
+    for doc in docs:
+        old = doc_source(doc, "v1")
+        for kind in ("text", "fused"):
+            old[f"{kind}_vector"] = np.asarray(getattr(doc, f"{kind}_vector"), dtype=np.float64).tolist()
+        before.append(size(old))
+        after.append(size(doc_source(doc, "v1", fused=False)))
+        base64.append(size(doc_source(doc, "v1", fused=False, as_base64=True)))
+    for name, sizes in (("before (float64 text, text + fused)", before), ("after (float32, text only)", after),
+                        ("after, 9.3+ (base64 float32)", base64)):
+        output.add("elasticsearch (noida-db)", f"bulk bytes per document, {name}", sum(sizes) / len(sizes), "bytes",
+                   "cpu", len(docs))
+
+
+def bulk_against_raw(output: Output, settings, dims, docs: list, rounds: int) -> None:
+    """`ESBackend.reindex` (lock, templates, build settings, checks, swap) against raw `helpers.streaming_bulk` of
+    the same documents (the same sources, into an index with the same body), alternated in one run."""
+    from elasticsearch import helpers
+
+    from shoptag.indexer.es.backend import ESBackend
+    from shoptag.indexer.es.mapping import index_body
+    from shoptag.indexer.es.reindex import doc_source
+
+    numeric = settings.catalog.numeric_attributes
+    backend = ESBackend(settings.es, dims, numeric=numeric)
+    client = backend._client
+    times: dict[str, list[float]] = {"shoptag": [], "raw": []}
+    try:
+        for round_ in range(rounds):
+            for side in ("shoptag", "raw") if round_ % 2 == 0 else ("raw", "shoptag"):
+                with Timer() as timer:
+                    if side == "shoptag":
+                        if not backend.reindex(docs).ok:
+                            raise RuntimeError("reindex failed")
+                    else:
+                        index = f"bench-raw-{round_}"
+                        client.indices.create(index=index, **index_body("v1", dims, settings.es.vector_index_type,
+                                                                         numeric=numeric))
+                        actions = ({"_index": index, "_id": d.id,
+                                    "_source": doc_source(d, "v1", fused=False, numeric=numeric)} for d in docs)
+                        for ok, item in helpers.streaming_bulk(client, actions, chunk_size=settings.es.bulk_chunk_size):
+                            if not ok:
+                                raise RuntimeError(f"raw bulk failed: {item}")
+                        client.indices.refresh(index=index)
+                times[side].append(timer.seconds)
+                if side == "raw":
+                    client.indices.delete(index=index)
+    finally:
+        backend.close()
+    rate = {side: len(docs) / min(seconds) for side, seconds in times.items()}
+    output.add("elasticsearch (noida-db)", "reindex docs/s vs raw streaming_bulk", rate["shoptag"] / rate["raw"], "x",
+               "cpu", len(docs), {"shoptag_docs_per_s": rate["shoptag"], "raw_docs_per_s": rate["raw"],
+                                  "rounds": rounds, "seconds": times})
+
+
+def reindex_peak_memory(output: Output, settings, dims, data: FashionVectors, sizes: list[int]) -> None:
+    """Peak Python memory (tracemalloc) of a full reindex fed by a generator, at several catalog sizes: flat when
+    the reindex streams documents instead of holding them."""
+    import tracemalloc
+
+    from shoptag.indexer.es.backend import ESBackend
+
+    chunked = settings.es.model_copy(update={"bulk_chunk_size": 100})  # sizes well above one chunk's
+    backend = ESBackend(chunked, dims, numeric=settings.catalog.numeric_attributes)
+    try:
+        for size in sizes:
+            lazy = (doc for chunk in range(0, size, 500) for doc in documents(data, min(size, chunk + 500), chunk))
+            tracemalloc.start()
+            if not backend.reindex(lazy).ok:
+                raise RuntimeError("reindex failed")
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            output.add("elasticsearch (noida-db)", "reindex peak Python memory", peak / 2**20, "MiB", "cpu", size,
+                       {"measured_with": "tracemalloc; documents streamed from a generator", "bulk_chunk_size": 100})
+    finally:
+        backend.close()
 
 
 def options(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +203,10 @@ def main() -> None:
                        {"seconds": bulk.seconds, "chunk": settings.es.bulk_chunk_size,
                         "vector_index_type": settings.es.vector_index_type, "includes": "new index, bulk, alias swap"})
             measure(output, "elasticsearch (noida-db)", backend, load, len(docs))
+            bytes_per_document(output, docs)
+            bulk_against_raw(output, settings, VectorDims(text=dim, image=None, fused=dim), docs, 2 if args.quick else 4)
+            reindex_peak_memory(output, settings, VectorDims(text=dim, image=None, fused=dim), data,
+                                sorted({len(data.ids) // 4, len(data.ids)}))
             everything = documents(data, args.storefront_docs or len(data.ids))
             if len(everything) > len(docs):
                 report = backend.reindex(everything)

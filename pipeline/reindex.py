@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from shoptag.core.settings import Settings
 from shoptag.indexer.backend import SearchBackend
@@ -65,20 +65,19 @@ def rollback(settings: Settings, store: Store) -> tuple[str, str]:
 def build_docs(
     store: Store, products: Sequence[StoredProduct], encoders: Encoders, settings: Settings,
     tags: Mapping[str, Mapping[str, Sequence[tuple[str, str, float]]]], show_progress: bool,
-) -> list[SearchDoc]:
-    """Documents for `products`, vectors from the embedding cache (encoding only what it lacks)."""
+) -> Iterator[SearchDoc]:
+    """Documents for `products`, a batch at a time (vectors from the embedding cache, encoding only what it
+    lacks), so a reindex holds one batch of vectors at a time whatever the catalog's size."""
     cache = Workspace(settings.workspace).open_cache()
-    docs: list[SearchDoc] = []
     try:
         with progress_bar("build documents", len(products), show_progress) as advance:
             for start in range(0, len(products), BATCH):
                 batch = products[start : start + BATCH]
                 vectors, _ = encode_products(batch, encoders, cache, show_progress=False)
-                docs += search_docs(store, batch, vectors, encoders.ids(), tags)
+                yield from search_docs(store, batch, vectors, encoders.ids(), tags)
                 advance(len(batch))
     finally:
         cache.close()
-    return docs
 
 
 def reindex(
@@ -106,17 +105,17 @@ def reindex(
         previous = store.indexed_hashes(key, candidates)
         gone = [pid for pid in previous if pid not in hashes]
         products = [p for p in products if previous.get(p.id) != hashes[p.id]]
-    docs = build_docs(store, products, encoders, settings, tags, show_progress)
-    report = backend.reindex(docs, incremental=incremental)
+    report = backend.reindex(build_docs(store, products, encoders, settings, tags, show_progress), incremental=incremental)
     failed = {pid for pid, _ in report.failed}
     if not incremental and failed:
-        return {"sent": len(docs), "written": report.written, "deleted": 0, "failed": report.failed, "swapped": False}
+        return {"sent": len(products), "written": report.written, "deleted": 0, "failed": report.failed,
+                "swapped": False}
     deleted = backend.delete(gone).deleted if gone else 0
     store.set_indexed(
-        key, {d.id: hashes[d.id] for d in docs if d.id not in failed}, replace_all=not incremental, gone=gone,
+        key, {p.id: hashes[p.id] for p in products if p.id not in failed}, replace_all=not incremental, gone=gone,
         mark=None if failed else (seq, models),  # failed products stay after the mark: the next run retries them
     )
-    return {"sent": len(docs), "written": report.written, "deleted": deleted, "failed": report.failed,
+    return {"sent": len(products), "written": report.written, "deleted": deleted, "failed": report.failed,
             "swapped": not incremental}
 
 
