@@ -123,12 +123,16 @@ def undo(log: ReviewLog, reviewer: str, decision_id: int | None = None) -> Decis
     return log.undo(target, reviewer)
 
 
-def bulk_accept(store: Store, log: ReviewLog, family: str, min_score: float, reviewer: str,
-                tag: str | None = None) -> list[int]:
-    """Accept the top candidate of every queued "needs review" item of `family` scoring at least `min_score`."""
-    items, _ = queue(store, log, family=family, tag=tag, limit=1_000_000)
-    chosen = [DecisionIn(i.product_id, i.family, "accept") for i in items if i.kind == "review" and i.score >= min_score]
-    return decide(store, log, chosen, reviewer) if chosen else []
+def bulk_targets(log: ReviewLog, family: str, min_score: float, tag: str | None = None) -> list[tuple[str, str]]:
+    """(product, family) of every queued "needs review" item of `family` whose top candidate (optionally `tag`)
+    scores at least `min_score`."""
+    return [(r.product_id, r.family) for r in log.pending() if r.audit_id is None and r.family == family
+            and round(r.score, 4) >= min_score and (tag is None or r.values[0] == tag)]
+
+
+def bulk_accept(store: Store, log: ReviewLog, targets: Sequence[tuple[str, str]], reviewer: str) -> list[int]:
+    """Accept the top candidate of each of `targets` (see `bulk_targets`)."""
+    return decide(store, log, [DecisionIn(pid, family, "accept") for pid, family in targets], reviewer) if targets else []
 
 
 # ---- reviewer metrics -----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from shoptag.core.errors import NotFound, ShoptagError, outcome
-from shoptag.pipeline.review import ACTIONS, DecisionIn, bulk_accept, decide, queue, stats, undo
+from shoptag.pipeline.review import ACTIONS, DecisionIn, bulk_accept, bulk_targets, decide, queue, stats, undo
 
 from .auth import require_api_key
 from .routes import State
@@ -121,10 +121,9 @@ def post_undo(state: State, request: Request, body: UndoIn) -> dict[str, Any]:
 def post_bulk(state: State, request: Request, body: BulkIn) -> DecidedOut:
     """Accept the top candidate of every queued item of a family scoring at least `min_score`."""
     who = reviewer_of(request, body.reviewer)
-    items, _ = queue(state.store, state.review, family=body.family, tag=body.tag, limit=1_000_000)
-    ids = sorted({i.product_id for i in items if i.kind == "review" and i.score >= body.min_score})
-    decided = apply(state, ids, lambda: bulk_accept(state.store, state.review, body.family, body.min_score, who,
-                                                    body.tag))
+    targets = bulk_targets(state.review, body.family, body.min_score, body.tag)
+    ids = sorted({pid for pid, _ in targets})
+    decided = apply(state, ids, lambda: bulk_accept(state.store, state.review, targets, who))
     state.metrics.feedback.inc(len(decided))
     state.decided(len(decided))
     return DecidedOut(decisions=decided, products=ids)

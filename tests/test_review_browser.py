@@ -148,4 +148,5 @@ def test_review_twenty_with_the_keyboard_then_undo(site, tmp_path):
     assert facet(url, last_family, last_values[0]) == before - 1
     press(driver, "g")
     wait(driver, lambda d: "view-grid" in d.find_element(By.TAG_NAME, "body").get_attribute("class"))
+    driver.execute_script("window.scrollTo(0, 0)")
     shot(driver, tmp_path, "review-grid")

@@ -117,7 +117,12 @@
     else if (key === "s" || key === "ArrowRight") { const n = nextPending(current, 1); show(n >= 0 ? n : current); }
     else if (key === "ArrowLeft") show(current - 1);
     else if (key === "u") undo();
-    else if (key === "g") { const grid = document.body.classList.toggle("view-grid"); document.body.classList.toggle("view-one", !grid); }
+    else if (key === "g") {
+      const grid = document.body.classList.toggle("view-grid");
+      document.body.classList.toggle("view-one", !grid);
+      document.querySelector('select[name="view"]').value = grid ? "grid" : "one";
+      show(current);
+    }
     else return;
     event.preventDefault();
   });
