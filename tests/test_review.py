@@ -49,6 +49,9 @@ def test_queue_needs_the_key_and_is_ordered(served):
     family = first["family"]
     only = client.get("/review", params={"family": family, "limit": 500}).json()
     assert only["items"] and {i["family"] for i in only["items"]} == {family}
+    photo = client.get("/ui/image", params={"id": "extra-06"})
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg" and photo.content[:2] == b"\xff\xd8"
+    assert client.get("/ui/image", params={"id": "extra-07"}).status_code == 404  # no photo
     top = first["candidates"][0]["value"]
     by_tag = client.get("/review", params={"tag": top, "limit": 500}).json()["items"]
     assert by_tag and all(i["candidates"][0]["value"] == top for i in by_tag)
