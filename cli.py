@@ -549,10 +549,12 @@ def review(
 ) -> None:
     """The review queue: families the model left "needs review" (and audit draws), most valuable decision first."""
     from shoptag.store.review_log import open_review_log
-    from shoptag.pipeline.review import queue
+    from shoptag.pipeline.review import queue, traffic
+    from shoptag.pipeline.workspace import Workspace
 
     with _session(config, workspace) as (settings, store):
-        items, total = queue(store, open_review_log(store), family=family, tag=tag_value, limit=limit)
+        items, total = queue(store, open_review_log(store), family=family, tag=tag_value, limit=limit,
+                             traffic=traffic(Workspace(settings.workspace)))
 
         def human() -> None:
             table = Table("product", "family", "candidates", "value", "title", title=f"{total} items to review")

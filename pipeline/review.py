@@ -19,6 +19,8 @@ from shoptag.core.errors import BadInput
 from shoptag.store.review_log import Decision, ReviewLog
 from shoptag.store.records import Store
 
+from .workspace import Workspace
+
 ACTIONS = ("accept", "correct", "reject")
 HOUR = 3600.0
 AUDIT_STRATA = 4
@@ -57,6 +59,15 @@ def priority(scores: np.ndarray, traffic: np.ndarray | None = None) -> np.ndarra
     wrong) × (1 + traffic), so products shoppers see come first and, without behaviour data, the least sure."""
     uncertainty = 1.0 - np.clip(scores, 0.0, 1.0)
     return uncertainty if traffic is None else uncertainty * (1.0 + np.asarray(traffic, dtype=np.float64))
+
+
+def traffic(workspace: Workspace) -> dict[str, float] | None:
+    """Demand per product where behaviour data exists: the behaviour model's decayed popularity (0–1, saved by
+    `pipeline.recommend`); None without one. Only those two arrays of the saved file are read."""
+    if not workspace.recs_path.is_file():
+        return None
+    with np.load(workspace.recs_path, allow_pickle=False) as data:
+        return dict(zip(data["item_ids"].astype(str).tolist(), data["popularity"].astype(float).tolist()))
 
 
 def queue(

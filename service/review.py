@@ -10,7 +10,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from shoptag.core.errors import NotFound, ShoptagError, outcome
-from shoptag.pipeline.review import ACTIONS, DecisionIn, bulk_accept, bulk_targets, decide, queue, stats, undo
+from shoptag.pipeline.review import (
+    ACTIONS, DecisionIn, bulk_accept, bulk_targets, decide, queue, stats, traffic, undo,
+)
+from shoptag.pipeline.workspace import Workspace
 
 from .auth import require_api_key
 from .routes import State
@@ -86,7 +89,8 @@ def get_queue(
 ) -> QueueOut:
     """The review queue: audit draws first, then by expected value of a decision; each item with its top
     candidates, scores, evidence (per-source scores, the neighbours that voted) and the product's title."""
-    items, total = queue(state.store, state.review, family=family or None, tag=tag or None, limit=limit, offset=offset)
+    items, total = queue(state.store, state.review, family=family or None, tag=tag or None, limit=limit, offset=offset,
+                         traffic=traffic(Workspace(state.settings.workspace)))
     return QueueOut(total=total, items=[asdict(i) for i in items])
 
 

@@ -43,7 +43,8 @@ def review_catalog(folder: Path) -> Path:
 def review_workspace(tmp_path_factory) -> Settings:
     """Trained, tagged and indexed once; each test that writes takes its own copy."""
     root = tmp_path_factory.mktemp("review-base")
-    settings = service_settings(root / "ws")
+    settings = service_settings(root / "ws")  # a lower target precision: some tags auto-accepted (for audits)
+    settings = settings.model_copy(update={"tagger": settings.tagger.model_copy(update={"target_precision": 0.6})})
     build_workspace(settings, catalog=review_catalog(root))
     return settings
 

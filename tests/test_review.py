@@ -202,3 +202,28 @@ def test_the_service_retrains_after_n_decisions(review_workspace, tmp_path):
         assert 'shoptag_review_retrains_total{verdict="promoted"} 1.0' in client.get("/metrics").text
     (new,) = {p.name for p in models.glob("tagger-*")} - before
     assert json.loads((models / new / "guard.json").read_text())["promoted"]
+
+
+def test_traffic_from_behaviour_data_raises_a_product_in_the_queue(served):
+    import scipy.sparse as sp
+
+    from shoptag.pipeline.recommend import RecsModel, save
+
+    client, settings = served
+    items = [i for i in client.get("/review", params={"limit": 500}).json()["items"] if i["kind"] == "review"]
+    middle = items[len(items) // 2]
+    ids = np.array(sorted({i["product_id"] for i in items}), dtype=object)
+    popularity = np.array([1.0 if pid == middle["product_id"] else 0.0 for pid in ids])
+    n = len(ids)
+    path = Workspace(settings.workspace).recs_path
+    save(RecsModel(ids, sp.csr_matrix((n, n)), popularity, np.zeros((n, 4), np.float32), np.zeros(0, np.int64),
+                   sp.csr_matrix((0, n)), 0, (0, 0)), path)
+    try:
+        ranked = client.get("/review", params={"limit": 500}).json()["items"]
+    finally:
+        path.unlink()
+    moved = next(i for i in ranked if (i["product_id"], i["family"]) == (middle["product_id"], middle["family"]))
+    assert moved["priority"] == pytest.approx(2 * middle["priority"], abs=1e-5)
+    assert ranked.index(moved) < items.index(middle)
+    review = [i["priority"] for i in ranked if i["kind"] == "review"]  # audit draws come first whatever their value
+    assert review == sorted(review, reverse=True)

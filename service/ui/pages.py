@@ -14,7 +14,8 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from shoptag.pipeline.review import queue, stats
+from shoptag.pipeline.review import queue, stats, traffic
+from shoptag.pipeline.workspace import Workspace
 
 from ..auth import KEY_COOKIE, key_is_valid, require_api_key
 from ..review import REVIEWER_COOKIE, reviewer_of
@@ -76,7 +77,8 @@ def review_page(
     if not signed_in(request):
         return RedirectResponse(f"/ui/login?next={quote(str(request.url.path) + '?' + request.url.query)}",
                                 status_code=303)
-    items, total = queue(state.store, state.review, family=family or None, tag=tag or None, limit=PAGE)
+    items, total = queue(state.store, state.review, family=family or None, tag=tag or None, limit=PAGE,
+                         traffic=traffic(Workspace(state.settings.workspace)))
     summary = stats(state.store, state.review)
     return templates.TemplateResponse(request, "review.html", {
         "items": items, "total": total, "stats": summary, "families": sorted(summary["queue"]),
