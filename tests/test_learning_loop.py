@@ -23,8 +23,9 @@ from shoptag.tagger.split import split_of
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
     settings = service_settings(tmp_path_factory.mktemp("loop") / "ws")
-    settings = settings.model_copy(update={"review": settings.review.model_copy(
-        update={"tolerance": 0.05, "guard_min_test": 1})})
+    settings = settings.model_copy(update={  # a lower target precision: some tags auto-accepted (for the audit)
+        "review": settings.review.model_copy(update={"tolerance": 0.05, "guard_min_test": 1}),
+        "tagger": settings.tagger.model_copy(update={"target_precision": 0.6})})
     build_workspace(settings, trained=False)
     store = Workspace(settings.workspace).open_store()
     yield settings, store, Encoders(settings.encoders)
@@ -85,8 +86,7 @@ def test_review_and_audit_commands(loop):
     only = cli(settings, "review", "--family", family, "--limit", "500")
     assert {i["family"] for i in only["items"]} == {family}
     accepted = sorted({f for f, in store.read("SELECT family FROM tags WHERE source = 'model' AND status = 'accepted'")})
-    if not accepted:
-        pytest.skip("the sample model auto-accepted nothing to audit")
+    assert accepted, "the sample model auto-accepted nothing to audit"
     audit = cli(settings, "audit", "--family", accepted[0], "--n", "3")
     assert audit["drawn"]["drawn"] == min(3, audit["drawn"]["population"])
     assert audit["audits"][-1]["measured_precision"] is None
