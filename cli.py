@@ -660,12 +660,20 @@ def events(
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Store shopper events (view, click, cart, purchase, return, search). Bad lines go to a rejects file; a
-    re-run of the same file adds nothing."""
+    """Store shopper events (view, click, cart, purchase, return, search), then rebuild the recommendations and
+    each product's popularity (search gets it at the next `reindex --incremental`). Bad lines go to a rejects
+    file; a re-run of the same file adds nothing."""
+    from shoptag.pipeline import recommend as recs
     from shoptag.pipeline.events import ingest_events
 
     with _session(config, workspace) as (settings, store):
         report = ingest_events(settings, store, events_file)
+        if report.added or report.expired:
+            log = recs.open_event_log(settings)
+            try:
+                recs.build(settings, store, _encoders(settings), log, show_progress=not as_json)
+            finally:
+                log.close()
 
         def human() -> None:
             out.print(f"events from [bold]{events_file}[/]: {report.read} read, {report.added} added, "

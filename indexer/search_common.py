@@ -70,6 +70,8 @@ def doc_fingerprint(doc: SearchDoc) -> str:
         "text_model": doc.text_model,
         "image_model": doc.image_model,
         "attributes": dict(sorted(doc.attributes.items())),
+        "listed_at": doc.listed_at,
+        "popularity": doc.popularity,
     }
     digest.update(json.dumps(fields, ensure_ascii=False, sort_keys=True).encode())
     for vector in (doc.text_vector, doc.image_vector, doc.fused_vector):

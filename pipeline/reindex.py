@@ -30,10 +30,14 @@ BATCH = 2000
 log = logging.getLogger("shoptag.reindex")
 
 
-def doc_hash(content_hash: str, tags: Mapping[str, Sequence[tuple[str, str, float]]], model_ids: Mapping) -> str:
-    """What makes a product's document differ: content, winning tags with scores, the encoders' ids."""
+def doc_hash(content_hash: str, tags: Mapping[str, Sequence[tuple[str, str, float]]], model_ids: Mapping,
+             popularity: float | None = None) -> str:
+    """What makes a product's document differ: content, winning tags with scores, the encoders' ids, and its
+    popularity from shopper events."""
     families = {f: sorted((t.value, round(t.score, 4), t.source) for t in ts) for f, ts in doc_tags(tags).items()}
     key = [content_hash, families, str(model_ids.get("text_model") or ""), str(model_ids.get("image_model") or "")]
+    if popularity is not None:
+        key.append(popularity)
     return hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -99,7 +103,8 @@ def reindex(
         products = store.products()
         tags = store.effective_tags()
         candidates = None
-    hashes = {p.id: doc_hash(p.content_hash, tags.get(p.id, {}), model_ids) for p in products}
+    popularity = store.popularity([p.id for p in products])
+    hashes = {p.id: doc_hash(p.content_hash, tags.get(p.id, {}), model_ids, popularity.get(p.id)) for p in products}
     gone: list[str] = []
     if incremental:  # what the backend holds of the candidates: changed documents are sent, vanished ones deleted
         previous = store.indexed_hashes(key, candidates)

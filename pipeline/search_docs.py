@@ -29,6 +29,7 @@ def search_docs(
     if tags is None:
         tags = store.effective_tags([p.id for p in products])
     listed = store.listed_at([p.id for p in products])
+    popularity = store.popularity([p.id for p in products])
     docs = []
     for row, p in enumerate(products):
         families = doc_tags(tags.get(p.id, {}))
@@ -46,6 +47,7 @@ def search_docs(
                 image_model=str(model_ids.get("image_model") or ""),
                 attributes=dict(p.attributes),
                 listed_at=listed.get(p.id, 0.0),
+                popularity=popularity.get(p.id),
             )
         )
     return docs

@@ -81,8 +81,9 @@ def tag_batch(
         if report.failed:
             raise RuntimeError(f"search index rejected {len(report.failed)} documents: {report.failed[:3]}")
         if index_key is not None:
-            store.set_indexed(index_key, {p.id: doc_hash(p.content_hash, tags.get(p.id, {}), model.encoders)
-                                          for p in products})
+            popularity = store.popularity([p.id for p in products])
+            store.set_indexed(index_key, {p.id: doc_hash(p.content_hash, tags.get(p.id, {}), model.encoders,
+                                                         popularity.get(p.id)) for p in products})
     return decisions
 
 

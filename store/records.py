@@ -82,6 +82,10 @@ CREATE TABLE IF NOT EXISTS index_marks (
     seq INTEGER NOT NULL,       -- every change up to this one has reached the backend
     models TEXT NOT NULL        -- the encoders its vectors came from: other encoders make every document stale
 );
+CREATE TABLE IF NOT EXISTS popularity (  -- decayed engagement from shopper events (max 1): the "popularity" sort
+    product_id TEXT PRIMARY KEY REFERENCES products(id) ON DELETE CASCADE,
+    value REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejects (
     run_id INTEGER NOT NULL REFERENCES runs(id),
     line INTEGER,
@@ -100,6 +104,8 @@ _CHANGE_EVENTS = (
     ("tags", "UPDATE", "NEW.product_id", ""),
     ("tags", "DELETE", "OLD.product_id", ""),
     ("feedback", "INSERT", "NEW.product_id", ""),
+    ("popularity", "INSERT", "NEW.product_id", ""),
+    ("popularity", "UPDATE", "NEW.product_id", "WHEN OLD.value IS NOT NEW.value"),
 )
 CHANGE_TRIGGERS = "".join(
     f"CREATE TRIGGER IF NOT EXISTS changed_{table}_{event.lower()} AFTER {event} ON {table} {when} BEGIN "
@@ -220,6 +226,17 @@ class Store:
             order = {pid: i for i, pid in enumerate(ids)}
             rows.sort(key=lambda r: order[r[0]])
         return [StoredProduct(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8]) for r in rows]
+
+    def set_popularity(self, values: Mapping[str, float]) -> None:
+        """Each product's popularity from the latest recommendation model, rounded to 3 digits so that noise does
+        not mark documents changed; a product whose value moved is reindexed by `reindex --incremental`."""
+        with self.transaction() as db:
+            db.executemany("INSERT INTO popularity (product_id, value) SELECT ?, ? WHERE EXISTS (SELECT 1 FROM "
+                           "products WHERE id = ?) ON CONFLICT (product_id) DO UPDATE SET value = excluded.value",
+                           [(pid, round(float(v), 3), pid) for pid, v in values.items()])
+
+    def popularity(self, ids: Sequence[str]) -> dict[str, float]:
+        return dict(self._rows_for("SELECT product_id, value FROM popularity WHERE product_id IN ({ids})", ids))
 
     def listed_at(self, ids: Sequence[str]) -> dict[str, float]:
         """When each product last entered or changed in the catalog (seconds): what "newest" sorts by."""

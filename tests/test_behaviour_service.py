@@ -12,6 +12,7 @@ from service_helpers import API_KEY, REPO, build_workspace, service_settings, th
 from typer.testing import CliRunner
 
 from shoptag.cli import EXIT_REJECTS, EXIT_USAGE, app
+from shoptag.pipeline.workspace import Workspace
 
 EVENTS = REPO / "examples" / "sample_events.csv"
 
@@ -99,3 +100,26 @@ def test_cli_events_recommend_and_similar_modes(tmp_path, monkeypatch):
     result = runner.invoke(app, ["similar", "sp-001", "--mode", "blend", "--k", "3", "--json"], env=env)
     assert result.exit_code == 0 and len(json.loads(result.stdout)) == 3
     assert runner.invoke(app, ["similar", "sp-001", "--mode", "sideways"], env=env).exit_code == EXIT_USAGE
+
+
+def test_popularity_from_events_reaches_search_sort(tmp_path, monkeypatch):
+    """events → model → each product's popularity in the store → `reindex --incremental` → sort=popularity."""
+    monkeypatch.chdir(tmp_path)
+    env = {"SHOPTAG_WORKSPACE": str(tmp_path / "ws")}
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", str(REPO / "examples" / "sample_catalog.jsonl")], env=env).exit_code == 0
+    assert runner.invoke(app, ["reindex"], env=env).exit_code == 0
+    assert runner.invoke(app, ["events", str(EVENTS)], env=env).exit_code == 0
+    result = runner.invoke(app, ["reindex", "--incremental", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["sent"] > 0  # popularity changed those documents
+    result = runner.invoke(app, ["search", "", "--sort", "popularity", "--size", "5", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    ids = [h["id"] for h in json.loads(result.stdout)["results"]["hits"]]
+    store = Workspace(tmp_path / "ws").open_store()
+    try:
+        popularity = store.popularity(store.product_ids())
+    finally:
+        store.close()
+    ranked = sorted(popularity, key=lambda pid: (-popularity[pid], pid))
+    assert ids == ranked[:5] and popularity[ids[0]] == 1.0
