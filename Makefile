@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install browser demo test bench bench-quality bench-search bench-recs clean
+.PHONY: install browser demo test bench bench-quality bench-search bench-recs bench-review clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ bench-search: install
 # bench/results/recs.md and docs/BENCHMARKS.md
 bench-recs: install
 	$(BIN)/python bench/recs.py
+
+# The learning loop on fashion: 2% labels, 3 rounds of 200 simulated review decisions through the review API,
+# guarded retraining, coverage at the target precision and weighted F1 per round: bench/results/review_loop.md
+bench-review: install
+	$(BIN)/python bench/review_loop.py --products 5000
 
 clean:
 	rm -rf shoptag-workspace bench/work .pytest_cache

@@ -4,7 +4,7 @@ then `train --if-better` and `tag`; each round reports coverage at the target pr
 evaluation set nobody labels. A last round has a careless reviewer (200 wrong labels): the guard must keep that
 candidate aside, and the API's undo takes the wrong decisions back.
 
-    python bench/review_loop.py --products 10000      # results in bench/results/review_loop.{json,md}
+    python bench/review_loop.py --products 5000      # results in bench/results/review_loop.{json,md}
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def review_round(client: TestClient, truth: dict, evaluated: set[str], n: int, c
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--products", type=int, default=10_000, help="first N fashion products")
+    parser.add_argument("--products", type=int, default=5_000, help="first N fashion products")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--decisions", type=int, default=200)
     args = parser.parse_args()
