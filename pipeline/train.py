@@ -129,7 +129,7 @@ def train_if_better(
     those products, so the guard is then, if anything, too strict."""
     workspace = Workspace(settings.workspace)
     data = labelled_set(store, encoders, workspace, show_progress)
-    t, r = settings.tagger, settings.review
+    r = settings.review
     split = split_labelled(data, settings)
     masks = split.masks
     if not masks["test"].any():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from service_helpers import SAMPLE, build_workspace, service_settings
+from service_helpers import build_workspace, service_settings
 from typer.testing import CliRunner
 
 from shoptag.cli import app
