@@ -135,6 +135,8 @@ class RangeBucket:
 class SearchResults:
     hits: list[Hit]
     total: int
+    # "eq": `total` is exact; "gte": the cluster stopped counting at `total` (Elasticsearch's hits.total.relation)
+    total_relation: str = "eq"
     # family -> [(value, count)], most frequent first
     facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     attribute_facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)

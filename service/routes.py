@@ -150,7 +150,7 @@ def search(
         raise HTTPException(422, str(exc)) from None
     results = answer.results
     return SearchOut(
-        total=results.total, hits=hits_out(personalised(state, results.hits, user)), cursor=results.cursor,
+        total=results.total, total_relation=results.total_relation, hits=hits_out(personalised(state, results.hits, user)), cursor=results.cursor,
         facets={f: [{"value": v, "count": c} for v, c in counts] for f, counts in results.facets.items()},
         attribute_facets={a: [{"value": v, "count": c} for v, c in counts]
                           for a, counts in results.attribute_facets.items()},

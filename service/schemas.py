@@ -7,7 +7,7 @@ The batch limit is a setting (`service.max_batch`) and is checked by the endpoin
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -100,6 +100,7 @@ class QueryTagOut(BaseModel):
 
 class SearchOut(BaseModel):
     total: int
+    total_relation: Literal["eq", "gte"] = "eq"  # "gte": at least `total` matches (the count stopped there)
     hits: list[HitOut]
     facets: dict[str, list[FacetOut]]
     attribute_facets: dict[str, list[FacetOut]] = {}

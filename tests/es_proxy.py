@@ -41,6 +41,8 @@ class Persona:
     reject_search: int = 0
     reject_all: bool = False  # every request after the version check is answered 429
     password: str | None = None  # when set, requests without this basic-auth password get 401
+    # searches without `track_total_hits: true` count at most this many hits (10,000 on a real cluster)
+    total_cap: int = 10_000
 
     @property
     def major(self) -> int:
@@ -142,6 +144,8 @@ class ESProxy:
         payload: Any = upstream.content
         if persona.minor >= (9, 2) and upstream.status_code == 200 and method in ("GET", "POST"):
             payload = self._without_vectors(path, target, body, upstream)
+        if path.endswith("/_search") and upstream.status_code == 200:
+            payload = self._capped_total(body, payload)
         return upstream.status_code, payload, product
 
     def _info(self) -> dict[str, Any]:
@@ -179,6 +183,15 @@ class ESProxy:
         cause = {"type": "media_type_header_exception", "reason": "Invalid media-type value on headers [Accept, Content-Type]"}
         return {"error": {"root_cause": [cause], **cause, "caused_by": {"type": "status_exception", "reason": reason}},
                 "status": 400}
+
+    def _capped_total(self, body: bytes, payload: bytes) -> bytes:
+        """`hits.total` as a cluster counts it by default: up to the cap, then `relation: gte`."""
+        request = json.loads(body or b"{}")
+        answer = json.loads(payload)
+        total = answer.get("hits", {}).get("total")
+        if request.get("track_total_hits") is not True and isinstance(total, dict) and total["value"] > self.persona.total_cap:
+            answer["hits"]["total"] = {"value": self.persona.total_cap, "relation": "gte"}
+        return json.dumps(answer).encode()
 
     def _without_vectors(self, path: str, target: str, body: bytes, upstream: httpx.Response) -> bytes:
         """9.2+: dense vectors are left out of `_source` unless the request says `exclude_vectors: false`."""

@@ -83,3 +83,11 @@ def test_the_stored_template_has_the_same_fallback(cluster, catalog_docs):
         # what the storefront's call runs, through the cluster (a Basic one refuses it if it held a retriever)
         answer = backend._client.search(index=backend.alias, body=rendered)
         assert answer["hits"]["hits"][0]["_id"] == "en-jeans"
+
+
+def test_a_total_the_cluster_stopped_counting_is_reported_as_a_lower_bound(cluster):
+    _, backend = cluster(licence="enterprise", total_cap=3)
+    results = backend.search(SearchQuery(text="denim", vector=topic_vector("denim"), size=2, window=20))
+    assert (results.total, results.total_relation) == (3, "gte")
+    exact = backend.search(SearchQuery(text="watch"))  # text-only searches count exactly
+    assert exact.total_relation == "eq"

@@ -237,6 +237,11 @@ def _total(response: dict[str, Any]) -> int:
     return int(response["hits"]["total"]["value"])
 
 
+def _relation(response: dict[str, Any]) -> str:
+    """`eq` or `gte`, as the cluster counted: a lower bound is never reported as an exact total."""
+    return str(response["hits"]["total"].get("relation", "eq"))
+
+
 def _terms(aggs: dict[str, Any], name: str) -> list[tuple[str, int]]:
     """Buckets of a terms aggregation, most frequent first, ties by value (as the embedded store orders them)."""
     buckets = [(b["key"], int(b["doc_count"])) for b in aggs.get(name, {}).get("buckets", [])]
@@ -252,6 +257,7 @@ def _results(response: dict[str, Any], query: SearchQuery) -> SearchResults:
     return SearchResults(
         hits=[_hit(h) for h in response["hits"]["hits"]],
         total=_total(response),
+        total_relation=_relation(response),
         facets={family: _terms(aggs, f"tags.{family}") for family in query.facets},
         attribute_facets={name: _terms(aggs, f"attributes.{name}") for name in query.attribute_facets},
         range_facets=ranges,
