@@ -22,13 +22,15 @@ def test_quick_scaling_run_writes_positive_figures(tmp_path: Path) -> None:
     summary = json.loads((results / "speed.json").read_text())
     (run,) = summary["runs"]
     assert run["rc"] == 0 and run["peak_rss_mb"] > 0
-    assert run["load_1m_start"] >= 0 and run["load_1m_end"] >= 0
+    load = [run["load_1m_start"], run["load_1m_end"]]  # the machine's load, measured around the job's process
     figures = {f["figure"]: f for f in summary["figures"]}
     for name in ("index build", "kNN tagging", "kNN search k=20, batch of 100 p99", "similar (single query k=20) p50",
                  "peak RSS"):
         assert FIGURE_KEYS <= figures[name].keys()
         assert figures[name]["value"] > 0 and figures[name]["n"] == 2000
+        assert figures[name]["load_1m"] == load  # every figure says what load it was measured under
     assert figures["index build"]["extra"]["factory"] == "Flat"
     table = (results / "speed.md").read_text()
     assert "| benchmark | figure | value | unit | device | machine | n | load 1m |" in table
-    assert "kNN tagging [Flat]" in table
+    (row,) = [line for line in table.splitlines() if "kNN tagging [Flat]" in line]
+    assert row.endswith(f"| {load[0]:.1f} → {load[1]:.1f} |")

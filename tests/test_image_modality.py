@@ -14,6 +14,7 @@ from fixtures_clip import COLOURS, TinyRun, make_shape_pairs
 from typer.testing import CliRunner
 
 from shoptag.cli import EXIT_USAGE, app
+from shoptag.core.errors import BadInput
 from shoptag.core.settings import EncoderSettings, Settings
 from shoptag.pipeline.evaluate import for_modality
 
@@ -74,15 +75,17 @@ def test_image_only_drops_the_title_source_and_text_only_the_image_tower(evaluat
 
 
 def test_zero_shot_clip_is_a_baseline_wherever_there_is_an_image_tower(evaluated: dict[str, dict]) -> None:
-    for modality in ("image", "text+image"):
-        zero_shot = evaluated[modality]["families"]["colour"]["methods"]["zero-shot-clip"]
-        assert 0.0 <= zero_shot["f1_weighted"] <= 1.0
-        assert zero_shot["ece"] >= 0.0
+    """The tiny CLIP learnt "red circle"-like captions, so "a photo of red" finds red photos above chance (0.45
+    weighted F1 against 0.25 when measured), yet below the tagger trained on the catalog; zero-shot reads only
+    the photo, so it scores the same whatever the other half of the vector."""
+    image, both = (evaluated[m]["families"]["colour"]["methods"]["zero-shot-clip"] for m in ("image", "text+image"))
+    assert 1 / len(COLOURS) + 0.1 < image["f1_weighted"] < _f1(evaluated["image"], "colour", "fused")
+    assert image["f1_weighted"] == both["f1_weighted"] and image["ece"] == both["ece"]
 
 
 def test_modalities_with_photos_need_an_image_tower(tmp_path: Path) -> None:
     settings = Settings(workspace=tmp_path)
-    with pytest.raises(ValueError, match="image tower"):
+    with pytest.raises(BadInput, match="image tower"):
         for_modality(settings, "image")
     text = for_modality(Settings(workspace=tmp_path, encoders=EncoderSettings(image_model="shoptag-tiny")), "text")
     assert text.encoders.image_model is None
