@@ -1,11 +1,14 @@
 """The `shoptag` command line: parses arguments, calls a pipeline, prints the result. Nothing else lives here.
 
-Exit codes: 0 done; 1 failed (the message says why); 2 bad usage; 3 done, but some input records were rejected
-(see the rejects file).
+Exit codes: 0 done; 3 done, but some input records were rejected (see the rejects file); a failure exits with
+the code of its error class in `core.errors.OUTCOMES` (2 bad input, 4 not found, 5 conflict, 6 backend
+unavailable, 7 corrupt data, 1 any other failure), and with `--json` prints `{"error": ..., "kind": ...}` on
+stdout instead of a message on stderr.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -21,9 +24,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from shoptag.core.errors import OUTCOMES, BadInput, NotFound, ShoptagError, outcome
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
+EXIT_OK, EXIT_REJECTS = 0, 3
+EXIT_FAILED, EXIT_USAGE = OUTCOMES[ShoptagError].exit_code, OUTCOMES[BadInput].exit_code
 
 app = typer.Typer(
     name="shoptag",
@@ -40,32 +46,45 @@ WorkspaceOpt = Annotated[Path | None, typer.Option("--workspace", "-w", help="Wo
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
 
+def mapped_errors(run: Callable[..., None]) -> Callable[..., None]:
+    """The CLI's one error mapping: a `ShoptagError`, or a failure of the machine (an `OSError` or SQLite's
+    `OperationalError`: a full disk, permissions), becomes its message on stderr, or `{"error": ..., "kind": ...}`
+    on stdout under `--json`, and the exit code of its row in `core.errors.OUTCOMES`. Anything else is a bug and
+    keeps its traceback."""
+
+    @functools.wraps(run)
+    def mapped(*args: Any, **kwargs: Any) -> None:
+        try:
+            run(*args, **kwargs)
+        except (ShoptagError, OSError, sqlite3.OperationalError) as exc:
+            error = exc if isinstance(exc, ShoptagError) else ShoptagError(str(exc))
+            if kwargs.get("as_json"):
+                print(json.dumps({"error": str(error), "kind": type(error).__name__}, ensure_ascii=False))
+            else:
+                err.print(f"[red]error:[/] {escape(str(error))}")
+            raise typer.Exit(outcome(error).exit_code) from None
+
+    return mapped
+
+
+def command(name: str | None = None, *, on: typer.Typer = app) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """`on.command` (the app's, or a command group's) with `mapped_errors`."""
+    return lambda run: on.command(name)(mapped_errors(run))
+
+
 @contextmanager
 def _session(config: Path | None, workspace: Path | None) -> Iterator[tuple[Any, Any]]:
-    """Settings and the open store for one command; errors become a message and exit code 1."""
-    from shoptag.core.errors import ShoptagError, outcome
+    """Settings and the open store for one command."""
     from shoptag.core.settings import load_settings
     from shoptag.pipeline.workspace import Workspace
 
-    try:
-        settings = load_settings(config, **({"workspace": workspace} if workspace else {}))
-    except Exception as exc:  # bad settings file or env var
-        err.print(f"[red]settings error:[/] {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
+    settings = load_settings(config, **({"workspace": workspace} if workspace else {}))
     from shoptag.tagger.segmenter import configure_segmenter
 
     configure_segmenter(Workspace(settings.workspace).cache_dir)
     store = Workspace(settings.workspace).open_store()
     try:
         yield settings, store
-    except typer.Exit:
-        raise
-    except ShoptagError as exc:
-        err.print("[red]error:[/]", escape(str(exc)))  # messages quote server text such as "[RRF]"
-        raise typer.Exit(outcome(exc).exit_code) from None
-    except (KeyError, FileNotFoundError, ValueError, RuntimeError, OSError, sqlite3.Error) as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_FAILED) from None
     finally:
         store.close()
 
@@ -94,22 +113,19 @@ def _encoders(settings):
 
 
 def _backend(settings, encoders):
-    """The search backend the settings choose (Elasticsearch when `es.url` is set, else embedded)."""
-    from shoptag.indexer.backends import open_backend
+    from shoptag.pipeline.search_sync import open_search
 
-    return open_backend(settings, _dims(encoders))
+    return open_search(settings, encoders)
 
 
-def _dims(encoders):
-    from shoptag.indexer.backends import VectorDims
+def _tag_filters(items: list[str] | None) -> dict[str, list[str]]:
+    from shoptag.pipeline.search import pairs
 
-    text = encoders.text.dim
-    image = encoders.image.dim if encoders.image is not None else None
-    return VectorDims(text=text, image=image, fused=text + (image or 0))
+    return pairs(items or [], "tag filter", "family")
 
 
 # ---- tagging ----------------------------------------------------------------------------------------------------
-@app.command()
+@command()
 def ingest(
     catalog: Annotated[Path, typer.Argument(help="Catalog file: .jsonl, .csv, .tsv or .parquet.")],
     config: ConfigOpt = None,
@@ -117,15 +133,10 @@ def ingest(
     as_json: JsonOpt = False,
 ) -> None:
     """Read a catalog into the workspace. Bad records go to a rejects file; the run goes on."""
-    from shoptag.catalog.readers import CatalogError
     from shoptag.pipeline.ingest import ingest as run
 
     with _session(config, workspace) as (settings, store):
-        try:
-            report = run(settings, store, catalog, show_progress=not as_json)
-        except CatalogError as exc:
-            err.print(f"[red]cannot read catalog:[/] {exc}")
-            raise typer.Exit(EXIT_FAILED) from None
+        report = run(settings, store, catalog, show_progress=not as_json)
         data = {k: v for k, v in asdict(report).items() if k != "changed_ids"}
         for warning in report.warnings:
             err.print(f"[yellow]warning:[/] {warning}")
@@ -147,7 +158,7 @@ def ingest(
             raise typer.Exit(EXIT_REJECTS)
 
 
-@app.command()
+@command()
 def train(
     config: ConfigOpt = None,
     workspace: WorkspaceOpt = None,
@@ -197,7 +208,7 @@ def _print_guard(guard: dict) -> None:
         out.print("[yellow]kept aside:[/] " + "; ".join(guard["reasons"]))
 
 
-@app.command()
+@command()
 def tag(
     config: ConfigOpt = None,
     workspace: WorkspaceOpt = None,
@@ -226,7 +237,7 @@ def tag(
         _emit(as_json, report, human)
 
 
-@app.command()
+@command()
 def explain(
     product_id: Annotated[str, typer.Argument(help="Product id.")],
     config: ConfigOpt = None,
@@ -237,11 +248,7 @@ def explain(
     from shoptag.pipeline.explain import explain as run
 
     with _session(config, workspace) as (settings, store):
-        try:
-            data = run(store, product_id)
-        except KeyError:
-            err.print(f"[red]unknown product id[/] {product_id!r}")
-            raise typer.Exit(EXIT_FAILED) from None
+        data = run(store, product_id)
 
         def human() -> None:
             out.print(f"[bold]{data['id']}[/] {data['title']}" + (f"  (image {data['image']})" if data["image"] else ""))
@@ -260,7 +267,7 @@ def explain(
         _emit(as_json, data, human)
 
 
-@app.command()
+@command()
 def feedback(
     file: Annotated[Path, typer.Argument(help="Corrections: JSONL or CSV with id, family, values.")],
     config: ConfigOpt = None,
@@ -269,12 +276,13 @@ def feedback(
 ) -> None:
     """Apply corrections: they become the product's tags, are never overwritten, and train the next model."""
     from shoptag.pipeline.feedback import apply_feedback
+    from shoptag.pipeline.search_sync import sync_products
     from shoptag.pipeline.workspace import Workspace
 
     with _session(config, workspace) as (settings, store):
         rejects_path = Workspace(settings.workspace).rejects_dir / f"feedback-{file.stem}.jsonl"
         report = apply_feedback(store, file, rejects_path)
-        _sync_search(settings, store, report.product_ids)
+        sync_products(settings, store, report.product_ids)
         summary = {k: v for k, v in asdict(report).items() if k != "product_ids"}  # --json stays a summary
         _emit(as_json, summary, lambda: out.print(
             f"applied {report.applied} corrections, rejected {report.rejected}"
@@ -284,27 +292,7 @@ def feedback(
             raise typer.Exit(EXIT_REJECTS)
 
 
-def _sync_search(settings, store, product_ids: list[str]) -> None:
-    """Push the current tags of `product_ids` to the search backend."""
-    if not product_ids:
-        return
-    from shoptag.pipeline.encode import encode_products
-    from shoptag.pipeline.search_docs import search_docs
-    from shoptag.pipeline.workspace import Workspace
-
-    encoders = _encoders(settings)
-    products = store.products(product_ids)
-    cache = Workspace(settings.workspace).open_cache()
-    backend = _backend(settings, encoders)
-    try:
-        vectors, _ = encode_products(products, encoders, cache, show_progress=False)
-        backend.upsert(search_docs(store, products, vectors, encoders.ids()))
-    finally:
-        backend.close()
-        cache.close()
-
-
-@app.command()
+@command()
 def evaluate(
     config: ConfigOpt = None,
     workspace: WorkspaceOpt = None,
@@ -325,15 +313,10 @@ def evaluate(
     from shoptag.pipeline.evaluate import evaluate as run
 
     if modality not in (None, *get_args(Modality)):
-        err.print(f"[red]bad --modality {modality!r}[/]: expected one of {', '.join(get_args(Modality))}")
-        raise typer.Exit(EXIT_USAGE)
+        raise BadInput(f"bad --modality {modality!r}: expected one of {', '.join(get_args(Modality))}")
     with _session(config, workspace) as (settings, store):
         if modality:
-            try:
-                settings = for_modality(settings, modality)  # type: ignore[arg-type]
-            except ValueError as exc:
-                err.print(f"[red]{exc}[/]")
-                raise typer.Exit(EXIT_USAGE) from None
+            settings = for_modality(settings, modality)  # type: ignore[arg-type]
         results = run(settings, store, _encoders(settings), labels=labels, show_progress=not as_json)
         if modality:
             results["modality"] = modality
@@ -379,21 +362,10 @@ def evaluate(
 
 
 # ---- search -----------------------------------------------------------------------------------------------------
-def _parse_tags(tags: list[str]) -> dict[str, list[str]]:
-    filters: dict[str, list[str]] = {}
-    for item in tags:
-        family, sep, value = item.partition("=")
-        if not sep or not family or not value:
-            err.print(f"[red]bad --tag {item!r}[/]: expected family=value")
-            raise typer.Exit(EXIT_USAGE)
-        filters.setdefault(family, []).append(value)
-    return filters
-
-
 TagOpt = Annotated[list[str] | None, typer.Option("--tag", "-t", help="Filter family=value (repeatable).")]
 
 
-@app.command()
+@command()
 def search(
     query: Annotated[str, typer.Argument(help="Free text, any language.")],
     tag_filter: TagOpt = None,
@@ -414,7 +386,6 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Hybrid (BM25 + vector) search: filters, facets, sorting, pages, highlights, query understanding."""
-    from shoptag.core.errors import BadInput
     from shoptag.pipeline.search import SearchRequest, query_model, run_search
 
     request = SearchRequest(
@@ -427,9 +398,6 @@ def search(
         backend = _backend(settings, encoders)
         try:
             answer = run_search(request, settings, store, backend, encoders, query_model(settings, encoders))
-        except BadInput as exc:
-            err.print(f"[red]bad search:[/] {exc}")
-            raise typer.Exit(EXIT_USAGE) from None
         finally:
             backend.close()
         results = answer.results
@@ -452,7 +420,7 @@ def search(
         _emit(as_json, answer, human)
 
 
-@app.command()
+@command()
 def similar(
     product_id: Annotated[str, typer.Argument(help="Product id.")],
     k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
@@ -464,14 +432,12 @@ def similar(
     as_json: JsonOpt = False,
 ) -> None:
     """Products most similar to one product (never itself), optionally within tags, optionally diversified."""
-    from shoptag.core.errors import BadInput
     from shoptag.indexer import storefront
     from shoptag.pipeline import recommend as recs
     from shoptag.pipeline.search import diversity as parse_diversity
 
     if mode not in get_args(recs.SimilarMode):
-        err.print(f"[red]unknown --mode {mode!r}[/]: content, behaviour or blend")
-        raise typer.Exit(EXIT_USAGE)
+        raise BadInput(f"unknown --mode {mode!r}: content, behaviour or blend")
     with _session(config, workspace) as (settings, store):
         encoders = _encoders(settings)
         if mode != "content":
@@ -488,18 +454,15 @@ def similar(
             return
         backend = _backend(settings, encoders)
         try:
-            hits = storefront.similar(backend, product_id, k, _parse_tags(tag_filter or []) or None,
+            hits = storefront.similar(backend, product_id, k, _tag_filters(tag_filter) or None,
                                       parse_diversity(diversity))
-        except BadInput as exc:
-            err.print(f"[red]bad request:[/] {exc}")
-            raise typer.Exit(EXIT_USAGE) from None
         finally:
             backend.close()
         _emit(as_json, hits, lambda: [out.print(f"{i:>3}. {h.id}  {h.title}  [dim]{h.score:.4f}[/]")
                                       for i, h in enumerate(hits, 1)])
 
 
-@app.command()
+@command()
 def reindex(
     incremental: Annotated[bool, typer.Option("--incremental", help="Send only products changed since the last reindex.")] = False,
     backend_name: Annotated[str | None, typer.Option("--backend", help="embedded or es (default: from settings).")] = None,
@@ -514,8 +477,7 @@ def reindex(
 
     with _session(config, workspace) as (settings, store):
         if (backend_name == "es" or rollback) and not settings.es.url:
-            err.print("[red]--backend es and --rollback need an Elasticsearch URL[/] (SHOPTAG_ES__URL or [es] url)")
-            raise typer.Exit(EXIT_USAGE)
+            raise BadInput("--backend es and --rollback need an Elasticsearch URL (SHOPTAG_ES__URL or [es] url)")
         if rollback:
             was, now = roll_back(settings, store)
             _emit(as_json, {"from": was, "to": now}, lambda: out.print(
@@ -538,7 +500,7 @@ def reindex(
 
 
 # ---- review -------------------------------------------------------------------------------------------------------
-@app.command()
+@command()
 def review(
     family: Annotated[str | None, typer.Option(help="Only this tag family.")] = None,
     tag_value: Annotated[str | None, typer.Option("--tag", help="Only items whose top candidate is this value.")] = None,
@@ -568,7 +530,7 @@ def review(
         _emit(as_json, {"total": total, "items": [asdict(i) for i in items]}, human)
 
 
-@app.command()
+@command()
 def audit(
     family: Annotated[str, typer.Option(help="Tag family whose auto-accepted tags are checked.")],
     n: Annotated[int, typer.Option("--n", min=1, help="How many to draw into the review queue.")] = 200,
@@ -605,7 +567,7 @@ model_app = typer.Typer(help="The models kept in the workspace: list, promote on
 app.add_typer(model_app, name="model")
 
 
-@model_app.command("list")
+@command("list", on=model_app)
 def model_list(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Every model in the workspace, newest first: which is current, and the guard's verdict on each."""
     from datetime import datetime
@@ -627,7 +589,7 @@ def model_list(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json
         _emit(as_json, [asdict(m) for m in models], human)
 
 
-@model_app.command("promote")
+@command("promote", on=model_app)
 def model_promote(
     name: Annotated[str, typer.Argument(help="Model folder name (see `shoptag model list`).")],
     config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False,
@@ -641,7 +603,7 @@ def model_promote(
         _emit(as_json, {"current": current}, lambda: out.print(f"current model: {current}"))
 
 
-@model_app.command("rollback")
+@command("rollback", on=model_app)
 def model_rollback(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Switch back to the model that was current before (one atomic switch; people's tags are untouched)."""
     from shoptag.pipeline.registry import rollback
@@ -653,7 +615,7 @@ def model_rollback(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_
 
 
 # ---- behaviour --------------------------------------------------------------------------------------------------
-@app.command()
+@command()
 def events(
     events_file: Annotated[Path, typer.Argument(help="Events: .csv, .csv.gz, .jsonl or .parquet.")],
     config: ConfigOpt = None,
@@ -694,7 +656,7 @@ def events(
             raise typer.Exit(EXIT_REJECTS)
 
 
-@app.command()
+@command()
 def recommend(
     user: Annotated[str, typer.Argument(help="The shop's user id.")],
     k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
@@ -726,7 +688,7 @@ def recommend(
 
 
 # ---- data, images, service --------------------------------------------------------------------------------------
-@app.command()
+@command()
 def datasets(
     name: Annotated[str, typer.Argument(help="fashion or taobao.")],
     out_file: Annotated[Path, typer.Option("--out", help="Catalog file to write (JSONL).")],
@@ -739,20 +701,18 @@ def datasets(
 
     root = data_dir or ds.default_data_dir()
     if not root.is_dir():
-        err.print(f"[red]data folder not found:[/] {root}")
-        raise typer.Exit(EXIT_FAILED)
+        raise NotFound(f"data folder not found: {root}")
     if name == "fashion":
         path = ds.fashion_catalog(root, out_file, limit=limit, images=images,
                                   image_dir=out_file.parent / "fashion-images" if images else None)
     elif name == "taobao":
         path = ds.taobao_catalog(root, out_file, split="all")
     else:
-        err.print(f"[red]unknown data set {name!r}[/]: fashion or taobao")
-        raise typer.Exit(EXIT_USAGE)
+        raise BadInput(f"unknown data set {name!r}: fashion or taobao")
     out.print(f"wrote {path}")
 
 
-@app.command("train-clip")
+@command("train-clip")
 def train_clip(
     catalog: Annotated[Path, typer.Argument(help="Catalog with images and titles.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Checkpoint folder.")],
@@ -777,8 +737,7 @@ def train_clip(
             if isinstance(r, Product) and r.image and r.title
         ]
         if len(triples) < 4:
-            err.print(f"[red]{catalog} has {len(triples)} products with image and title[/]: too few to train")
-            raise typer.Exit(EXIT_FAILED)
+            raise BadInput(f"{catalog} has {len(triples)} products with image and title: too few to train")
         report = run_train_clip(
             triples, out_dir, settings, model_name=model, checkpoint=checkpoint, epochs=epochs,
             batch_size=batch_size, lr=lr, max_steps=max_steps,
@@ -786,7 +745,7 @@ def train_clip(
         _emit(as_json, report, lambda: out.print(report))
 
 
-@app.command()
+@command()
 def serve(
     config: ConfigOpt = None,
     workspace: WorkspaceOpt = None,
@@ -804,7 +763,7 @@ def serve(
 
 
 # ---- export -----------------------------------------------------------------------------------------------------
-@app.command()
+@command()
 def export(
     out_file: Annotated[Path | None, typer.Option("--out", "-o", help="File to write (default: stdout).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="jsonl (one product a line), csv or parquet (one tag a row).")] = "jsonl",
@@ -821,8 +780,7 @@ def export(
 
     for value, allowed, name in ((fmt, Format, "--format"), (status, Status, "--status")):
         if value not in get_args(allowed):
-            err.print(f"[red]bad {name} {value!r}[/]: expected one of {', '.join(get_args(allowed))}")
-            raise typer.Exit(EXIT_USAGE)
+            raise BadInput(f"bad {name} {value!r}: expected one of {', '.join(get_args(allowed))}")
     with _session(config, workspace) as (settings, store):
         report = run(store, out_file, fmt, status, family)  # type: ignore[arg-type]
         summary = f"exported {report.products} products, {report.tags} tags in {report.seconds:.2f} s ({report.products_per_second:,.0f} products/s)"

@@ -25,11 +25,11 @@ from shoptag.pipeline.datasets import default_data_dir, fashion_records
 from shoptag.pipeline.encode import Encoders, encode_products
 from shoptag.pipeline.guard import family_metrics
 from shoptag.pipeline.ingest import ingest
+from shoptag.pipeline.search_sync import open_search
 from shoptag.pipeline.tag import load_checked_model, tag
 from shoptag.pipeline.train import train_if_better
 from shoptag.pipeline.workspace import Workspace
 from shoptag.service.app import create_app
-from shoptag.service.state import search_backend
 from shoptag.tagger.split import unit_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,7 @@ def measure(settings: Settings, encoders: Encoders, truth: dict, eval_ids: list[
 def retrain(settings: Settings, encoders: Encoders) -> dict:
     """`train --if-better`, then `tag` (every product the new model has not tagged yet, search kept in step)."""
     store = Workspace(settings.workspace).open_store()
-    backend = search_backend(settings, encoders)
+    backend = open_search(settings, encoders)
     try:
         _, summary = train_if_better(settings, store, encoders, show_progress=False)
         tagged = tag(settings, store, encoders, backend, show_progress=False)

@@ -54,10 +54,10 @@ def build_workspace(data_dir: Path) -> dict:
     from shoptag.pipeline.datasets import fashion_catalog
     from shoptag.pipeline.encode import Encoders
     from shoptag.pipeline.ingest import ingest
+    from shoptag.pipeline.search_sync import open_search
     from shoptag.pipeline.tag import tag
     from shoptag.pipeline.train import train
     from shoptag.pipeline.workspace import Workspace
-    from shoptag.service.state import search_backend
 
     done = WORK / "build.json"
     if done.exists():
@@ -79,7 +79,7 @@ def build_workspace(data_dir: Path) -> dict:
         train(settings, store, encoders, show_progress=False)
         timings["train_s"] = round(time.perf_counter() - start, 1)
         start = time.perf_counter()
-        backend = search_backend(settings, encoders)
+        backend = open_search(settings, encoders)
         try:
             tag(settings, store, encoders, backend, show_progress=False)
         finally:

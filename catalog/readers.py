@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from shoptag.core.errors import BadInput
 from shoptag.core.settings import CatalogSettings
 
 from .records import RAW_CHARS, InvalidRecord, Parsed, Product, Reject, no_overlap, type_name, validated
@@ -32,7 +33,7 @@ TAG_PREFIXES = ("tags.", "tag.", "tags:", "tag:")
 TAG_SEPARATOR = "|"
 
 
-class CatalogError(Exception):
+class CatalogError(BadInput):
     """The catalog file as a whole cannot be read (missing, unreadable, unknown format, no id column)."""
 
 

@@ -19,11 +19,11 @@ class BadInput(ShoptagError):
 
 
 class NotFound(ShoptagError):
-    """A named thing does not exist: a product id, a file, a trained model."""
+    """A named thing does not exist: a product id, a data folder, a checkpoint."""
 
 
 class Conflict(ShoptagError):
-    """The request contradicts the current state, e.g. tags from a model trained for other encoders."""
+    """The current state does not allow it yet: no model trained, a model trained for other encoders."""
 
 
 class BackendUnavailable(ShoptagError):
@@ -45,24 +45,20 @@ class Outcome:
 
     exit_code: int
     http_status: int
-    meaning: str
 
 
 # The one table (docs/DESIGN.md shows it); the most specific class of an error that is listed decides.
 OUTCOMES: dict[type[ShoptagError], Outcome] = {
-    BadInput: Outcome(2, 422, "fix the input the message names"),
-    NotFound: Outcome(4, 404, "the named product, file or model does not exist"),
-    Conflict: Outcome(5, 409, "the state does not allow it yet (e.g. retrain first)"),
-    BackendUnavailable: Outcome(6, 503, "a backend is down or refuses the credentials; retry later"),
-    BackendRefused: Outcome(6, 502, "a backend answered with an error; the message says which"),
-    Corrupt: Outcome(7, 500, "stored data cannot be read; rebuild it (reindex, retrain)"),
-    ShoptagError: Outcome(1, 500, "failed; the message says why"),
+    BadInput: Outcome(2, 422),
+    NotFound: Outcome(4, 404),
+    Conflict: Outcome(5, 409),
+    BackendUnavailable: Outcome(6, 503),
+    BackendRefused: Outcome(6, 502),
+    Corrupt: Outcome(7, 500),
+    ShoptagError: Outcome(1, 500),
 }
 
 
 def outcome(error: ShoptagError) -> Outcome:
-    """The table row of `error`: its own class's, else its nearest listed ancestor's."""
-    for cls in type(error).__mro__:
-        if cls in OUTCOMES:
-            return OUTCOMES[cls]
-    raise TypeError(f"{type(error).__name__} is not a ShoptagError")
+    """The table row of `error`: its own class's, else its nearest listed ancestor's (`ShoptagError` at last)."""
+    return next(OUTCOMES[cls] for cls in type(error).__mro__ if cls in OUTCOMES)

@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .errors import BadInput
+
 
 class EncoderSettings(BaseModel):
     """Which models turn a product into vectors."""
@@ -216,17 +218,20 @@ class Settings(BaseSettings):
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Build the settings, reading `config` as the TOML file when given."""
+    """Build the settings, reading `config` as the TOML file when given; `BadInput` naming what is wrong with
+    the file, an environment variable or an override."""
+    if config is not None and not config.is_file():
+        raise BadInput(f"settings file not found: {config}")
+    previous = os.environ.get("SHOPTAG_CONFIG")
     if config is not None:
-        if not config.is_file():
-            raise FileNotFoundError(f"settings file not found: {config}")
-        previous = os.environ.get("SHOPTAG_CONFIG")
         os.environ["SHOPTAG_CONFIG"] = str(config)
-        try:
-            return Settings(**overrides)
-        finally:
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:  # a pydantic ValidationError or SettingsError, or a TOML syntax error
+        raise BadInput(f"settings error: {exc}") from None
+    finally:
+        if config is not None:
             if previous is None:
                 os.environ.pop("SHOPTAG_CONFIG", None)
             else:
                 os.environ["SHOPTAG_CONFIG"] = previous
-    return Settings(**overrides)

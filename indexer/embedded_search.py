@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from shoptag.core.errors import NotFound
 from shoptag.vectors.faiss_index import VectorIndex
 
 from . import fulltext, vector_log
@@ -190,12 +191,12 @@ class EmbeddedBackend:
     def similar(self, product_id: str, k: int = 10, filters: dict[str, list[str]] | None = None) -> list[Hit]:
         """Nearest products by fused vector that pass `filters`, never the product itself.
 
-        Raises KeyError for an unknown product; a product without a fused vector has no neighbours.
+        Raises `NotFound` for an unknown product; a product without a fused vector has no neighbours.
         """
         with self._snapshot() as (conn, vectors):
             if product_id not in vectors.fused:
                 if not fulltext.has_doc(conn, product_id):
-                    raise KeyError(product_id)
+                    raise NotFound(f"unknown product id {product_id!r}")
                 return []
             vector = vectors.fused.vector(product_id)
             neighbours = self._knn(conn, vectors.fused, vector, k, fulltext.Scope(filters or {}), exclude=product_id)

@@ -22,6 +22,8 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from shoptag.core.errors import BadInput
+
 FASHION_FAMILIES = ("gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage")
 UNKNOWN_CELLS = frozenset({"", "NA"})
 TAOBAO_FAMILIES = {"HCCX": "product_type", "HPPX": "brand"}
@@ -88,7 +90,7 @@ def fashion_records(
     photos: dict[str, Path] = {}
     if images:
         if image_dir is None:
-            raise ValueError("images=True needs an image_dir to extract the photos into")
+            raise BadInput("images=True needs an image_dir to extract the photos into")
         photos = _extract_images(data_dir / "fashion" / "fashion-images.zip", [r["id"] for r in rows], image_dir)
     records = []
     for row in rows:
@@ -157,7 +159,7 @@ def _unique(values: Iterable[str]) -> list[str]:
 def taobao_records(data_dir: Path, *, split: str = "train", limit: int | None = None) -> list[dict]:
     """The taobao-ner titles as catalog records (see `taobao_catalog`)."""
     if split not in (*TAOBAO_SPLITS, "all"):
-        raise ValueError(f"split must be one of train, dev, all; got {split!r}")
+        raise BadInput(f"split must be one of train, dev, all; got {split!r}")
     records = []
     for part in TAOBAO_SPLITS if split == "all" else (split,):
         for n, title in enumerate(_bio_titles(data_dir / "taobao-ner" / f"{part}.txt")):

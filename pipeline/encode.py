@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from shoptag.core.settings import EncoderSettings
+from shoptag.indexer.search_common import VectorDims
 from shoptag.store.records import StoredProduct
 from shoptag.tagger.embedding_cache import EmbeddingCache, encode_with_cache
 from shoptag.tagger.product_vector import fuse
@@ -43,6 +44,12 @@ class Encoders:
         return ImageEncoder(
             self.settings.image_model, self.settings.image_checkpoint, self.settings.device, self.settings.image_batch_size
         )
+
+    def dims(self) -> VectorDims:
+        """The sizes of the vectors these encoders make, which a search index must be built for."""
+        text = self.text.dim
+        image = self.image.dim if self.image is not None else None
+        return VectorDims(text=text, image=image, fused=text + (image or 0))
 
     def ids(self) -> dict[str, object]:
         """What a trained model records: vectors from other encoders or weights are stale."""

@@ -17,6 +17,9 @@ from typing import Literal
 
 import numpy as np
 
+from shoptag.catalog.labels import read_labels
+from shoptag.core.errors import BadInput
+from shoptag.core.settings import Settings
 from shoptag.store.records import Store
 from shoptag.tagger.fuse import apply_temperature, fit_temperature
 from shoptag.tagger.metrics import (
@@ -28,8 +31,6 @@ from shoptag.tagger.metrics import (
     multilabel_metrics,
     reliability_curve,
 )
-from shoptag.catalog.labels import read_labels
-from shoptag.core.settings import Settings
 from shoptag.tagger.model import TaggerModel, labelled_rows, score_sources
 
 from .encode import Encoders
@@ -49,7 +50,7 @@ def for_modality(settings: Settings, modality: Modality) -> Settings:
     if modality == "text":
         encoders = encoders.model_copy(update={"image_model": None, "image_checkpoint": None})
     elif not encoders.image_model:
-        raise ValueError(f"modality {modality!r} needs an image tower: set encoders.image_model")
+        raise BadInput(f"modality {modality!r} needs an image tower: set encoders.image_model")
     elif modality == "image":
         encoders = encoders.model_copy(update={"image_weight": 1.0})
         tagger = tagger.model_copy(update={"lexical": False})
@@ -176,7 +177,7 @@ def evaluate(
         left_out = int(near_test.sum())
         masks = {"train": masks["train"] & ~test & ~near_test, "val": masks["val"] & ~test & ~near_test, "test": test}
     if not masks["test"].any():
-        raise ValueError("the test split is empty: set tagger.test_fraction above 0 or label more products")
+        raise BadInput("the test split is empty: set tagger.test_fraction above 0 or label more products")
     model = fit_on(data, masks["train"], masks["val"], settings, encoders)
     results = evaluate_model(
         model, data, np.flatnonzero(masks["val"]), np.flatnonzero(masks["test"]), t.target_precision, encoders,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from shoptag.core.errors import NotFound
 from shoptag.store.records import Store
 
 
 def explain(store: Store, product_id: str) -> dict:
-    """A JSON-ready account of one product's tags; KeyError for an unknown product."""
+    """A JSON-ready account of one product's tags; `NotFound` for an unknown product."""
     found = store.products([product_id])
     if not found:
-        raise KeyError(product_id)
+        raise NotFound(f"unknown product id {product_id!r}")
     product = found[0]
     tags = store.tags_of(product_id)
     neighbour_ids = sorted(

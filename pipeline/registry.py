@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shoptag.core.errors import Conflict
 from shoptag.core.files import atomic_write
 from shoptag.tagger.model import current_name, set_current
 
@@ -102,7 +103,7 @@ def rollback(models_dir: Path) -> str:
     """Switch back to the model that was current before the current one."""
     stack = _stack(models_dir)
     if len(stack) < 2:
-        raise FileNotFoundError(f"no earlier model to roll back to in {models_dir}")
+        raise Conflict(f"no earlier model to roll back to in {models_dir}")
     set_current(models_dir, stack[-2])
     record(models_dir, stack[-2], "rollback")
     return stack[-2]

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from shoptag.core.errors import BadInput
+from shoptag.core.errors import BadInput, Conflict
 from shoptag.indexer import storefront
 from shoptag.indexer.backend import SearchBackend
 from shoptag.indexer.documents import Diversity, SearchQuery, SearchResults
@@ -24,7 +24,7 @@ from shoptag.tagger.model import TaggerModel
 from .encode import Encoders
 from .query_tags import MODES, QueryTag, as_filters, understand
 from shoptag.core.settings import Settings
-from .tag import StaleModelError, load_checked_model
+from .tag import load_checked_model
 from .workspace import Workspace
 
 
@@ -55,13 +55,14 @@ class SearchAnswer:
     suggested_filters: dict[str, list[str]] = field(default_factory=dict)
 
 
-def pairs(items: Sequence[str], what: str) -> dict[str, list[str]]:
-    """``name=value`` strings -> name -> values; `BadInput` naming the first malformed one."""
+def pairs(items: Sequence[str], what: str, key: str = "name") -> dict[str, list[str]]:
+    """``name=value`` strings -> name -> values; `BadInput` naming the first malformed one (`key`: what the
+    message calls the name, e.g. ``family``)."""
     out: dict[str, list[str]] = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.strip() or not value.strip():
-            raise BadInput(f"bad {what} {item[:80]!r}: expected name=value")
+            raise BadInput(f"bad {what} {item[:80]!r}: expected {key}=value")
         out.setdefault(name.strip(), []).append(value.strip())
     return out
 
@@ -121,7 +122,7 @@ def build_query(request: SearchRequest, boost_weight: float) -> SearchQuery:
     if request.query_tags is not None and request.query_tags not in MODES:
         raise BadInput(f"unknown query tags mode {request.query_tags!r}: one of {', '.join(MODES)}")
     return SearchQuery(
-        text=request.text, filters=pairs(request.tags, "tag filter"), size=request.size, offset=request.offset,
+        text=request.text, filters=pairs(request.tags, "tag filter", "family"), size=request.size, offset=request.offset,
         sort=request.sort, ranges=ranges(request.ranges), attributes=pairs(request.attributes, "attribute filter"),
         facets=tuple(request.facets), attribute_facets=tuple(request.attribute_facets),
         range_facets=buckets(request.range_facets), highlight=request.highlight,
@@ -147,7 +148,7 @@ def query_model(settings: Settings, encoders: Encoders) -> TaggerModel | None:
     was trained for other encoders): search then runs without query tags."""
     try:
         return load_checked_model(Workspace(settings.workspace).models_dir, encoders)
-    except (FileNotFoundError, StaleModelError):
+    except Conflict:  # none trained yet, or trained for other encoders (`StaleModelError`)
         return None
 
 

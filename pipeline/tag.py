@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoptag.core.errors import Conflict
 from shoptag.core.settings import Settings
 from shoptag.indexer.backend import SearchBackend
 from shoptag.store.records import Store, StoredProduct
@@ -22,13 +23,13 @@ from shoptag.tagger.model import TagDecision, TaggerModel, decide, load_model, s
 from .encode import Encoders, encode_products
 from .progress import progress_bar
 from .reindex import backend_key, converge, doc_hash
-from .search_docs import search_docs
+from .search_sync import index_products
 from .workspace import Workspace
 
 BATCH = 1000
 
 
-class StaleModelError(RuntimeError):
+class StaleModelError(Conflict):
     """The saved model was trained on vectors of other encoders than the settings name."""
 
 
@@ -77,9 +78,7 @@ def tag_batch(
             decisions[p.id] = [d for d in decisions[p.id] if d.family in written]
     if backend is not None:
         tags = store.effective_tags([p.id for p in products])
-        report = backend.upsert(search_docs(store, products, vectors, model.encoders, tags))
-        if report.failed:
-            raise RuntimeError(f"search index rejected {len(report.failed)} documents: {report.failed[:3]}")
+        index_products(store, backend, products, vectors, model.encoders, tags)
         if index_key is not None:
             popularity = store.popularity([p.id for p in products])
             store.set_indexed(index_key, {p.id: doc_hash(p.content_hash, tags.get(p.id, {}), model.encoders,

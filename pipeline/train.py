@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shoptag.core.errors import BadInput
 from shoptag.core.settings import Settings
 from shoptag.store.records import Store
 from shoptag.tagger.head import HeadConfig
@@ -81,7 +82,7 @@ def fit_config(settings: Settings) -> FitConfig:
 
 def fit_on(data: LabelledSet, fit_mask: np.ndarray, val_mask: np.ndarray, settings: Settings, encoders: Encoders) -> TaggerModel:
     if not fit_mask.any() or not val_mask.any():
-        raise ValueError(
+        raise BadInput(
             f"too few labelled products ({len(data.ids)}) to train and validate: label more products"
         )
     return fit_tagger(
@@ -133,7 +134,7 @@ def train_if_better(
     split = split_labelled(data, settings)
     masks = split.masks
     if not masks["test"].any():
-        raise ValueError("the held-out split is empty: set tagger.test_fraction above 0 or label more products")
+        raise BadInput("the held-out split is empty: set tagger.test_fraction above 0 or label more products")
     candidate = fit_on(data, masks["train"], masks["val"], settings, encoders)
     rows = np.flatnonzero(masks["test"])
     measured = partial(family_metrics, vectors=data.vectors.fused[rows], texts=[data.texts[i] for i in rows],

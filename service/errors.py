@@ -1,6 +1,7 @@
 """What a client sees when a request fails: JSON `{"error": ..., "detail": ...}` with a 4xx that says what to
 fix, 413 for a body over the size limit, and for anything unexpected a generic 500 (the stack trace goes to
-the server log, never to the client)."""
+the server log, never to the client). A `ShoptagError` gets the HTTP status of its row in `core.errors.OUTCOMES`,
+the same table the CLI's exit codes come from."""
 
 from __future__ import annotations
 
@@ -90,14 +91,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, exc.detail, getattr(exc, "headers", None))
 
+    @app.exception_handler(ShoptagError)
+    async def shoptag_error(request: Request, exc: ShoptagError) -> JSONResponse:
+        status = outcome(exc).http_status
+        if status >= 500:
+            log.error("%s in %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
+        return error_response(status, str(exc))
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(*_validation_detail(exc))
-
-    @app.exception_handler(ShoptagError)
-    async def failed(request: Request, exc: ShoptagError) -> JSONResponse:
-        """A failure shoptag names (a backend down or refusing, a conflict): its status from the one table."""
-        return error_response(outcome(exc).http_status, str(exc))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

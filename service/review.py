@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from shoptag.core.errors import NotFound, ShoptagError, outcome
+from shoptag.core.errors import Conflict
 from shoptag.pipeline.review import (
     ACTIONS, DecisionIn, bulk_accept, bulk_targets, decide, queue, stats, traffic, undo,
 )
@@ -70,10 +70,7 @@ class QueueOut(BaseModel):
 def apply(state: ServiceState, ids: list[str], write) -> Any:
     """Run one review write inside the service's write discipline, then bring search up to date for `ids`."""
     with state.writing(ids):
-        try:
-            result = write()
-        except ShoptagError as exc:
-            raise HTTPException(outcome(exc).http_status, str(exc)) from None
+        result = write()
         state.sync_search(ids)
         state.learn(ids)
     return result
@@ -113,11 +110,8 @@ def post_undo(state: State, request: Request, body: UndoIn) -> dict[str, Any]:
     who = reviewer_of(request, body.reviewer)
     target = body.decision if body.decision is not None else state.review.last_decision(who)
     if target is None:
-        raise HTTPException(409, f"{who} has no decision to undo")
-    try:
-        product = state.review.decision(target).product_id
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+        raise Conflict(f"{who} has no decision to undo")
+    product = state.review.decision(target).product_id
     return asdict(apply(state, [product], lambda: undo(state.review, who, target)))
 
 

@@ -9,13 +9,13 @@ import numpy as np
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 
-from shoptag.core.errors import BadInput
+from shoptag.core.errors import BadInput, Conflict, NotFound
 from shoptag.indexer import storefront
 from shoptag.indexer.documents import Hit
 from shoptag.pipeline import recommend as recs
 from shoptag.pipeline.explain import explain
 from shoptag.pipeline.review import stats as review_stats
-from shoptag.pipeline.search import SearchRequest, run_search
+from shoptag.pipeline.search import SearchRequest, pairs, run_search
 from shoptag.pipeline.search import diversity as parse_diversity
 
 from .auth import require_api_key
@@ -23,11 +23,11 @@ from .schemas import (
     MAX_ID_CHARS, MAX_K, MAX_NAME_CHARS, MAX_QUERY_CHARS, Correction, DeletedOut, ErrorOut, FeedbackOut, HealthOut,
     HitOut, ProductIn, ProductOut, ProductsOut, SearchOut, SimilarOut,
 )
-from .state import ModelUnavailable, ServiceState
+from .state import ServiceState
 from .validate import checked_batch, validated_products
-from .writes import UnknownProducts, add_products, apply_corrections, delete_product
+from .writes import add_products, apply_corrections, delete_product
 
-ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 500)}
+ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 500, 503)}
 router = APIRouter(responses=ERRORS)
 writer = {"dependencies": [Depends(require_api_key)]}
 
@@ -44,14 +44,11 @@ State = Annotated[ServiceState, Depends(get_state)]
 
 
 def tag_filters(items: list[str]) -> dict[str, list[str]]:
-    """`family=value` strings → filters; 422 naming the first malformed one."""
-    filters: dict[str, list[str]] = {}
-    for item in items:
-        family, sep, value = item.partition("=")
-        if not sep or not family.strip() or not value.strip() or len(item) > 2 * MAX_NAME_CHARS:
-            raise HTTPException(422, f"bad tag filter {item[:80]!r}: expected family=value")
-        filters.setdefault(family.strip(), []).append(value.strip())
-    return filters
+    """`family=value` strings → filters; `BadInput` (422) naming the first malformed or overlong one."""
+    too_long = [item for item in items if len(item) > 2 * MAX_NAME_CHARS]
+    if too_long:
+        raise BadInput(f"bad tag filter {too_long[0][:80]!r}: expected family=value")
+    return pairs(items, "tag filter", "family")
 
 
 def hits_out(hits: list[Hit]) -> list[HitOut]:
@@ -89,19 +86,14 @@ def similar(
     filters = tag_filters(tag)
     if mode != "content":
         if filters or diversity:
-            raise HTTPException(422, "tag filters and diversity apply to mode=content only")
+            raise BadInput("tag filters and diversity apply to mode=content only")
         found = recs.similar(state.recs.get(), product_id, k, mode, state.settings.behaviour.blend_behaviour_weight)
         products = {p.id: p for p in state.store.products([f.id for f in found])}
         tags = state.store.effective_tags([f.id for f in found])
         hits = [Hit(f.id, f.score, products[f.id].title if f.id in products else "",
                     {fam: [v for v, *_ in vals] for fam, vals in tags.get(f.id, {}).items()}) for f in found]
         return SimilarOut(id=product_id, hits=hits_out(personalised(state, hits, user)))
-    try:
-        hits = storefront.similar(state.backend, product_id, k, filters or None, parse_diversity(diversity))
-    except BadInput as exc:
-        raise HTTPException(422, str(exc)) from None
-    except KeyError:
-        raise HTTPException(404, f"unknown product id {product_id!r}") from None
+    hits = storefront.similar(state.backend, product_id, k, filters or None, parse_diversity(diversity))
     return SimilarOut(id=product_id, hits=hits_out(personalised(state, hits, user)))
 
 
@@ -142,12 +134,9 @@ def search(
                             highlight=highlight, diversity=diversity, query_tags=query_tags)
     try:
         model = state.model()
-    except ModelUnavailable:
+    except Conflict:  # no model trained yet, or one for other encoders: search runs without query tags
         model = None
-    try:
-        answer = run_search(request, state.settings, state.store, state.backend, state.encoders, model)
-    except BadInput as exc:
-        raise HTTPException(422, str(exc)) from None
+    answer = run_search(request, state.settings, state.store, state.backend, state.encoders, model)
     results = answer.results
     return SearchOut(
         total=results.total, total_relation=results.total_relation, hits=hits_out(personalised(state, results.hits, user)), cursor=results.cursor,
@@ -162,10 +151,7 @@ def search(
 @router.get("/products/{product_id}", response_model=ProductOut, tags=["products"])
 def get_product(state: State, product_id: PathId) -> dict:
     """A product's tags, each with its source, status, score and evidence (sources, weights, neighbours)."""
-    try:
-        return explain(state.store, product_id)
-    except KeyError:
-        raise HTTPException(404, f"unknown product id {product_id!r}") from None
+    return explain(state.store, product_id)
 
 
 # ---- writes -----------------------------------------------------------------------------------------------------
@@ -179,17 +165,14 @@ def post_products(state: State, body: Annotated[ProductIn | list[ProductIn], Bod
     if problems:
         state.metrics.rejects.inc(len(problems))
         raise HTTPException(422, problems)
-    try:
-        return ProductsOut(products=add_products(state, products))
-    except ModelUnavailable as exc:
-        raise HTTPException(409, str(exc)) from None
+    return ProductsOut(products=add_products(state, products))
 
 
 @router.delete("/products/{product_id}", response_model=DeletedOut, tags=["products"], **writer)
 def delete(state: State, product_id: PathId) -> DeletedOut:
     """Remove a product from the store and from search (its feedback log is kept)."""
     if not delete_product(state, product_id):
-        raise HTTPException(404, f"unknown product id {product_id!r}")
+        raise NotFound(f"unknown product id {product_id!r}")
     return DeletedOut(id=product_id, deleted=True)
 
 
@@ -200,9 +183,5 @@ def feedback(state: State, body: Annotated[Correction | list[Correction], Body(
     `POST /products` of the same product keeps them) and train the next model. All or nothing."""
     items = body if isinstance(body, list) else [body]
     checked_batch(len(items), state.settings)
-    try:
-        ids = apply_corrections(state, [(c.id, c.family, c.values) for c in items])
-    except UnknownProducts as exc:
-        raise HTTPException(404, f"unknown product id(s): {', '.join(map(repr, exc.ids[:20]))}; nothing applied") \
-            from None
+    ids = apply_corrections(state, [(c.id, c.family, c.values) for c in items])
     return FeedbackOut(applied=len(items), products=ids)

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
+from shoptag.core.errors import Conflict
 from shoptag.core.settings import Settings
 from shoptag.indexer.backend import SearchBackend
-from shoptag.indexer.backends import VectorDims, open_backend
 from shoptag.pipeline.encode import Encoders, encode_products
 from shoptag.pipeline.recommend import RecsCache
 from shoptag.pipeline.reindex import converge
-from shoptag.pipeline.search_docs import search_docs
+from shoptag.pipeline.search_sync import open_search, sync_search
 from shoptag.pipeline.tag import StaleModelError, load_checked_model
 from shoptag.pipeline.train import train_if_better
 from shoptag.pipeline.workspace import Workspace
@@ -34,17 +34,6 @@ from .journal import WriteJournal
 from .metrics import ServiceMetrics
 
 log = logging.getLogger("shoptag.service")
-
-
-class ModelUnavailable(RuntimeError):
-    """No usable tagger model: none trained yet, or one trained with other encoders."""
-
-
-def search_backend(settings: Settings, encoders: Encoders) -> SearchBackend:
-    """The backend the settings choose, sized for the configured encoders (as the CLI opens it)."""
-    text = encoders.text.dim
-    image = encoders.image.dim if encoders.image is not None else None
-    return open_backend(settings, VectorDims(text=text, image=image, fused=text + (image or 0)))
 
 
 @dataclass
@@ -72,13 +61,13 @@ class ServiceState:
         configure_segmenter(workspace.cache_dir)
         encoders = Encoders(settings.encoders, workspace.cache_dir)
         store = workspace.open_store()
-        state = cls(settings, store, workspace.open_cache(), encoders, search_backend(settings, encoders),
+        state = cls(settings, store, workspace.open_cache(), encoders, open_search(settings, encoders),
                     WriteJournal(workspace.root / "service-pending-writes.json"), metrics, open_review_log(store),
                     RecsCache(settings, store, encoders))
         try:
             state.recover()
             if state.model_name() is not None:
-                with suppress(ModelUnavailable):  # a stale model is reported by the first POST, not fatal here
+                with suppress(StaleModelError):  # a stale model is reported by the first POST, not fatal here
                     state.model()  # loaded now rather than by the first POST
         except BaseException:
             state.close()
@@ -100,12 +89,9 @@ class ServiceState:
         """The current model; a model trained while the service runs is picked up at the next write."""
         current = self.model_name()
         if current is None:
-            raise ModelUnavailable("no trained model in this workspace: run `shoptag train` first")
+            raise Conflict("no trained model in this workspace: run `shoptag train` first")
         if current != self._model_pointer:
-            try:
-                self._model = load_checked_model(Workspace(self.settings.workspace).models_dir, self.encoders)
-            except StaleModelError as exc:
-                raise ModelUnavailable(str(exc)) from None
+            self._model = load_checked_model(Workspace(self.settings.workspace).models_dir, self.encoders)
             self._model_pointer = current
         assert self._model is not None
         return self._model
@@ -173,15 +159,7 @@ class ServiceState:
 
     def sync_search(self, ids: list[str]) -> None:
         """Send the store's current state of `ids` to the search backend: upsert those it has, delete the rest."""
-        products = self.store.products(ids)
-        if products:
-            vectors, _ = encode_products(products, self.encoders, self.cache, show_progress=False)
-            report = self.backend.upsert(search_docs(self.store, products, vectors, self.encoders.ids()))
-            if report.failed:
-                raise RuntimeError(f"search index rejected {len(report.failed)} documents: {report.failed[:3]}")
-        gone = sorted(set(ids) - {p.id for p in products})
-        if gone:
-            self.backend.delete(gone)
+        sync_search(self.store, self.encoders, self.cache, self.backend, ids)
 
     def recover(self) -> None:
         """At start: finish interrupted writes; send the index what it lacks (a `tag` run that was killed, the

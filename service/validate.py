@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import HTTPException
-
 from shoptag.catalog.records import InvalidRecord, Product, parse_record
+from shoptag.core.errors import BadInput
 from shoptag.core.settings import Settings
 
 from .schemas import ProductIn
@@ -16,10 +15,10 @@ from .schemas import ProductIn
 def checked_batch(size: int, settings: Settings) -> None:
     """Refuse a batch over `service.max_batch` (a body can be under the byte limit and still too many items)."""
     if size == 0:
-        raise HTTPException(422, "empty batch: send at least one item")
+        raise BadInput("empty batch: send at least one item")
     if size > settings.service.max_batch:
-        raise HTTPException(422, f"batch of {size} items is over the limit of {settings.service.max_batch} "
-                                 "(service.max_batch): split it")
+        raise BadInput(f"batch of {size} items is over the limit of {settings.service.max_batch} "
+                       "(service.max_batch): split it")
 
 
 def validated_products(items: list[ProductIn], settings: Settings) -> tuple[list[Product], list[str]]:

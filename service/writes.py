@@ -4,6 +4,7 @@ Each runs inside `ServiceState.writing`, so the store and the search index chang
 from __future__ import annotations
 
 from shoptag.catalog.records import Product
+from shoptag.core.errors import NotFound
 from shoptag.pipeline.explain import explain
 from shoptag.pipeline.ingest import stored
 from shoptag.pipeline.reindex import backend_key
@@ -56,9 +57,9 @@ def apply_corrections(state: ServiceState, items: list[tuple[str, str, list[str]
     return ids
 
 
-class UnknownProducts(KeyError):
+class UnknownProducts(NotFound):
     """Corrections name products the store does not have; nothing was applied."""
 
     def __init__(self, ids: list[str]) -> None:
-        super().__init__(ids)
+        super().__init__(f"unknown product id(s): {', '.join(map(repr, ids[:20]))}; nothing applied")
         self.ids = ids

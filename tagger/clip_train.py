@@ -24,6 +24,7 @@ import open_clip
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from shoptag.core.errors import BadInput, Conflict
 from shoptag.core.files import atomic_write
 from shoptag.tagger.augment import ImageTransform, train_transform
 from shoptag.tagger.image_encoder import (
@@ -218,7 +219,7 @@ def restore_training_state(
     """Load a `training_state` file into the live objects; returns (step, epoch history, losses)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state["model_name"] != clip.model_name or state["model_cfg"] != clip.model_cfg:
-        raise ValueError(f"{path} is a {state['model_name']} checkpoint, not {clip.model_name}: use another out_dir")
+        raise Conflict(f"{path} is a {state['model_name']} checkpoint, not {clip.model_name}: use another out_dir")
     clip.model.load_state_dict(state["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -256,7 +257,7 @@ def train_clip(
     `time_budget_s` likewise stops early (evaluated, saved, resumable) once that much wall time is spent.
     """
     if not pairs_train:
-        raise ValueError("no training pairs")
+        raise BadInput("no training pairs")
     out_dir.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True)
     torch_device = as_torch_device(device)

@@ -20,6 +20,7 @@ import numpy as np
 import open_clip
 import torch
 from PIL import Image, UnidentifiedImageError
+from shoptag.core.errors import BadInput, NotFound
 from shoptag.tagger.augment import eval_transform
 from shoptag.tagger.clip_config import config_digest, register_config, register_shoptag_configs
 
@@ -28,7 +29,7 @@ from .text_encoder import resolve_device
 ImageSource = Path | str | bytes | Image.Image
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(BadInput):
     """An image that cannot be read or decoded; the message names the item."""
 
 
@@ -106,14 +107,14 @@ def load_clip(model_name: str, checkpoint: str | None, device: torch.device, see
         model_id = checkpoint_model_id(model_name, path)
         if isinstance(payload, dict) and "model_cfg" in payload:
             if payload["model_name"] != model_name:
-                raise ValueError(f"checkpoint {path} holds a {payload['model_name']!r} model, not {model_name!r}")
+                raise BadInput(f"checkpoint {path} holds a {payload['model_name']!r} model, not {model_name!r}")
             stored = payload["model_cfg"]
             same = open_clip.get_model_config(model_name) == stored
             arch = model_name if same else register_config(f"{model_name}-{config_digest(stored)}", stored)
     elif tag is not None:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         if tag not in tags:
-            raise FileNotFoundError(
+            raise NotFound(
                 f"checkpoint {checkpoint!r} is neither a file nor a pretrained tag of {model_name} (tags: {tags})"
             )
         model_id = f"{model_name}:{tag}"
@@ -121,7 +122,7 @@ def load_clip(model_name: str, checkpoint: str | None, device: torch.device, see
         model_id = f"{model_name}:init-{seed}"
     model_cfg = open_clip.get_model_config(arch)
     if model_cfg is None:
-        raise ValueError(f"unknown open_clip model {model_name!r}; known: {open_clip.list_models()}")
+        raise BadInput(f"unknown open_clip model {model_name!r}; known: {open_clip.list_models()}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = open_clip.create_model(arch, pretrained=tag, output_dict=True)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from shoptag.core.errors import BadInput, Conflict, Corrupt, NotFound
 from shoptag.core.files import atomic_write
 from shoptag.vectors.faiss_index import VectorIndex
 
@@ -209,7 +212,7 @@ def fit_tagger(
     pool = np.sort(np.concatenate([fit_rows, val_rows]))
     vocabs = build_vocabs([tags[i] for i in fit_rows], config.min_tag_count)
     if not vocabs:
-        raise ValueError("no tag family with at least two learnable values among the labelled products")
+        raise BadInput("no tag family with at least two learnable values among the labelled products")
     folds = [_fit_fold(ids, vectors, texts, tags, vocabs, tr, sc, config) for tr, sc in _folds(ids, fit_rows, val_rows, config)]
     crossfit = len(folds) > 1
     scored = np.concatenate([f.rows for f in folds])
@@ -427,7 +430,7 @@ def set_current(models_dir: Path, name: str) -> None:
     """Point `models_dir/current` at the model folder `name`: one atomic rename, so readers see the old model or
     the new one, never neither."""
     if not (models_dir / name / "model.json").is_file():
-        raise FileNotFoundError(f"no model {name!r} in {models_dir}")
+        raise NotFound(f"no model {name!r} in {models_dir}")
     with atomic_write(models_dir / "current", "w", encoding="utf-8") as fh:
         fh.write(name)
 
@@ -438,11 +441,22 @@ def current_name(models_dir: Path) -> str | None:
 
 
 def load_model(models_dir: Path, name: str | None = None) -> TaggerModel:
-    """The model folder `name`, by default the one `models_dir/current` points at."""
+    """The model folder `name`, by default the one `models_dir/current` points at; `Conflict` before the first
+    training, `NotFound` for a name that is not there, `Corrupt` when its files cannot be read back."""
+    if name is not None and not (models_dir / name / "model.json").is_file():
+        raise NotFound(f"no model {name!r} in {models_dir}")
     name = name or current_name(models_dir)
     if name is None:
-        raise FileNotFoundError(f"no trained model in {models_dir}: run `shoptag train` first")
+        raise Conflict(f"no trained model in {models_dir}: run `shoptag train` first")
     folder = models_dir / name
+    try:
+        return _read_model(folder)
+    except (OSError, EOFError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        raise Corrupt(f"model {folder} cannot be read ({type(exc).__name__}: {exc}): run `shoptag train` again") \
+            from exc
+
+
+def _read_model(folder: Path) -> TaggerModel:
     meta = json.loads((folder / "model.json").read_text())
     heads = torch.load(folder / "heads.pt", weights_only=False)
     stacked = sp.load_npz(folder / "labels.npz").tocsc()

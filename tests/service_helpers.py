@@ -17,11 +17,11 @@ from loopback import free_port, wait_until_ok
 from shoptag.core.settings import Settings
 from shoptag.pipeline.encode import Encoders
 from shoptag.pipeline.ingest import ingest
+from shoptag.pipeline.search_sync import open_search
 from shoptag.pipeline.tag import tag
 from shoptag.pipeline.train import train
 from shoptag.pipeline.workspace import Workspace
 from shoptag.service.app import create_app
-from shoptag.service.state import search_backend
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "sample_catalog.jsonl"
@@ -47,7 +47,7 @@ def build_workspace(settings: Settings, *, trained: bool = True, catalog: Path =
         if trained:
             encoders = Encoders(settings.encoders)
             train(settings, store, encoders, show_progress=False)
-            backend = search_backend(settings, encoders)
+            backend = open_search(settings, encoders)
             try:
                 tag(settings, store, encoders, backend, show_progress=False)
             finally:

@@ -40,7 +40,7 @@ def test_rejects_give_exit_code_3_and_json_counts(run):
     assert (data["new"], data["rejected"]) == (2, 14)
 
 
-def test_bad_usage_gives_exit_code_2(run):
+def test_bad_usage_gives_exit_code_2_and_unknown_ids_4(run):
     assert run("ingest", str(SAMPLE)).exit_code == 0
     assert run("search", "jeans", "--tag", "no-equals-sign").exit_code == EXIT_USAGE
     for bad, says in ((["--size", "0"], "size must be"), (["--page", "0"], "from must be"),
@@ -51,7 +51,9 @@ def test_bad_usage_gives_exit_code_2(run):
         result = run("search", "jeans", *bad)
         assert result.exit_code == EXIT_USAGE and says in result.output and "Traceback" not in result.output, bad
     assert run("reindex", "--backend", "es").exit_code == EXIT_USAGE  # no Elasticsearch URL set
-    assert run("explain", "no-such-id").exit_code == 1
+    missing = run("explain", "no-such-id", "--json")
+    assert missing.exit_code == 4 and json.loads(missing.stdout) == {"error": "unknown product id 'no-such-id'",
+                                                                     "kind": "NotFound"}
 
 
 def test_images_through_the_whole_pipeline(run, tmp_path):
@@ -80,4 +82,4 @@ def test_images_through_the_whole_pipeline(run, tmp_path):
     assert {t["evidence"]["modality"] for ts in no_photo["tags"].values() for t in ts if "evidence" in t} == {"text"}
     # the image tower's id is part of the model: another checkpoint makes the saved model stale
     stale = run("tag", env={**env, "SHOPTAG_ENCODERS__IMAGE_CHECKPOINT": ""})
-    assert stale.exit_code == 1 and "train" in stale.output
+    assert stale.exit_code == 5 and "train" in stale.output  # Conflict

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from shoptag.core.errors import BadInput
 from shoptag.pipeline.datasets import (
     FASHION_FAMILIES,
     bio_spans,
@@ -80,7 +81,7 @@ def test_image_extraction_is_idempotent(data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_images_need_a_folder(data_dir: Path) -> None:
-    with pytest.raises(ValueError, match="image_dir"):
+    with pytest.raises(BadInput, match="image_dir"):
         fashion_records(data_dir, limit=1, images=True)
 
 
@@ -107,7 +108,7 @@ def test_taobao_ids_do_not_depend_on_the_split(data_dir: Path) -> None:
     dev = taobao_records(data_dir, split="dev")
     assert len(every) == 6998 and len(dev) == 998
     assert every[6000:] == dev
-    with pytest.raises(ValueError, match="split"):
+    with pytest.raises(BadInput, match="split"):
         taobao_records(data_dir, split="test")
 
 

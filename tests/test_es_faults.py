@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from fixtures_search import DIMS, NUMERIC, drop_alias, es_settings, free_port
 
+from shoptag.core.errors import BackendUnavailable
 from shoptag.core.settings import Settings
 from shoptag.indexer.backends import open_backend
 from shoptag.indexer.documents import SearchDoc, SearchQuery
 from shoptag.indexer.es.backend import ESBackend
-from shoptag.indexer.es.client import BackendUnavailable, make_client
+from shoptag.indexer.es.client import make_client
 from shoptag.indexer.es.reindex import alias_indices, is_versioned_index
 
 pytestmark = pytest.mark.es

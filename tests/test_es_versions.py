@@ -11,10 +11,9 @@ import pytest
 from es_proxy import COMPAT, ESProxy, Persona
 from fixtures_search import DIMS, drop_alias, es_settings, topic_vector
 
-from shoptag.core.errors import BadInput
+from shoptag.core.errors import BackendUnavailable, BadInput
 from shoptag.indexer.documents import SearchQuery
 from shoptag.indexer.es.backend import ESBackend
-from shoptag.indexer.es.client import BackendUnavailable
 from shoptag.indexer.es.server import Server
 
 pytestmark = pytest.mark.es

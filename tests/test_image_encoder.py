@@ -12,6 +12,7 @@ import torch
 from fixtures_clip import COLOURS, TinyRun
 from PIL import Image
 
+from shoptag.core.errors import BadInput, NotFound
 from shoptag.tagger.clip_config import register_shoptag_configs
 from shoptag.tagger.image_encoder import ImageDecodeError, ImageEncoder
 
@@ -68,9 +69,9 @@ def test_a_plain_open_clip_state_dict_loads_into_the_named_architecture(
 
 
 def test_wrong_names_and_tags_are_refused_clearly(tiny_run: TinyRun) -> None:
-    with pytest.raises(ValueError, match="holds a 'shoptag-tiny' model"):
+    with pytest.raises(BadInput, match="holds a 'shoptag-tiny' model"):
         ImageEncoder("shoptag-small", checkpoint=str(tiny_run.report.model_path), device="cpu")
-    with pytest.raises(FileNotFoundError, match="neither a file nor a pretrained tag"):
+    with pytest.raises(NotFound, match="neither a file nor a pretrained tag"):
         ImageEncoder("ViT-B-32", checkpoint="no-such-tag", device="cpu")
     assert ImageEncoder("shoptag-tiny", device="cpu").model_id == "shoptag-tiny:init-0"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures_models import REPO, SAMPLE
+from shoptag.core.errors import NotFound
 from shoptag.core.settings import Settings
 from shoptag.pipeline.encode import Encoders
 from shoptag.pipeline.explain import explain
@@ -139,7 +140,7 @@ def test_explain_shows_sources_and_neighbours_never_itself(trained_sample):
     assert labelled["tags"]["category"] == [
         {"value": "Jeans", "source": "catalog", "status": "accepted", "score": 1.0}
     ]
-    with pytest.raises(KeyError):
+    with pytest.raises(NotFound, match="no-such-id"):
         explain(store, "no-such-id")
 
 

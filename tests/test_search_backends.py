@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from fixtures_search import DIMS, topic_vector
 
+from shoptag.core.errors import NotFound
 from shoptag.indexer.documents import DocTag, SearchDoc, SearchQuery
 
 pytestmark = pytest.mark.es
@@ -140,7 +141,7 @@ def test_similar_excludes_the_product_and_honours_filters(loaded):
     filtered = loaded.similar("en-jeans", k=20, filters={"gender": ["women"], "color": ["blue", "red"]})
     assert set(ids(filtered)) == {"cn-jeans", "cn-dress", "en-dress", "en-hoodie"}
     assert ids(filtered)[0] == "cn-jeans"
-    with pytest.raises(KeyError):
+    with pytest.raises(NotFound, match="no-such-product"):
         loaded.similar("no-such-product")
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from shoptag.core.errors import Corrupt
 from shoptag.core.files import atomic_write
 
 EXACT_LIMIT = 100_000  # below this many vectors exact search is fast enough and needs no training
@@ -233,15 +235,20 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: Path, *, use_gpu: bool = False) -> VectorIndex:
-        with np.load(Path(path), allow_pickle=False) as data:
-            meta = json.loads(data["meta"].tobytes().decode())
-            index = cls(meta["dim"], meta["factory"], nprobe=meta["nprobe"], ef_search=meta["ef_search"], use_gpu=use_gpu)
-            index._index = faiss.deserialize_index(data["index"])
-            index._next = int(meta["next"])
-            for i, s in zip(data["ints"].tolist(), data["ids"].tolist()):
-                index._int_of[s] = i
-                index._str_of[i] = s
-            index._tombstones = set(data["tombstones"].tolist())
+        """The index saved at `path`; `Corrupt` when the file is missing or damaged (rebuild it)."""
+        try:
+            with np.load(Path(path), allow_pickle=False) as data:
+                meta = json.loads(data["meta"].tobytes().decode())
+                index = cls(meta["dim"], meta["factory"], nprobe=meta["nprobe"], ef_search=meta["ef_search"],
+                            use_gpu=use_gpu)
+                index._index = faiss.deserialize_index(data["index"])
+                index._next = int(meta["next"])
+                for i, s in zip(data["ints"].tolist(), data["ids"].tolist()):
+                    index._int_of[s] = i
+                    index._str_of[i] = s
+                index._tombstones = set(data["tombstones"].tolist())
+        except (OSError, EOFError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile) as exc:
+            raise Corrupt(f"vector index {path} cannot be read ({type(exc).__name__}: {exc})") from exc
         return index
 
 

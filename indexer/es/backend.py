@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from elasticsearch import ApiError, Elasticsearch, NotFoundError
 
-from shoptag.core.errors import BackendRefused, BadInput
+from shoptag.core.errors import BackendRefused, BadInput, NotFound
 from shoptag.core.settings import ESSettings
 
 from ..documents import Hit, RangeBucket, SearchDoc, SearchQuery, SearchResults, WriteReport
@@ -28,7 +28,7 @@ log = logging.getLogger("shoptag.es")
 class ESBackend:
     """Products in the index behind `settings.index_alias`; writes go through the alias, reindexes swap it.
 
-    Raises `BackendUnavailable` (from `.client`) when the cluster cannot be reached, here or later.
+    Raises `BackendUnavailable` when the cluster cannot be reached, here or later.
     """
 
     name = "elasticsearch"
@@ -143,7 +143,7 @@ class ESBackend:
         return "fused_vector" if self.dims.image is not None else "text_vector"
 
     def similar(self, product_id: str, k: int = 10, filters: dict[str, list[str]] | None = None) -> list[Hit]:
-        """Nearest products by fused vector within `filters`, never the product itself; KeyError if unknown."""
+        """Nearest products by fused vector within `filters`, never the product itself; `NotFound` if unknown."""
         with unavailable_as_error(self.settings.url or ""):
             field = self._similar_field
             vector = self._vector(product_id, field)
@@ -189,7 +189,7 @@ class ESBackend:
 
     def _vector(self, product_id: str, field: str) -> list[float]:
         """A stored vector, asked for explicitly where the server leaves vectors out of `_source` (9.2+);
-        KeyError for an unknown product, `BackendRefused` when the server returns the product without it."""
+        `NotFound` for an unknown product, `BackendRefused` when the server returns the product without it."""
         source: dict[str, Any] = {"includes": [field]}
         if self.server.excludes_vectors:
             source["exclude_vectors"] = False
@@ -198,7 +198,7 @@ class ESBackend:
         except NotFoundError:  # no index yet
             hits = []
         if not hits:
-            raise KeyError(product_id)
+            raise NotFound(f"unknown product id {product_id!r}")
         vector = hits[0].get("_source", {}).get(field)
         if vector is None:
             raise BackendRefused(f"Elasticsearch returned product {product_id!r} without its {field}")

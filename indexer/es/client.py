@@ -16,8 +16,7 @@ from elastic_transport import TlsError
 from elasticsearch import ApiError, AuthenticationException, AuthorizationException, ConnectionTimeout, Elasticsearch
 from elasticsearch import ConnectionError as ESConnectionError
 
-from shoptag.core.errors import BackendRefused, BackendUnavailable
-
+from shoptag.core.errors import BackendRefused, BackendUnavailable, BadInput
 from shoptag.core.settings import ESSettings
 
 from .server import PinnedTransport, Server, UnsupportedServer, probe
@@ -37,7 +36,7 @@ def make_client(settings: ESSettings, **transport: Any) -> Elasticsearch:
     """A client for `settings.url` with its auth, TLS, timeout and retry options; `transport` adds client
     options (e.g. a `node_class`). Connects lazily: see `connect` for a checked one."""
     if not settings.url:
-        raise ValueError("no Elasticsearch URL is set (SHOPTAG_ES__URL)")
+        raise BadInput("no Elasticsearch URL is set (SHOPTAG_ES__URL)")
     parts = urlsplit(settings.url)
     options: dict[str, Any] = {
         "request_timeout": settings.request_timeout,

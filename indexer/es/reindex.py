@@ -21,6 +21,7 @@ from elasticsearch import Elasticsearch, TransportError, helpers
 
 from shoptag.core.errors import Conflict, ShoptagError
 from shoptag.core.settings import ESSettings
+
 from ..documents import SearchDoc, WriteReport
 from ..search_common import VectorDims, doc_fingerprint, split_attributes, tag_values
 from .lock import AliasLock
@@ -165,7 +166,7 @@ def alias_indices(client: Elasticsearch, alias: str) -> list[str]:
     """The indices `alias` points at now ([] before the first reindex)."""
     if not client.indices.exists_alias(name=alias):
         if client.indices.exists(index=alias):
-            raise ValueError(f"{alias!r} is an index, not an alias; delete or rename it before reindexing")
+            raise Conflict(f"{alias!r} is an index, not an alias; delete or rename it before reindexing")
         return []
     return sorted(client.indices.get_alias(name=alias))
 

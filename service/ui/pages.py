@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from shoptag.core.errors import NotFound
 from shoptag.pipeline.review import queue, stats, traffic
 from shoptag.pipeline.workspace import Workspace
 
@@ -91,7 +92,7 @@ def product_image(state: State, id: Annotated[str, Query(min_length=1, max_lengt
     """The product's photo: only ever the file the store names for that product."""
     found = state.store.products([id])
     if not found or not found[0].image or "://" in found[0].image or not Path(found[0].image).is_file():
-        raise HTTPException(404, f"no photo for product {id!r}")
+        raise NotFound(f"no photo for product {id!r}")
     path = Path(found[0].image)
     return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
 
