@@ -20,6 +20,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import IO, Literal
 
+from shoptag.core.errors import BadInput
 from shoptag.core.files import atomic_write
 from shoptag.store.records import TAG_SOURCES, Store
 
@@ -135,7 +136,7 @@ def export(
 ) -> ExportReport:
     """Write every product's tags to `out` (None: stdout; not for Parquet) and say how many and how fast."""
     if fmt == "parquet" and out is None:
-        raise ValueError("parquet needs a file: pass --out FILE")
+        raise BadInput("parquet needs a file: pass --out FILE")
     report = ExportReport(str(out) if out else "-", fmt)
     start = time.perf_counter()
     writer = {"jsonl": _write_jsonl, "csv": _write_csv, "parquet": _write_parquet}[fmt]

@@ -43,7 +43,7 @@ def labelled_set(
     if held_out:
         missing = sorted(set(held_out) - set(store.content_hashes(list(held_out))))
         if missing:
-            raise ValueError(f"{len(missing)} held-out products are not in the catalog, e.g. {missing[:3]}: ingest them first")
+            raise BadInput(f"{len(missing)} held-out products are not in the catalog, e.g. {missing[:3]}: ingest them first")
         known.update(held_out)
     products = store.products(sorted(known))
     cache = workspace.open_cache()

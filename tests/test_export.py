@@ -55,4 +55,4 @@ def test_export_cli_streams_to_stdout_and_checks_its_options(trained_sample, mon
     assert len(lines) == store.count_products()
     assert all(t["status"] == "accepted" for r in lines for ts in r["tags"].values() for t in ts)
     assert runner.invoke(app, ["export", "--format", "xml"], env=env).exit_code == EXIT_USAGE
-    assert runner.invoke(app, ["export", "--format", "parquet"], env=env).exit_code == 1  # parquet needs --out
+    assert runner.invoke(app, ["export", "--format", "parquet"], env=env).exit_code == EXIT_USAGE  # needs --out
