@@ -24,6 +24,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -37,7 +38,7 @@ import httpx
 import numpy as np
 import pyarrow.csv as pacsv
 
-from shoptag.behaviour import offline_eval
+from shoptag.behaviour import demand, offline_eval
 from shoptag.behaviour.events import TYPE_CODE
 from shoptag.behaviour.recommend import (
     Weights, cobought_scores, history_vector, neighbour_scores, profile_vector, scaled, top_k,
@@ -144,6 +145,26 @@ def als_rows(columns, model, cutoff, users, k):
     rows = [row_of[int(u)] for u in users]
     ids, _ = als.recommend(rows, matrix[rows], N=k, filter_already_liked_items=False)
     return [np.asarray(r) for r in ids]
+
+
+CHRISTMAS = re.compile(r"CHRISTMAS|XMAS|ADVENT|SANTA|REINDEER|NATIVITY|BAUBLE|SNOWFLAKE|SNOWMAN")
+
+
+def seasonality(purchases, item_ids, titles, min_units: float = 50.0, min_lift: float = 3.0) -> dict:
+    """A "Christmas" tag from sales dates alone (November-December lift), checked against the titles: how many
+    of the items it picks say Christmas in their title, against the share among all items that sell."""
+    position = {pid: i for i, pid in enumerate(item_ids.tolist())}
+    items = np.array([position.get(i, -1) for i in purchases.item.tolist()])
+    ok = items >= 0
+    total, lift = demand.seasonal_lift(items[ok], purchases.time[ok], purchases.quantity[ok], (11, 12),
+                                       len(item_ids))
+    selling = total >= min_units
+    picked = selling & (lift >= min_lift)
+    says = np.array([bool(CHRISTMAS.search(titles.get(pid, ""))) for pid in item_ids.tolist()])
+    return {"picked": int(picked.sum()), "selling_items": int(selling.sum()),
+            "precision_by_title": float(says[picked].mean()) if picked.any() else None,
+            "base_rate": float(says[selling].mean()), "recall_by_title": float(picked[selling & says].mean()),
+            "min_units": min_units, "min_lift": min_lift}
 
 
 def free_port() -> int:
@@ -276,10 +297,12 @@ def main() -> None:
             "coverage@20": offline_eval.coverage([r[:20] for r in als], len(item_ids)),
             "cold_recall@20": None, "cold_baskets": 0, "weights": None,
         }
+    season = seasonality(purchases, item_ids, {p.id: p.title.upper() for p in products})
     raw_users = sorted({r for r in pacsv.read_csv(events_path).column("user_id").to_pylist() if r is not None})
     speed = service_speed(settings.workspace, [str(u) for u in raw_users], item_ids.tolist())
     result = {
         "service": speed,
+        "seasonality": season,
         "data": {"events": report.read, "added": report.added, "rejected": report.rejected,
                  "catalog": len(item_ids), "test_users": len(baskets), "validation_users": len(val_baskets),
                  "test_period": [test_cut, newest], "cold_items_in_test_baskets":
@@ -315,6 +338,12 @@ def markdown(result: dict) -> str:
                      f"{m['coverage@20']:.3f} | {cold} |")
     lines += ["", f"Cold items (no event before the test period) occur in {d['cold_items_in_test_baskets']} test "
                   "baskets; only content-based sources can reach them.",
+              f"Seasonality from sales dates alone: {result['seasonality']['picked']} of "
+              f"{result['seasonality']['selling_items']} items selling ≥ {result['seasonality']['min_units']:.0f} "
+              f"units have a November-December lift ≥ {result['seasonality']['min_lift']:.0f}; "
+              f"{result['seasonality']['precision_by_title']:.0%} of them say Christmas in their title (base rate "
+              f"{result['seasonality']['base_rate']:.0%}), and they are "
+              f"{result['seasonality']['recall_by_title']:.0%} of the selling items whose title does.",
               f"Service (`shoptag serve`, loopback, {result['service']['requests']} requests for known users): "
               f"`GET /recommendations` p50 {result['service']['p50_ms']:.1f} ms, p99 {result['service']['p99_ms']:.1f} "
               f"ms; one new purchase showed in that user's recommendations after at most "

@@ -178,6 +178,7 @@ class BehaviourSettings(BaseModel):
     blend_behaviour_weight: float = Field(0.7, ge=0.0, le=1.0)
     # `user=` on search and similar: how much the user's profile may move a hit (0: not at all)
     rerank_strength: float = Field(0.3, ge=0.0)
+    trend_days: int = Field(28, ge=1)  # demand per tag: units in this many days vs. the same span before
 
 
 class Settings(BaseSettings):

@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 
-from shoptag.behaviour import cooccur
+from shoptag.behaviour import cooccur, demand
 from shoptag.behaviour.event_store import EventColumns
 from shoptag.behaviour.events import TYPE_CODE
 from shoptag.behaviour.recommend import (
@@ -40,7 +40,7 @@ SimilarMode = Literal["content", "behaviour", "blend"]
 EVENT_WEIGHT = {"purchase": 1.0, "cart": 0.5, "click": 0.25, "view": 0.1, "return": -1.0}
 POSITIVE = [TYPE_CODE[t] for t, w in EVENT_WEIGHT.items() if w > 0]
 CONTENT_CANDIDATES = 200
-FORMAT = 2
+FORMAT = 3
 
 
 @dataclass
@@ -60,6 +60,8 @@ class RecsModel:
     users: sp.csr_matrix  # users × items engagement, unit rows (user-based neighbours)
     newest: int  # time of the newest event the model saw
     version: tuple[int, ...]  # event log version it was built from
+    # (family, value, units in the last `trend_days`, units in the window before) per accepted tag value
+    demand: list[tuple[str, str, float, float]] = field(default_factory=list)
     _position: dict[str, int] | None = None
 
     @property
@@ -116,13 +118,35 @@ def build(settings: Settings, store: Store, encoders: Encoders, log: EventLog, *
     version = log.store.version()
     columns = log.store.columns(POSITIVE)
     model = fit(columns, np.array([p.id for p in products], dtype=object), vectors.fused, settings.behaviour, version)
+    model.demand = tag_demand(store, model, columns, settings.behaviour.trend_days)
     save(model, workspace.recs_path)
     store.set_popularity(dict(zip(model.item_ids.tolist(), model.popularity.tolist(), strict=True)))
     return model
 
 
+def tag_demand(store: Store, model: RecsModel, columns: EventColumns, window_days: int
+               ) -> list[tuple[str, str, float, float]]:
+    """Units sold per accepted tag value in the last `window_days` before the newest event and in the window
+    before that: which tags are trending up or down."""
+    items = np.array([model.position.get(i, -1) if i is not None else -1 for i in columns.item.tolist()])
+    sold = (items >= 0) & (columns.type == TYPE_CODE["purchase"])
+    recent, previous = demand.windowed_sales(items[sold], columns.time[sold], columns.quantity[sold], model.newest,
+                                             window_days, len(model.item_ids))
+    keys: dict[tuple[str, str], int] = {}
+    rows, cols = [], []
+    for pid, families in store.effective_tags().items():
+        if pid in model.position:
+            for family, values in families.items():
+                for value, _, _ in values:
+                    rows.append(model.position[pid])
+                    cols.append(keys.setdefault((family, value), len(keys)))
+    matrix = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(model.item_ids), len(keys)))
+    return [(f, v, t.recent, t.previous) for (f, v), t in zip(keys, demand.tag_trends(matrix, recent, previous),
+                                                             strict=True)]
+
+
 def save(model: RecsModel, path: Path) -> None:
-    meta = {"format": FORMAT, "newest": model.newest, "version": list(model.version)}
+    meta = {"format": FORMAT, "newest": model.newest, "version": list(model.version), "demand": model.demand}
     s = model.similarity.tocsr()
     with atomic_write(path) as handle:
         u = model.users.tocsr()
@@ -145,7 +169,8 @@ def load(path: Path) -> RecsModel | None:
         users = sp.csr_matrix((data["user_data"], data["user_indices"], data["user_indptr"]),
                               shape=(len(data["user_ids"]), n))
         return RecsModel(data["item_ids"].astype(object), similarity, data["popularity"], data["vectors"],
-                         data["user_ids"], users, int(meta["newest"]), tuple(int(v) for v in meta["version"]))
+                         data["user_ids"], users, int(meta["newest"]), tuple(int(v) for v in meta["version"]),
+                         [tuple(row) for row in meta["demand"]])
 
 
 def current(settings: Settings, store: Store, encoders: Encoders, log: EventLog, model: RecsModel | None = None
@@ -288,6 +313,10 @@ class RecsCache:
                 self._model = current(self.settings, self.store, self.encoders, self.log, self._model)
                 self._checked = now
             return self._model
+
+    def peek(self) -> RecsModel | None:
+        """The model loaded so far, without building one (for metrics scrapes)."""
+        return self._model
 
     def close(self) -> None:
         self.log.close()

@@ -171,3 +171,6 @@ class ServiceState:
 
     def refresh_sizes(self) -> None:
         self.metrics.sizes(self.store.count_products(), self.backend.count())
+        model = self.recs.peek()
+        if model is not None:
+            self.metrics.demand(model.demand)

@@ -123,3 +123,11 @@ def test_popularity_from_events_reaches_search_sort(tmp_path, monkeypatch):
         store.close()
     ranked = sorted(popularity, key=lambda pid: (-popularity[pid], pid))
     assert ids == ranked[:5] and popularity[ids[0]] == 1.0
+
+
+def test_demand_per_tag_on_metrics(served):
+    served.get("/recommendations/web-2")  # the model is loaded
+    text = served.get("/metrics").text
+    recent = [line for line in text.splitlines() if line.startswith("shoptag_tag_units{") and 'window="recent"' in line]
+    assert recent and any(float(line.rsplit(" ", 1)[1]) > 0 for line in recent)
+    assert 'family="category"' in text
