@@ -151,12 +151,13 @@ CHRISTMAS = re.compile(r"CHRISTMAS|XMAS|ADVENT|SANTA|REINDEER|NATIVITY|BAUBLE|SN
 
 
 def seasonality(purchases, item_ids, titles, min_units: float = 50.0, min_lift: float = 3.0) -> dict:
-    """A "Christmas" tag from sales dates alone (November-December lift), checked against the titles: how many
-    of the items it picks say Christmas in their title, against the share among all items that sell."""
+    """A "Christmas" tag from sales dates alone (lift of the Christmas trade, September to December), checked
+    against the titles: how many of the items it picks say Christmas in their title, against the share among all
+    items that sell (titles undercount: a paper chain kit says nothing of Christmas)."""
     position = {pid: i for i, pid in enumerate(item_ids.tolist())}
     items = np.array([position.get(i, -1) for i in purchases.item.tolist()])
     ok = items >= 0
-    total, lift = demand.seasonal_lift(items[ok], purchases.time[ok], purchases.quantity[ok], (11, 12),
+    total, lift = demand.seasonal_lift(items[ok], purchases.time[ok], purchases.quantity[ok], (9, 10, 11, 12),
                                        len(item_ids))
     selling = total >= min_units
     picked = selling & (lift >= min_lift)
@@ -340,7 +341,7 @@ def markdown(result: dict) -> str:
                   "baskets; only content-based sources can reach them.",
               f"Seasonality from sales dates alone: {result['seasonality']['picked']} of "
               f"{result['seasonality']['selling_items']} items selling ≥ {result['seasonality']['min_units']:.0f} "
-              f"units have a November-December lift ≥ {result['seasonality']['min_lift']:.0f}; "
+              f"units have a September-December lift ≥ {result['seasonality']['min_lift']:.0f}; "
               f"{result['seasonality']['precision_by_title']:.0%} of them say Christmas in their title (base rate "
               f"{result['seasonality']['base_rate']:.0%}), and they are "
               f"{result['seasonality']['recall_by_title']:.0%} of the selling items whose title does.",
