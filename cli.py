@@ -181,11 +181,20 @@ def train(
                 weights = " ".join(f"{k}={v:g}" for k, v in f["weights"].items() if v)
                 table.add_row(family, str(f["values"]), "yes" if f["multilabel"] else "", weights,
                               str(f["temperature"]), str(f["tags_never_emitted"]))
-            out.print(table)
+            if summary["families"]:
+                out.print(table)
             out.print(f"{summary['labelled']} labelled products; model saved to {summary['model']}")
             guard = summary.get("guard")
             if guard is not None:
                 _print_guard(guard)
+            if "note" in summary:
+                out.print(summary["note"])
+            for family, z in summary.get("zero_shot", {}).items():
+                out.print(f"zero-shot (needs review): {family}, {z['values']} values: {z['why']}")
+            if "taxonomy" in summary:
+                out.print(f"taxonomy: {json.dumps(summary['taxonomy'], ensure_ascii=False)}")
+            for r in summary.get("rules", []):
+                out.print(f"rule line {r['line']}: precision {r['precision']} on {r['fired_on_labelled']} labelled products")
 
         _emit(as_json, summary, human)
 
@@ -788,6 +797,65 @@ def export(
             err.print_json(json.dumps(_plain(report))) if as_json else err.print(summary)
         else:
             _emit(as_json, report, lambda: out.print(f"{summary} → {report.out}"))
+
+
+# ---- tags without examples ----------------------------------------------------------------------------------------
+@app.command("suggest-tags")
+def suggest_tags(
+    min_products: Annotated[int, typer.Option(min=2, help="A phrase must occur in this many products.")] = 3,
+    limit: Annotated[int, typer.Option(min=1)] = 30,
+    accept: Annotated[str | None, typer.Option(help="Accept suggestions by number (e.g. 1,4) of the last run.")] = None,
+    family: Annotated[str | None, typer.Option(help="The family accepted suggestions become zero-shot tags of.")] = None,
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Suggest new tags mined from titles and descriptions; accepted ones become zero-shot tags at the next train."""
+    from shoptag.pipeline.suggest_tags import accept as run_accept
+    from shoptag.pipeline.suggest_tags import suggest_tags as run
+
+    with _session(config, workspace) as (settings, store):
+        if accept is not None:
+            if not family:
+                err.print("[red]--accept needs --family[/]")
+                raise typer.Exit(EXIT_USAGE)
+            try:
+                numbers = [int(n) for n in accept.split(",") if n.strip()]
+            except ValueError:
+                err.print(f"[red]--accept takes numbers separated by commas, got {accept!r}[/]")
+                raise typer.Exit(EXIT_USAGE) from None
+            added = run_accept(settings, numbers, family)
+            _emit(as_json, {"accepted": [asdict(t) for t in added]},
+                  lambda: out.print(f"accepted {len(added)} tag(s) into {family}; `shoptag train` makes them zero-shot tags"))
+            return
+        found = run(settings, store, _encoders(settings), min_products=min_products, limit=limit, show_progress=not as_json)
+
+        def human() -> None:
+            table = Table("#", "tag", "synonyms merged", "products", "coherence", title="suggested tags")
+            for s in found:
+                table.add_row(str(s["number"]), s["value"], ", ".join(s["synonyms"]), str(s["products"]), f"{s['coherence']:.3f}")
+            out.print(table)
+            out.print("accept with: shoptag suggest-tags --accept 1,2 --family <family>")
+
+        _emit(as_json, found, human)
+
+
+@app.command()
+def rules(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Each rule of `taxonomy.rules` against the labels people gave: how often it fires, how often it is right."""
+    from shoptag.pipeline.tag_system import read_rules, rule_report
+
+    with _session(config, workspace) as (settings, store):
+        report = rule_report(read_rules(settings), store.products(), store.known_tags())
+
+        def human() -> None:
+            table = Table("line", "rule", "fired", "correct", "precision", title="rules against the labels")
+            for r in report:
+                table.add_row(str(r["line"]), r["rule"], str(r["fired_on_labelled"]), str(r["correct"]), str(r["precision"]))
+            out.print(table)
+
+        _emit(as_json, report, human)
+
 
 
 def main() -> None:

@@ -74,6 +74,23 @@ class TaggerSettings(BaseModel):
     seed: int = 13
 
 
+class TaxonomySettings(BaseModel):
+    """Tags without examples: a taxonomy tree, tags a shop declares, and rules applied after the model."""
+
+    # Taxonomy tree: Google (`id - A > B`), Shopify (`aa-1 : A > B`) or `A > B > C | synonyms | description` lines.
+    file: Path | None = None
+    # Families that are the tree's levels, top first (e.g. masterCategory, subCategory, articleType): decided
+    # as one path, a child implying its ancestors. Without `file`, the paths come from the labels.
+    levels: list[str] = []
+    # Zero-shot tags: `family: value | synonyms | description` lines (accepted suggestions are added to
+    # the workspace's own file, tags.txt).
+    tags: Path | None = None
+    # Rules: `title contains "..." -> family: value` and `never family=value when family=value` lines.
+    rules: Path | None = None
+    # A declared family stays zero-shot ("needs review") until each of its values has this many labelled examples.
+    min_reviewed: int = Field(5, ge=1)
+
+
 class CatalogSettings(BaseModel):
     """Limits that make a record bad."""
 
@@ -195,6 +212,7 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     tagger: TaggerSettings = TaggerSettings()
     catalog: CatalogSettings = CatalogSettings()
+    taxonomy: TaxonomySettings = TaxonomySettings()
     es: ESSettings = ESSettings()
     search: SearchSettings = SearchSettings()
     service: ServiceSettings = ServiceSettings()

@@ -25,6 +25,8 @@ def explain(store: Store, product_id: str) -> dict:
                 **t.evidence,
                 "neighbours": [{**n, "title": titles.get(n["id"], "")} for n in t.evidence.get("neighbours", [])],
             }
+        if t.evidence and (why := _why(t.evidence)):
+            entry["why"] = why
         families.setdefault(t.family, []).append(entry)
     return {
         "id": product.id,
@@ -32,3 +34,16 @@ def explain(store: Store, product_id: str) -> dict:
         "image": product.image,
         "tags": families,
     }
+
+
+def _why(evidence: dict) -> str | None:
+    """One line for tags the tag system made or changed (the details stay in the evidence)."""
+    if "rule" in evidence:
+        return f"rule on line {evidence['rule']['line']}: {evidence['rule']['rule']}"
+    if "blocked_by_rule" in evidence:
+        return f"needs review: blocked by the rule on line {evidence['blocked_by_rule']['line']}"
+    if "derived_from" in evidence:
+        return f"derived: {evidence['derived_from']} implies it (path {evidence['path']})"
+    if "zero_shot" in evidence:
+        return "zero-shot from the tag's name: needs a person's review"
+    return None

@@ -24,6 +24,7 @@ from .encode import Encoders, encode_products
 from .progress import progress_bar
 from .reindex import backend_key, converge, doc_hash
 from .search_sync import index_products
+from .tag_system import TagSystem, apply_tag_system, load_tag_system
 from .workspace import Workspace
 
 BATCH = 1000
@@ -43,8 +44,10 @@ class TagReport:
     by_family: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def model_version(model: TaggerModel) -> str:
-    return f"{model.created_at:.6f}"
+def model_version(model: TaggerModel | None, system: TagSystem | None = None) -> str:
+    """What a product's tags were made with: the model, and the tag system when there is one."""
+    version = f"{model.created_at:.6f}" if model is not None else "zero-shot"
+    return version if system is None else f"{version}+{system.created_at:.6f}"
 
 
 def load_checked_model(models_dir: Path, encoders: Encoders) -> TaggerModel:
@@ -58,17 +61,38 @@ def load_checked_model(models_dir: Path, encoders: Encoders) -> TaggerModel:
     return model
 
 
+def load_tagging(models_dir: Path, encoders: Encoders) -> tuple[TaggerModel | None, TagSystem | None]:
+    """The learnt model and the tag system (zero-shot tags, hierarchy, rules); either may be absent, not both."""
+    system = load_tag_system(models_dir)
+    if system is not None and system.encoders != encoders.ids():
+        raise StaleModelError(
+            f"the zero-shot tags were encoded with {system.encoders}, the settings give {encoders.ids()}: "
+            "run `shoptag train` again"
+        )
+    if system is not None and not (models_dir / "current").is_file():
+        return None, system
+    return load_checked_model(models_dir, encoders), system
+
+
 def tag_batch(
-    model: TaggerModel, store: Store, encoders: Encoders, cache: EmbeddingCache, products: Sequence[StoredProduct],
-    backend: SearchBackend | None = None, index_key: str | None = None,
+    model: TaggerModel | None, store: Store, encoders: Encoders, cache: EmbeddingCache, products: Sequence[StoredProduct],
+    backend: SearchBackend | None = None, index_key: str | None = None, system: TagSystem | None = None,
 ) -> dict[str, list[TagDecision]]:
-    """Tag `products` now: score, decide, write tags (never over people's tags), update search and, with
-    `index_key`, record in the store what the backend received.
+    """Tag `products` now: score, decide, apply the tag system, write tags (never over people's tags), update
+    search and, with `index_key`, record in the store what the backend received.
     Returns the decisions written: families people tagged keep their tags and are left out."""
     vectors, _ = encode_products(products, encoders, cache, show_progress=False)
-    scores = score_sources(model, vectors.fused, [p.text for p in products], [p.id for p in products])
-    version = model_version(model)
-    decisions = {p.id: decide(model, scores, row, vectors.modality(row)) for row, p in enumerate(products)}
+    scores = score_sources(model, vectors.fused, [p.text for p in products], [p.id for p in products]) if model else {}
+    version = model_version(model, system)
+    decisions = {
+        p.id: decide(model, scores, row, vectors.modality(row)) if model else [] for row, p in enumerate(products)
+    }
+    if system is not None:
+        human = {
+            pid: {f: [v for v, source, _ in values] for f, values in families.items() if values and values[0][1] != "model"}
+            for pid, families in store.effective_tags([p.id for p in products]).items()
+        }
+        decisions = apply_tag_system(system, model, scores, decisions, products, vectors, human)
     with store.transaction() as db:
         for p in products:
             written = store.set_model_tags(
@@ -78,10 +102,10 @@ def tag_batch(
             decisions[p.id] = [d for d in decisions[p.id] if d.family in written]
     if backend is not None:
         tags = store.effective_tags([p.id for p in products])
-        index_products(store, backend, products, vectors, model.encoders, tags)
+        index_products(store, backend, products, vectors, encoders.ids(), tags)
         if index_key is not None:
             popularity = store.popularity([p.id for p in products])
-            store.set_indexed(index_key, {p.id: doc_hash(p.content_hash, tags.get(p.id, {}), model.encoders,
+            store.set_indexed(index_key, {p.id: doc_hash(p.content_hash, tags.get(p.id, {}), encoders.ids(),
                                                          popularity.get(p.id)) for p in products})
     return decisions
 
@@ -91,8 +115,8 @@ def tag(
     retag_all: bool = False, show_progress: bool = True,
 ) -> TagReport:
     workspace = Workspace(settings.workspace)
-    model = load_checked_model(workspace.models_dir, encoders)
-    version = model_version(model)
+    model, system = load_tagging(workspace.models_dir, encoders)
+    version = model_version(model, system)
     products = store.products()
     current = store.tagged_hashes()
     todo = [p for p in products if retag_all or current.get(p.id) != f"{p.content_hash}@{version}"]
@@ -103,7 +127,7 @@ def tag(
         with progress_bar("tag", len(todo), show_progress) as advance:
             for start in range(0, len(todo), BATCH):
                 batch = todo[start : start + BATCH]
-                for decisions in tag_batch(model, store, encoders, cache, batch, backend, key).values():
+                for decisions in tag_batch(model, store, encoders, cache, batch, backend, key, system).values():
                     for d in decisions:
                         counts = report.by_family.setdefault(d.family, {"accepted": 0, "review": 0})
                         counts[d.status] += 1

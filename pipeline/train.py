@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -15,11 +15,13 @@ from shoptag.store.records import Store
 from shoptag.tagger.head import HeadConfig
 from shoptag.tagger.model import FitConfig, TaggerModel, current_name, fit_tagger, save_model
 from shoptag.tagger.split import GroupedSplit, grouped_split
+from shoptag.tagger.vocab import build_vocabs
 
 from .encode import Encoders, ProductVectors, encode_products
 from .guard import family_metrics, judge
 from .registry import record, remember_current, write_guard
 from .tag import load_checked_model
+from .tag_system import Plan, build_tag_system, plan, remove_tag_system, rule_report, save_tag_system
 from .workspace import Workspace
 
 
@@ -90,17 +92,72 @@ def fit_on(data: LabelledSet, fit_mask: np.ndarray, val_mask: np.ndarray, settin
     )
 
 
-def train(settings: Settings, store: Store, encoders: Encoders, *, show_progress: bool = True) -> tuple[TaggerModel, dict]:
-    """Fit on every labelled product outside the validation split (the test split too: `evaluate` is where
-    the test split is held out), tune on the validation split, save atomically."""
-    workspace = Workspace(settings.workspace)
+def _without(data: LabelledSet, families: set[str]) -> LabelledSet:
+    """The labelled set without the zero-shot families' labels (and the products left with no label)."""
+    if not families:
+        return data
+    tags = [{f: v for f, v in t.items() if f not in families} for t in data.tags]
+    keep = np.array([bool(t) for t in tags], dtype=bool)
+    vectors = replace(data.vectors, text=data.vectors.text[keep], fused=data.vectors.fused[keep],
+                      image=None if data.vectors.image is None else data.vectors.image[keep],
+                      has_image=data.vectors.has_image[keep])
+    rows = np.flatnonzero(keep)
+    return LabelledSet([data.ids[i] for i in rows], [data.titles[i] for i in rows], [data.texts[i] for i in rows],
+                       [tags[i] for i in rows], vectors)
+
+
+def _planned_set(settings: Settings, store: Store, encoders: Encoders, workspace: Workspace,
+                 show_progress: bool) -> tuple[LabelledSet, Plan]:
+    """The labelled set, less the declared families that are still zero-shot, and the plan saying which."""
     data = labelled_set(store, encoders, workspace, show_progress)
-    split = split_labelled(data, settings)
-    model = fit_on(data, ~split.masks["val"], split.masks["val"], settings, encoders)
-    remember_current(workspace.models_dir)
-    path = save_model(model, workspace.models_dir)
-    record(workspace.models_dir, path.name, "train")
-    return model, _summary(model, path, data, split)
+    the_plan = plan(settings, data.tags)
+    return _without(data, set(the_plan.zero_shot)), the_plan
+
+
+def _tag_system(settings: Settings, store: Store, encoders: Encoders, workspace: Workspace, the_plan: Plan,
+                show_progress: bool) -> dict:
+    """Build and save the zero-shot tags, hierarchy and rules (or remove a stale system when none is
+    declared any more); what was done, for the summary."""
+    if not (the_plan.zero_shot or the_plan.levels or the_plan.rules):
+        remove_tag_system(workspace.models_dir)
+        return {}
+    products = store.products()
+    summary = dict(the_plan.summary)
+    if the_plan.rules:
+        summary["rules"] = rule_report(the_plan.rules, products, store.known_tags())
+    catalog = None
+    if the_plan.zero_shot:
+        cache = workspace.open_cache()
+        try:
+            catalog, _ = encode_products(products, encoders, cache, show_progress=show_progress)
+        finally:
+            cache.close()
+    save_tag_system(build_tag_system(the_plan, encoders, catalog, settings.encoders.image_weight), workspace.models_dir)
+    return summary
+
+
+def train(
+    settings: Settings, store: Store, encoders: Encoders, *, show_progress: bool = True
+) -> tuple[TaggerModel | None, dict]:
+    """Fit on every labelled product outside the validation split (the test split too: `evaluate` is where
+    the test split is held out), tune on the validation split, save atomically.
+
+    Declared tags (taxonomy levels, a tags file) whose values lack `taxonomy.min_reviewed` labelled examples
+    are zero-shot instead, and kept out of training; with no family left to learn, only the tag system is
+    saved (a catalog with no labels but a taxonomy). The summary says which happened."""
+    workspace = Workspace(settings.workspace)
+    data, the_plan = _planned_set(settings, store, encoders, workspace, show_progress)
+    model, summary = None, {"model": None, "labelled": len(data.ids), "families": {}}
+    if the_plan.zero_shot and not build_vocabs(data.tags, settings.tagger.min_tag_count):
+        summary["note"] = "no family with labelled examples to learn: every declared family is zero-shot (needs review)"
+    else:
+        split = split_labelled(data, settings)
+        model = fit_on(data, ~split.masks["val"], split.masks["val"], settings, encoders)
+        remember_current(workspace.models_dir)
+        path = save_model(model, workspace.models_dir)
+        record(workspace.models_dir, path.name, "train")
+        summary = _summary(model, path, data, split)
+    return model, summary | _tag_system(settings, store, encoders, workspace, the_plan, show_progress)
 
 
 def _summary(model: TaggerModel, path: Path, data: LabelledSet, split: GroupedSplit) -> dict:
@@ -129,7 +186,7 @@ def train_if_better(
     aside, and the summary's `guard` says why. A current model trained without holding the split out has seen
     those products, so the guard is then, if anything, too strict."""
     workspace = Workspace(settings.workspace)
-    data = labelled_set(store, encoders, workspace, show_progress)
+    data, the_plan = _planned_set(settings, store, encoders, workspace, show_progress)
     r = settings.review
     split = split_labelled(data, settings)
     masks = split.masks
@@ -155,4 +212,5 @@ def train_if_better(
     write_guard(path, verdict)
     if promote_it:
         record(workspace.models_dir, path.name, "train")
-    return candidate, {**_summary(candidate, path, data, split), "guard": verdict}
+    system = _tag_system(settings, store, encoders, workspace, the_plan, show_progress) if promote_it else {}
+    return candidate, {**_summary(candidate, path, data, split), "guard": verdict, **system}

@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from shoptag.core.errors import BadInput
+
 from .names import tag_name_problem
 
 FIELDS = ("title", "description", "text")
@@ -21,7 +23,7 @@ _ADD = re.compile(r'^(title|description|text)\s+contains\s+"([^"]+)"\s*->\s*([^:
 _NEVER = re.compile(r"^never\s+([^=]+?)\s*=\s*(.+?)\s+when\s+([^=]+?)\s*=\s*(.+?)\s*$")
 
 
-class RuleError(ValueError):
+class RuleError(BadInput, ValueError):
     """Rules that cannot be used; `problems` are (line, message) pairs."""
 
     def __init__(self, source: str, problems: Sequence[tuple[int, str]]):
@@ -80,18 +82,18 @@ class RuleEffect:
 
 
 def apply_rules(
-    rules: Sequence[Rule], texts: Mapping[str, str], tags: Mapping[str, Sequence[str]], model_families: set[str]
+    rules: Sequence[Rule], texts: Mapping[str, str], tags: Mapping[str, Sequence[str]], human_families: set[str]
 ) -> list[RuleEffect]:
-    """What the rules do to one product: `tags` are its accepted tags (people's and the model's), and only
-    families in `model_families` (those the model decides for it) may change. Adds come first, so a `never`
-    rule also stops a rule's tag."""
+    """What the rules do to one product: `tags` are its accepted tags (people's and the model's); families in
+    `human_families` (people tagged them) never change. Adds come first, so a `never` rule also stops a rule's
+    tag."""
     effects, current = [], {f: list(v) for f, v in tags.items()}
     for rule in (r for r in rules if r.kind == "add"):
-        if rule.family in model_families and rule.matches(texts, current) and rule.value not in current.get(rule.family, ()):
+        if rule.family not in human_families and rule.matches(texts, current) and rule.value not in current.get(rule.family, ()):
             effects.append(RuleEffect(rule, rule.family, rule.value, "added"))
             current.setdefault(rule.family, []).append(rule.value)
     for rule in (r for r in rules if r.kind == "never"):
-        if rule.family in model_families and rule.matches(texts, current):
+        if rule.family not in human_families and rule.matches(texts, current):
             effects.append(RuleEffect(rule, rule.family, rule.value, "blocked"))
             current[rule.family] = [v for v in current[rule.family] if v != rule.value]
     return effects

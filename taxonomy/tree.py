@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shoptag.core.errors import BadInput
+
 SEPARATORS = (" > ", " » ", " / ", " → ")
 MAX_NODES = 500_000
 MAX_REPORTED = 20  # problems listed in one error message
@@ -25,7 +27,7 @@ _GOOGLE = re.compile(r"^\d+\s+-\s+(.*)$")
 _SHOPIFY = re.compile(r"^(?:gid://shopify/TaxonomyCategory/)?[a-z]{2}(?:-\d+)*\s*:\s+(.*)$")
 
 
-class TaxonomyError(ValueError):
+class TaxonomyError(BadInput, ValueError):
     """A taxonomy that cannot be used; `problems` are (line or None, message) pairs, every one found."""
 
     def __init__(self, source: str, problems: Sequence[tuple[int | None, str]]):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from shoptag.cli import EXIT_REJECTS, EXIT_USAGE, app
 
 COMMANDS = ["ingest", "train", "tag", "explain", "feedback", "evaluate", "search", "similar", "reindex",
-            "datasets", "train-clip", "serve", "review", "audit", "model", "events", "recommend"]
+            "datasets", "train-clip", "serve", "review", "audit", "model", "events", "recommend", "suggest-tags", "rules"]
 
 
 @pytest.fixture()
