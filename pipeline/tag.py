@@ -18,7 +18,7 @@ from shoptag.core.settings import Settings
 from shoptag.indexer.backend import SearchBackend
 from shoptag.store.records import Store, StoredProduct
 from shoptag.tagger.embedding_cache import EmbeddingCache
-from shoptag.tagger.model import TagDecision, TaggerModel, decide, load_model, score_sources
+from shoptag.tagger.model import TagDecision, TaggerModel, current_name, decide, load_model, score_sources
 
 from .encode import Encoders, encode_products
 from .progress import progress_bar
@@ -69,7 +69,7 @@ def load_tagging(models_dir: Path, encoders: Encoders) -> tuple[TaggerModel | No
             f"the zero-shot tags were encoded with {system.encoders}, the settings give {encoders.ids()}: "
             "run `shoptag train` again"
         )
-    if system is not None and not (models_dir / "current").is_file():
+    if system is not None and current_name(models_dir) is None:
         return None, system
     return load_checked_model(models_dir, encoders), system
 
