@@ -800,7 +800,7 @@ def export(
 
 
 # ---- tags without examples ----------------------------------------------------------------------------------------
-@app.command("suggest-tags")
+@command("suggest-tags")
 def suggest_tags(
     min_products: Annotated[int, typer.Option(min=2, help="A phrase must occur in this many products.")] = 3,
     limit: Annotated[int, typer.Option(min=1)] = 30,
@@ -840,7 +840,7 @@ def suggest_tags(
         _emit(as_json, found, human)
 
 
-@app.command()
+@command()
 def rules(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Each rule of `taxonomy.rules` against the labels people gave: how often it fires, how often it is right."""
     from shoptag.pipeline.tag_system import read_rules, rule_report

@@ -12,13 +12,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from shoptag.core.errors import BadInput, NotFound
+from shoptag.core.settings import Settings
 from shoptag.store.records import Store
 from shoptag.taxonomy.declared import DeclaredTag, parse_declared, read_declared
 from shoptag.taxonomy.keyphrases import mine_phrases
 from shoptag.taxonomy.suggest import suggest
 
 from .encode import Encoders, encode_products
-from shoptag.core.settings import Settings
 from .tag_system import ACCEPTED_TAGS, declared_tags
 from .workspace import Workspace
 
@@ -70,11 +71,11 @@ def accept(settings: Settings, numbers: Sequence[int], family: str) -> list[Decl
     root = Workspace(settings.workspace).root
     saved = root / SUGGESTIONS
     if not saved.is_file():
-        raise FileNotFoundError("no suggestions yet: run `shoptag suggest-tags` first")
+        raise NotFound("no suggestions yet: run `shoptag suggest-tags` first")
     by_number = {s["number"]: s for s in json.loads(saved.read_text(encoding="utf-8"))}
     missing = [n for n in numbers if n not in by_number]
     if missing:
-        raise ValueError(f"no suggestion numbered {missing[0]} (there are {len(by_number)})")
+        raise BadInput(f"no suggestion numbered {missing[0]} (there are {len(by_number)})")
     tags_file = root / ACCEPTED_TAGS
     existing = tags_file.read_text(encoding="utf-8") if tags_file.is_file() else ""
     new = [DeclaredTag(family, by_number[n]["value"], tuple(by_number[n]["synonyms"])) for n in numbers]

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shoptag.core.errors import NotFound
+from shoptag.core.settings import Settings
 from shoptag.store.records import StoredProduct
 from shoptag.tagger.model import FamilyScores, TagDecision, TaggerModel
 from shoptag.tagger.zero_shot import (
@@ -31,7 +33,6 @@ from shoptag.taxonomy.rules import Rule, apply_rules, parse_rules, precision_rep
 from shoptag.taxonomy.tree import Taxonomy, from_paths, read_taxonomy
 
 from .encode import Encoders, ProductVectors
-from shoptag.core.settings import Settings
 
 SYSTEM_DIR = "tag-system"
 ACCEPTED_TAGS = "tags.txt"  # in the workspace: suggestions a person accepted
@@ -97,7 +98,7 @@ def read_rules(settings: Settings) -> list[Rule]:
     if path is None:
         return []
     if not path.is_file():
-        raise FileNotFoundError(f"rules file not found: {path}")
+        raise NotFound(f"rules file not found: {path}")
     return parse_rules(path.read_text(encoding="utf-8").splitlines(), str(path))
 
 
