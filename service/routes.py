@@ -9,6 +9,7 @@ import numpy as np
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 
+from shoptag.catalog.feedback import MAX_ID_CHARS, MAX_NAME_CHARS, Correction
 from shoptag.core.errors import BadInput, Conflict, NotFound
 from shoptag.indexer import storefront
 from shoptag.indexer.documents import Hit
@@ -20,7 +21,7 @@ from shoptag.pipeline.search import diversity as parse_diversity
 
 from .auth import require_api_key
 from .schemas import (
-    MAX_ID_CHARS, MAX_K, MAX_NAME_CHARS, MAX_QUERY_CHARS, Correction, DeletedOut, ErrorOut, FeedbackOut, HealthOut,
+    MAX_K, MAX_QUERY_CHARS, DeletedOut, ErrorOut, FeedbackOut, HealthOut,
     HitOut, ProductIn, ProductOut, ProductsOut, SearchOut, SimilarOut,
 )
 from .state import ServiceState

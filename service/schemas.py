@@ -9,16 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
-MAX_ID_CHARS = 256
-MAX_NAME_CHARS = 200  # a tag family or value
+from shoptag.catalog.feedback import MAX_ID_CHARS
+
 MAX_QUERY_CHARS = 500
 MAX_K = 100
-MAX_VALUES = 100  # values in one correction
-
-ProductId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_CHARS)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_CHARS)]
 
 
 class ProductIn(BaseModel):
@@ -108,17 +104,6 @@ class SearchOut(BaseModel):
     cursor: str | None = None  # pass as `cursor` for the next page
     query_tags: list[QueryTagOut] = []
     suggested_filters: dict[str, list[str]] = {}
-
-
-class Correction(BaseModel):
-    """The right values of one product in one tag family; an empty list means no value applies."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [{"id": "sku-1001", "family": "colour",
-                                                               "values": ["Navy Blue"]}]})
-
-    id: ProductId
-    family: Name
-    values: Annotated[list[Name], Field(max_length=MAX_VALUES)]
 
 
 class FeedbackOut(BaseModel):

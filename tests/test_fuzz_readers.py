@@ -9,11 +9,12 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from shoptag.pipeline.ingest import ingest
-from shoptag.core.settings import Settings
-from shoptag.pipeline.workspace import Workspace
+from shoptag.catalog.feedback import read_corrections
 from shoptag.catalog.readers import read_catalog
 from shoptag.catalog.records import Product, Reject
+from shoptag.core.settings import Settings
+from shoptag.pipeline.ingest import ingest
+from shoptag.pipeline.workspace import Workspace
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -68,3 +69,41 @@ def test_any_catalog_bytes_are_stored_or_rejected_with_their_line(lines):
             assert report.rejected == sum(isinstance(o, Reject) for o in outcomes)
         finally:
             store.close()
+
+
+correction = st.builds(
+    lambda n, family, values: {"id": f"p{n}", "family": family, "values": values},
+    st.integers(0, 999), st.sampled_from(["colour", "category", "品类"]),
+    st.lists(st.text(st.characters(categories=("L", "N")), min_size=1, max_size=12), max_size=3),
+)
+# a correction with a typo: a key the schema does not know, or `values` missing
+typo = correction.flatmap(lambda c: st.sampled_from([
+    {k if k != "values" else "value": v for k, v in c.items()},
+    {k: v for k, v in c.items() if k != "values"},
+    {**c, "valeus": c["values"]},
+]))
+
+
+@FUZZ
+@given(st.lists(st.one_of(garbage, correction.map(lambda c: ("good", c)), typo.map(lambda c: ("typo", c))),
+                max_size=12))
+def test_any_feedback_bytes_are_applied_or_rejected_with_their_line(lines):
+    data, expected = [], {}
+    for number, line in enumerate(lines, start=1):
+        if isinstance(line, tuple):
+            expected[number] = line
+            line = json.dumps(line[1], ensure_ascii=False).encode()
+        data.append(line)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "feedback.jsonl"
+        path.write_bytes(b"\n".join(data) + b"\n")
+        corrections, rejects = read_corrections(path)
+        items = [(line, c.id, c.family, c.values) for line, c in corrections]
+    nonblank = {n for n, line in enumerate(data, start=1) if line.strip()}
+    assert sorted([i[0] for i in items] + [r.line for r in rejects]) == sorted(nonblank)
+    by_line = {i[0]: i for i in items}
+    for number, (kind, record) in expected.items():
+        if kind == "good":
+            assert by_line[number][1:] == (record["id"], record["family"], [v.strip() for v in record["values"]])
+        else:
+            assert number not in by_line, f"line {number} {record} was applied"
