@@ -760,14 +760,22 @@ def serve(
     workspace: WorkspaceOpt = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings: 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings: 8080).")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Serve beyond loopback without an API key.")] = False,
 ) -> None:
     """Run the storefront HTTP service (similar, real-time tagging, feedback, search, metrics)."""
     import uvicorn
 
+    from shoptag.core.errors import ShoptagError
     from shoptag.core.settings import load_settings
     from shoptag.service.app import create_app
+    from shoptag.service.auth import check_exposure
 
-    settings = load_settings(config, **({"workspace": workspace} if workspace else {}))
+    try:
+        settings = load_settings(config, **({"workspace": workspace} if workspace else {}))
+        check_exposure(host or settings.service.host, settings.service, insecure=insecure)
+    except ShoptagError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
     uvicorn.run(create_app(settings), host=host or settings.service.host, port=port or settings.service.port)
 
 

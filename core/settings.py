@@ -7,11 +7,12 @@ or the path in ``SHOPTAG_CONFIG`` / ``--config``. Secrets are ``SecretStr`` so t
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,7 +23,13 @@ from pydantic_settings import (
 from .errors import BadInput
 
 
-class EncoderSettings(BaseModel):
+class Section(BaseModel):
+    """A settings section: a key it does not know is an error, so a misspelt `api_key` never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EncoderSettings(Section):
     """Which models turn a product into vectors."""
 
     # Alias (`minilm`, `use-multilingual`, `e5-small`), hub name or local path of a sentence-transformers model.
@@ -42,7 +49,7 @@ class EncoderSettings(BaseModel):
     image_batch_size: int = Field(128, ge=1)
 
 
-class IndexSettings(BaseModel):
+class IndexSettings(Section):
     """FAISS index over product vectors."""
 
     # `auto` picks exact search for small catalogs and IVF/HNSW for large ones; or any faiss factory string.
@@ -52,7 +59,7 @@ class IndexSettings(BaseModel):
     hnsw_ef_search: int = 64
 
 
-class TaggerSettings(BaseModel):
+class TaggerSettings(Section):
     """How tags are chosen and calibrated."""
 
     knn_k: int = Field(20, ge=1)
@@ -74,7 +81,7 @@ class TaggerSettings(BaseModel):
     seed: int = 13
 
 
-class TaxonomySettings(BaseModel):
+class TaxonomySettings(Section):
     """Tags without examples: a taxonomy tree, tags a shop declares, and rules applied after the model."""
 
     # Taxonomy tree: Google (`id - A > B`), Shopify (`aa-1 : A > B`) or `A > B > C | synonyms | description` lines.
@@ -91,7 +98,7 @@ class TaxonomySettings(BaseModel):
     min_reviewed: int = Field(5, ge=1)
 
 
-class CatalogSettings(BaseModel):
+class CatalogSettings(Section):
     """Limits that make a record bad."""
 
     max_text_chars: int = Field(20_000, ge=1)
@@ -102,7 +109,7 @@ class CatalogSettings(BaseModel):
     numeric_attributes: list[str] = ["price"]
 
 
-class ESSettings(BaseModel):
+class ESSettings(Section):
     """Elasticsearch connection and index names. `url` unset means the embedded backend is used."""
 
     url: str | None = None
@@ -136,7 +143,7 @@ class ESSettings(BaseModel):
     hybrid: Literal["auto", "rrf", "client"] = "auto"
 
 
-class SearchSettings(BaseModel):
+class SearchSettings(Section):
     """What one storefront search may ask for, and how query understanding weighs in."""
 
     max_size: int = Field(100, ge=1, le=1000)  # hits per page
@@ -148,7 +155,7 @@ class SearchSettings(BaseModel):
     boost_weight: float = Field(2.0, ge=0.0)
 
 
-class ServiceSettings(BaseModel):
+class ServiceSettings(Section):
     """HTTP service limits and auth."""
 
     host: str = "127.0.0.1"
@@ -161,7 +168,7 @@ class ServiceSettings(BaseModel):
     image_root: Path | None = None
 
 
-class ReviewSettings(BaseModel):
+class ReviewSettings(Section):
     """The learning loop: when a retrained model may replace the current one (`train --if-better`)."""
 
     # A candidate may be worse than the current model by at most this much, per family, in weighted F1 and in
@@ -204,7 +211,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SHOPTAG_",
         env_nested_delimiter="__",
-        extra="ignore",
+        extra="forbid",
     )
 
     workspace: Path = Path("shoptag-workspace")
@@ -238,7 +245,7 @@ class Settings(BaseSettings):
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings, reading `config` as the TOML file when given; `BadInput` naming what is wrong with
-    the file, an environment variable or an override."""
+    the file, an environment variable or an override (an unknown key with the closest valid one)."""
     if config is not None and not config.is_file():
         raise BadInput(f"settings file not found: {config}")
     previous = os.environ.get("SHOPTAG_CONFIG")
@@ -246,7 +253,10 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         os.environ["SHOPTAG_CONFIG"] = str(config)
     try:
         return Settings(**overrides)
-    except ValueError as exc:  # a pydantic ValidationError or SettingsError, or a TOML syntax error
+    except ValidationError as exc:
+        source = os.environ.get("SHOPTAG_CONFIG", "shoptag.toml")
+        raise BadInput(f"{settings_problems(exc)} (in {source} or the SHOPTAG_* variables)") from None
+    except ValueError as exc:  # a SettingsError, or a TOML syntax error
         raise BadInput(f"settings error: {exc}") from None
     finally:
         if config is not None:
@@ -254,3 +264,21 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
                 os.environ.pop("SHOPTAG_CONFIG", None)
             else:
                 os.environ["SHOPTAG_CONFIG"] = previous
+
+
+def settings_problems(error: ValidationError) -> str:
+    """Each problem as `key: what is wrong`; an unknown key with the valid key it is closest to."""
+    problems = []
+    for e in error.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] != "extra_forbidden":
+            problems.append(f"{key}: {e['msg']}")
+            continue
+        section: type[BaseModel] = Settings
+        for part in e["loc"][:-1]:
+            section = section.model_fields[str(part)].annotation  # type: ignore[assignment]
+        close = difflib.get_close_matches(str(e["loc"][-1]), list(section.model_fields), n=1, cutoff=0.5)
+        prefix = ".".join(str(p) for p in e["loc"][:-1])
+        hint = f"; did you mean `{prefix + '.' if prefix else ''}{close[0]}`?" if close else ""
+        problems.append(f"unknown setting `{key}`{hint}")
+    return "; ".join(problems)

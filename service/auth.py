@@ -4,9 +4,13 @@ compared in constant time."""
 from __future__ import annotations
 
 import hmac
+import ipaddress
 
 from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
+
+from shoptag.core.errors import BadInput
+from shoptag.core.settings import ServiceSettings
 
 KEY_COOKIE = "shoptag_key"  # set by the review page's login form: HttpOnly, SameSite=Strict
 
@@ -32,3 +36,20 @@ def require_api_key(request: Request, given: str | None = Security(api_key_heade
                             headers={"WWW-Authenticate": "ApiKey"})
     if not key_is_valid(request, given):
         raise HTTPException(403, "wrong API key")
+
+
+def check_exposure(host: str, settings: ServiceSettings, *, insecure: bool) -> None:
+    """Refuse to open the write endpoints beyond this machine without an API key, unless told `insecure`."""
+    if settings.api_key is not None or insecure or _loopback(host):
+        return
+    raise BadInput(f"refusing to serve on {host} without an API key: set service.api_key "
+                   "(SHOPTAG_SERVICE__API_KEY) or pass --insecure")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False

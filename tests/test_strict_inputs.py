@@ -1,0 +1,97 @@
+"""Strict inputs: a corrections line with a misspelt or missing key is a reject with its line (CLI) and a 422
+(HTTP), never a silent "no value applies" that erases a tag family."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from shoptag.cli import EXIT_REJECTS, app
+from shoptag.store.records import Store
+from typer.testing import CliRunner
+
+
+@pytest.fixture()
+def cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no shoptag.toml of the repo's
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args), env={"SHOPTAG_WORKSPACE": str(tmp_path / "ws")})
+
+
+def test_a_feedback_typo_is_a_reject_with_its_line_and_the_family_keeps_its_tags(cli, tmp_path):
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text(json.dumps({"id": "P004", "title": "Red cotton shirt", "tags": {"colour": ["Red"]}}) + "\n")
+    assert cli("ingest", str(catalog)).exit_code == 0
+    corrections = tmp_path / "corrections.jsonl"
+    corrections.write_text("\n".join([
+        json.dumps({"id": "P004", "family": "colour", "value": ["Red"]}),  # `value`, not `values`
+        json.dumps({"id": "P004", "family": "colour"}),  # no `values` at all
+        json.dumps({"id": "P004", "family": "colour", "values": ["Red"], "note": "x"}),  # a key nobody reads
+    ]) + "\n")
+    result = cli("feedback", str(corrections), "--json")
+    assert result.exit_code == EXIT_REJECTS, result.output
+    report = json.loads(result.stdout)
+    assert (report["applied"], report["rejected"]) == (0, 3)
+    rejects = [json.loads(line) for line in open(report["rejects_file"], encoding="utf-8")]
+    assert [r["line"] for r in rejects] == [1, 2, 3]
+    assert "values: Field required" in rejects[0]["reason"] and "value: Extra inputs" in rejects[0]["reason"]
+    assert "note: Extra inputs" in rejects[2]["reason"]
+    store = Store(tmp_path / "ws" / "shoptag.db")
+    try:
+        assert [(t.family, t.value) for t in store.tags_of("P004")] == [("colour", "Red")]
+    finally:
+        store.close()
+
+
+def test_an_explicit_empty_list_is_still_a_correction(cli, tmp_path):
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text(json.dumps({"id": "P004", "title": "Plain shirt", "tags": {"colour": ["Red"]}}) + "\n")
+    assert cli("ingest", str(catalog)).exit_code == 0
+    corrections = tmp_path / "corrections.csv"
+    corrections.write_text("id,family,values\nP004,colour,\n")
+    result = cli("feedback", str(corrections), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["applied"] == 1
+
+
+@pytest.mark.parametrize("toml, expected", [
+    ('[service]\napikey = "s3cret"\n', "unknown setting `service.apikey`; did you mean `service.api_key`?"),
+    ("[servce]\nport = 9000\n", "unknown setting `servce`; did you mean `service`?"),
+])
+def test_an_unknown_settings_key_is_an_error_naming_the_closest_valid_key(cli, tmp_path, toml, expected):
+    config = tmp_path / "shoptag.toml"
+    config.write_text(toml)
+    result = cli("search", "jeans", "--config", str(config))
+    assert result.exit_code == 2
+    assert expected in " ".join(result.output.split())
+
+
+def test_an_unknown_settings_variable_is_an_error_too(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["search", "jeans"], env={"SHOPTAG_SERVICE__APIKEY": "s3cret"})
+    assert result.exit_code == 2
+    assert "did you mean `service.api_key`?" in " ".join(result.output.split())
+
+
+def test_serve_beyond_loopback_without_an_api_key_refuses_to_start(cli):
+    result = cli("serve", "--host", "0.0.0.0", "--port", "1")
+    assert result.exit_code == 2
+    assert "without an API key" in result.output and "--insecure" in result.output
+
+
+@pytest.mark.parametrize("host, key, insecure, refused", [
+    ("127.0.0.1", None, False, False), ("::1", None, False, False), ("localhost", None, False, False),
+    ("0.0.0.0", None, False, True), ("shop.example.com", None, False, True), ("0.0.0.0", None, True, False),
+    ("0.0.0.0", "k", False, False),
+])
+def test_which_binds_need_an_api_key(host, key, insecure, refused):
+    from shoptag.core.errors import BadInput
+    from shoptag.core.settings import ServiceSettings
+    from shoptag.service.auth import check_exposure
+
+    settings = ServiceSettings(api_key=key)
+    if refused:
+        with pytest.raises(BadInput):
+            check_exposure(host, settings, insecure=insecure)
+    else:
+        check_exposure(host, settings, insecure=insecure)
