@@ -82,11 +82,13 @@ def _session(config: Path | None, workspace: Path | None) -> Iterator[tuple[Any,
     from shoptag.tagger.segmenter import configure_segmenter
 
     configure_segmenter(Workspace(settings.workspace).cache_dir)
-    store = Workspace(settings.workspace).open_store()
+    store = None
     try:
+        store = Workspace(settings.workspace).open_store()
         yield settings, store
     finally:
-        store.close()
+        if store is not None:
+            store.close()
 
 
 def _plain(value: Any) -> Any:
@@ -112,10 +114,10 @@ def _encoders(settings):
     return Encoders(settings.encoders, Workspace(settings.workspace).cache_dir)
 
 
-def _backend(settings, encoders):
+def _backend(settings, encoders, *, set_aside_damaged: bool = False):
     from shoptag.pipeline.search_sync import open_search
 
-    return open_search(settings, encoders)
+    return open_search(settings, encoders, set_aside_damaged=set_aside_damaged)
 
 
 def _tag_filters(items: list[str] | None) -> dict[str, list[str]]:
@@ -229,7 +231,7 @@ def tag(
 
     with _session(config, workspace) as (settings, store):
         encoders = _encoders(settings)
-        backend = _backend(settings, encoders)
+        backend = _backend(settings, encoders, set_aside_damaged=True)
         try:
             report = run(settings, store, encoders, backend, retag_all=retag_all, show_progress=not as_json)
         finally:
@@ -480,10 +482,15 @@ def reindex(
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rebuild the search index from the store with zero downtime (Elasticsearch: new index + alias swap)."""
+    """Rebuild the search index from the store with zero downtime (Elasticsearch: new index + alias swap).
+    A damaged embedded index is set aside and rebuilt; --incremental also repairs what the index lacks."""
+    from shoptag.pipeline.reindex import converge
     from shoptag.pipeline.reindex import reindex as run
     from shoptag.pipeline.reindex import rollback as roll_back
 
+    if backend_name not in (None, "embedded", "es"):
+        err.print(f"[red]bad --backend {backend_name!r}[/]: expected embedded or es")
+        raise typer.Exit(EXIT_USAGE)
     with _session(config, workspace) as (settings, store):
         if (backend_name == "es" or rollback) and not settings.es.url:
             raise BadInput("--backend es and --rollback need an Elasticsearch URL (SHOPTAG_ES__URL or [es] url)")
@@ -495,9 +502,10 @@ def reindex(
         if backend_name == "embedded":
             settings = settings.model_copy(update={"es": settings.es.model_copy(update={"url": None})})
         encoders = _encoders(settings)
-        backend = _backend(settings, encoders)
+        backend = _backend(settings, encoders, set_aside_damaged=True)
         try:
-            report = run(settings, store, encoders, backend, incremental=incremental, show_progress=not as_json)
+            report = (converge(settings, store, encoders, backend) if incremental
+                      else run(settings, store, encoders, backend, show_progress=not as_json))
         finally:
             backend.close()
         _emit(as_json, report, lambda: out.print(
@@ -864,6 +872,70 @@ def rules(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: Jso
 
         _emit(as_json, report, human)
 
+
+# ---- faults and recovery ----------------------------------------------------------------------------------------
+def _settings_only(config: Path | None, workspace: Path | None):
+    """Settings without opening the store (the commands that check or replace a damaged one)."""
+    from shoptag.core.settings import load_settings
+
+    try:
+        return load_settings(config, **({"workspace": workspace} if workspace else {}))
+    except Exception as exc:  # bad settings file or env var
+        err.print(f"[red]settings error:[/] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+@app.command()
+def check(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Check every file of the workspace: what is damaged, and what repairs it. Exit code 1 if any is."""
+    from shoptag.pipeline.check import check_workspace
+
+    states = check_workspace(_settings_only(config, workspace))
+    _emit(as_json, {"files": [{**asdict(s), "ok": s.ok} for s in states]}, lambda: [
+        out.print(f"{'[green]ok[/]' if s.ok else '[red]damaged[/]'}  {s.path}"
+                  + ("" if s.ok else f": {s.state}; repair: {s.repair}")) for s in states])
+    if not all(s.ok for s in states):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def backup(
+    dest: Annotated[Path, typer.Argument(help="New file to copy the store to.")],
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Copy the store (the one file that cannot be rebuilt) with SQLite's online backup; safe while others write."""
+    from shoptag.core.errors import ShoptagError
+    from shoptag.pipeline.workspace import Workspace
+    from shoptag.store.backup import backup as run
+
+    settings = _settings_only(config, workspace)
+    try:
+        run(Workspace(settings.workspace).db_path, dest)
+    except ShoptagError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    out.print(f"backed up the store to {dest}")
+
+
+@app.command()
+def restore(
+    source: Annotated[Path, typer.Argument(help="A file made by `shoptag backup`.")],
+    config: ConfigOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Replace the store by a backup (checked first). Stop `serve` before; run `shoptag reindex` after."""
+    from shoptag.core.errors import ShoptagError
+    from shoptag.pipeline.workspace import Workspace
+    from shoptag.store.backup import restore as run
+
+    settings = _settings_only(config, workspace)
+    try:
+        run(source, Workspace(settings.workspace).db_path)
+    except ShoptagError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    out.print(f"restored the store from {source}; run `shoptag reindex` so search matches it")
 
 
 def main() -> None:

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
+from shoptag.core.errors import Corrupt
 from shoptag.core.settings import Settings
+
 from .backend import SearchBackend
 from .embedded_search import EmbeddedBackend
 from .search_common import VectorDims
 
 
-def open_backend(settings: Settings, dims: VectorDims) -> SearchBackend:
-    """The configured backend; for Elasticsearch this checks the cluster answers (`BackendUnavailable` if not)."""
+log = logging.getLogger("shoptag.search")
+
+
+def open_backend(settings: Settings, dims: VectorDims, *, set_aside_damaged: bool = False) -> SearchBackend:
+    """The configured backend; for Elasticsearch this checks the cluster answers (`BackendUnavailable` if not).
+
+    A damaged embedded index raises `Corrupt` naming the file; with `set_aside_damaged` (commands that rebuild
+    the index anyway: reindex, tag, serve) its folder is renamed aside and an empty index opened, which the
+    caller fills from the store."""
     if settings.backend == "es":
         from .es.backend import ESBackend  # the client is an optional dependency (`shoptag[es]`)
 
         return ESBackend(settings.es, dims, numeric=settings.catalog.numeric_attributes)
-    return EmbeddedBackend(settings.workspace / "search", dims, factory=settings.index.factory,
-                           numeric=settings.catalog.numeric_attributes)
+    folder = settings.workspace / "search"
+    try:
+        return EmbeddedBackend(folder, dims, factory=settings.index.factory, numeric=settings.catalog.numeric_attributes)
+    except Corrupt as exc:
+        if not set_aside_damaged:
+            raise
+        aside = folder.with_name(f"search.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        folder.rename(aside)
+        log.warning("%s; moved to %s, rebuilding it from the store", str(exc).split("; ")[0], aside)
+        return EmbeddedBackend(folder, dims, factory=settings.index.factory, numeric=settings.catalog.numeric_attributes)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from shoptag.core.errors import NotFound
+from shoptag.core.errors import Corrupt, NotFound
 from shoptag.vectors.faiss_index import VectorIndex
 
 from . import fulltext, vector_log
@@ -39,14 +39,19 @@ class EmbeddedBackend:
         self.dims = dims
         self.factory = factory
         self._db = self.directory / "search.sqlite"
-        self._writer = sqlite3.connect(self._db, isolation_level=None, check_same_thread=False)
-        self._writer.execute("PRAGMA journal_mode = WAL")
-        self._writer.executescript(fulltext.SCHEMA)
-        self._writer.executescript(vector_log.SCHEMA)
         self._log = VectorLog(self.directory, dims, factory)
         self._write_lock = threading.Lock()  # one writer at a time in this process (SQLite serialises processes)
         self._vector_lock = threading.Lock()  # FAISS indexes are not safe to read while they change
-        self._vectors = self._log.fresh(self._log.empty(), self._writer)
+        self._writer = sqlite3.connect(self._db, isolation_level=None, check_same_thread=False)
+        try:
+            self._writer.execute("PRAGMA journal_mode = WAL")
+            self._writer.executescript(fulltext.SCHEMA)
+            self._writer.executescript(vector_log.SCHEMA)
+            self._vectors = self._log.fresh(self._log.empty(), self._writer)
+        except (sqlite3.DatabaseError, Corrupt) as exc:
+            self._writer.close()
+            detail = str(exc) if isinstance(exc, Corrupt) else f"{self._db}: damaged search store ({exc})"
+            raise Corrupt(f"{detail}; `shoptag reindex` rebuilds the search index from the store") from None
 
     # ---- writing --------------------------------------------------------------------------------------------
     def upsert(self, docs: Iterable[SearchDoc]) -> WriteReport:

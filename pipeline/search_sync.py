@@ -18,10 +18,10 @@ from .search_docs import search_docs
 from .workspace import Workspace
 
 
-def open_search(settings: Settings, encoders: Encoders) -> SearchBackend:
+def open_search(settings: Settings, encoders: Encoders, *, set_aside_damaged: bool = False) -> SearchBackend:
     """The backend the settings choose (Elasticsearch when `es.url` is set, else embedded), sized for the
-    encoders' vectors."""
-    return open_backend(settings, encoders.dims())
+    encoders' vectors; `set_aside_damaged` for the commands that rebuild a damaged index (`open_backend`)."""
+    return open_backend(settings, encoders.dims(), set_aside_damaged=set_aside_damaged)
 
 
 def index_products(store: Store, backend: SearchBackend, products: Sequence[StoredProduct], vectors: ProductVectors,

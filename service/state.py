@@ -61,7 +61,7 @@ class ServiceState:
         configure_segmenter(workspace.cache_dir)
         encoders = Encoders(settings.encoders, workspace.cache_dir)
         store = workspace.open_store()
-        state = cls(settings, store, workspace.open_cache(), encoders, open_search(settings, encoders),
+        state = cls(settings, store, workspace.open_cache(), encoders, open_search(settings, encoders, set_aside_damaged=True),
                     WriteJournal(workspace.root / "service-pending-writes.json"), metrics, open_review_log(store),
                     RecsCache(settings, store, encoders))
         try:

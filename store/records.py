@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from shoptag.core.errors import Corrupt
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS products (
     id TEXT PRIMARY KEY,
@@ -149,10 +151,15 @@ class Store:
         self.path = path
         self._db = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
         self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA + CHANGE_TRIGGERS)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA + CHANGE_TRIGGERS)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise Corrupt(f"{path}: the store is damaged ({exc}); `shoptag check` says what is wrong, "
+                          "`shoptag restore BACKUP` brings back a backup made by `shoptag backup`") from None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -458,7 +458,7 @@ def load_model(models_dir: Path, name: str | None = None) -> TaggerModel:
 
 def _read_model(folder: Path) -> TaggerModel:
     meta = json.loads((folder / "model.json").read_text())
-    heads = torch.load(folder / "heads.pt", weights_only=False)
+    heads = torch.load(folder / "heads.pt", weights_only=True)  # tensors and numbers only: never a pickle
     stacked = sp.load_npz(folder / "labels.npz").tocsc()
     none_file = folder / "none_rows.npz"
     saved_none = dict(np.load(none_file)) if none_file.is_file() else {}

@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from shoptag.cli import EXIT_REJECTS, EXIT_USAGE, app
 
-COMMANDS = ["ingest", "train", "tag", "explain", "feedback", "evaluate", "search", "similar", "reindex",
-            "datasets", "train-clip", "serve", "review", "audit", "model", "events", "recommend", "suggest-tags", "rules"]
+COMMANDS = ["ingest", "train", "tag", "explain", "feedback", "evaluate", "search", "similar", "reindex", "check",
+            "backup", "restore", "datasets", "train-clip", "serve", "review", "audit", "model", "events", "recommend",
+            "suggest-tags", "rules"]
 
 
 @pytest.fixture()

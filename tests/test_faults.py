@@ -180,3 +180,153 @@ def test_a_full_disk_during_tag_is_reported_and_the_next_run_catches_up(untagged
     finally:
         backend.close()
         store.close()
+
+
+# ---- damaged files ------------------------------------------------------------------------------------------
+class _Touch:
+    """Unpickling this creates a file: proof that a pickle was loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _damage(path: Path, how: str, marker: Path) -> None:
+    if how == "random-bytes":
+        path.write_bytes(os.urandom(max(path.stat().st_size, 4096)))
+    elif how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "missing":
+        path.unlink()
+    elif how == "pickled":  # a well-formed .npz whose arrays are pickled objects
+        import numpy as np
+
+        with path.open("wb") as fh:
+            np.savez(fh, index=np.array([_Touch(marker)], dtype=object), meta=np.array([_Touch(marker)], dtype=object))
+
+
+@pytest.fixture
+def indexed_copy(untagged_copy, trained_sample) -> tuple[Settings, Path]:
+    """The sample tagged into the embedded index, its vectors saved as a snapshot (a full reindex)."""
+    from shoptag.pipeline.reindex import reindex
+
+    settings, tmp_path = untagged_copy
+    encoders = trained_sample[2]
+    store = Workspace(settings.workspace).open_store()
+    backend = _backend(settings, encoders)
+    try:
+        tag(settings, store, encoders, backend, show_progress=False)
+        reindex(settings, store, encoders, backend, show_progress=False)
+    finally:
+        backend.close()
+        store.close()
+    assert sorted(p.name for p in Workspace(settings.workspace).search_dir.glob("*.faiss"))
+    return settings, tmp_path
+
+
+DAMAGE = [("text", "random-bytes"), ("fused", "truncated"), ("text", "missing"), ("fused", "pickled"),
+          ("search.sqlite", "random-bytes")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target, how", DAMAGE)
+def test_a_damaged_search_file_is_named_in_one_line_and_rebuilt_by_reindex(indexed_copy, trained_sample, target, how):
+    from shoptag.core.errors import Corrupt
+    from shoptag.indexer.backends import open_backend
+    from shoptag.pipeline.reindex import reindex
+
+    settings, tmp_path = indexed_copy
+    encoders = trained_sample[2]
+    ws = Workspace(settings.workspace)
+    path = ws.search_dir / target if target.endswith(".sqlite") else max(ws.search_dir.glob(f"{target}.*.faiss"))
+    marker = tmp_path / "unpickled"
+    _damage(path, how, marker)
+    dims = VectorDims(text=encoders.text.dim, image=None, fused=encoders.text.dim)
+    with pytest.raises(Corrupt) as damaged:
+        open_backend(settings, dims)
+    message = str(damaged.value)
+    assert str(path) in message and "shoptag reindex" in message and "\n" not in message
+    assert not marker.exists(), "a pickle was loaded"
+    store = ws.open_store()
+    backend = open_backend(settings, dims, set_aside_damaged=True)  # what `shoptag reindex` does
+    try:
+        reindex(settings, store, encoders, backend, show_progress=False)
+        assert_converged(store, backend)
+    finally:
+        backend.close()
+        store.close()
+    assert list(ws.root.glob("search.damaged-*")), "the damaged index is kept aside, not deleted"
+
+
+@pytest.mark.slow
+def test_the_cli_names_a_damaged_index_in_one_line_and_reindex_repairs_it(indexed_copy):
+    settings, tmp_path = indexed_copy
+    ws = Workspace(settings.workspace)
+    _damage(max(ws.search_dir.glob("text.*.faiss")), "random-bytes", tmp_path / "unpickled")
+    done = _cli(settings, tmp_path, "similar", "sp-001")
+    stdout, stderr = done.communicate(timeout=300)
+    assert done.returncode == 1 and "Traceback" not in stderr, stderr
+    assert "damaged vector index" in stderr and "text." in stderr and "shoptag reindex" in stderr
+    for args in (["check"], ["reindex"], ["check"], ["similar", "sp-001", "--json"]):
+        done = _cli(settings, tmp_path, *args)
+        stdout, stderr = done.communicate(timeout=300)
+        if args == ["check"] and not list(ws.root.glob("search.damaged-*")):
+            assert done.returncode == 1 and "damaged" in stdout, (stdout, stderr)
+        else:
+            assert done.returncode == 0, (args, stdout, stderr)
+
+
+def test_a_damaged_embedding_cache_is_set_aside_and_recomputed(tmp_path):
+    import numpy as np
+    from shoptag.tagger.embedding_cache import EmbeddingCache
+
+    path = tmp_path / "embeddings.db"
+    cache = EmbeddingCache(path)
+    cache.put_many("m", ["h"], np.ones((1, 4), dtype=np.float32))
+    cache.close()
+    path.write_bytes(os.urandom(8192))
+    cache = EmbeddingCache(path)
+    try:
+        assert cache.count() == 0
+        cache.put_many("m", ["h"], np.ones((1, 4), dtype=np.float32))
+        assert cache.count("m") == 1
+    finally:
+        cache.close()
+    assert len(list(tmp_path.glob("embeddings.db.damaged-*"))) == 1
+
+
+def test_a_damaged_store_is_one_line_and_a_backup_restores_it(tmp_path):
+    from shoptag.cli import app
+    from typer.testing import CliRunner
+
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text("".join(f'{{"id": "p{i}", "title": "product {i}"}}\n' for i in range(5)))
+    runner = CliRunner()
+    env = {"SHOPTAG_WORKSPACE": str(tmp_path / "ws"), "SHOPTAG_CONFIG": str(tmp_path / "none.toml")}
+    cli = lambda *args: runner.invoke(app, list(args), env=env)  # noqa: E731
+    assert cli("ingest", str(catalog)).exit_code == 0
+    assert cli("backup", str(tmp_path / "backup.db")).exit_code == 0
+    assert cli("check").exit_code == 0
+    db = tmp_path / "ws" / "shoptag.db"
+    db.write_bytes(os.urandom(16384))
+    damaged = cli("explain", "p1")
+    assert damaged.exit_code == 1 and "Traceback" not in damaged.output
+    text = " ".join(damaged.output.split())
+    assert str(db) in text and "shoptag restore" in text
+    assert cli("check").exit_code == 1
+    restored = cli("restore", str(tmp_path / "backup.db"))
+    assert restored.exit_code == 0, restored.output
+    assert cli("explain", "p1").exit_code == 0
+    assert cli("check").exit_code == 0
+
+
+def test_no_code_loads_pickles():
+    """numpy files load with allow_pickle=False and torch files with weights_only=True, everywhere."""
+    root = Path(__file__).resolve().parents[1]
+    sources = [p for p in root.rglob("*.py") if ".venv" not in p.parts and "tests" not in p.parts]
+    offenders = [f"{p.relative_to(root)}: {line.strip()}" for p in sources
+                 for line in p.read_text(encoding="utf-8").splitlines()
+                 if "allow_pickle=True" in line or "weights_only=False" in line or "pickle.load" in line]
+    assert not offenders, offenders

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -235,7 +234,8 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: Path, *, use_gpu: bool = False) -> VectorIndex:
-        """The index saved at `path`; `Corrupt` when the file is missing or damaged (rebuild it)."""
+        """The index saved at `path`; `Corrupt` naming the file when it is missing, cut short, overwritten or
+        holds pickled objects (never unpickled: `allow_pickle=False`); rebuild it."""
         try:
             with np.load(Path(path), allow_pickle=False) as data:
                 meta = json.loads(data["meta"].tobytes().decode())
@@ -247,8 +247,12 @@ class VectorIndex:
                     index._int_of[s] = i
                     index._str_of[i] = s
                 index._tombstones = set(data["tombstones"].tolist())
-        except (OSError, EOFError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile) as exc:
-            raise Corrupt(f"vector index {path} cannot be read ({type(exc).__name__}: {exc})") from exc
+        except FileNotFoundError:
+            raise Corrupt(f"{path}: vector index file is missing") from None
+        except Exception as exc:  # numpy, zipfile, json and FAISS each raise their own types for a damaged file
+            raise Corrupt(f"{path}: damaged vector index ({type(exc).__name__}: {exc})") from None
+        if index._index.d != index.dim or index._index.ntotal < len(index._str_of):
+            raise Corrupt(f"{path}: damaged vector index (its FAISS index does not match its id map)")
         return index
 
 
