@@ -73,12 +73,17 @@ def command(name: str | None = None, *, on: typer.Typer = app) -> Callable[[Call
 
 
 @contextmanager
-def _session(config: Path | None, workspace: Path | None) -> Iterator[tuple[Any, Any]]:
-    """Settings and the open store for one command."""
+def _session(config: Path | None, workspace: Path | None, *, create: bool = False) -> Iterator[tuple[Any, Any]]:
+    """Settings and the open store for one command. Only commands that fill a workspace (`create`) may start
+    one: elsewhere a missing one is a mistyped or relative path, not a reason to answer from an empty one."""
+    from shoptag.core.errors import NotFound
     from shoptag.core.settings import load_settings
     from shoptag.pipeline.workspace import Workspace
 
     settings = load_settings(config, **({"workspace": workspace} if workspace else {}))
+    if not create and not Workspace(settings.workspace).db_path.is_file():
+        raise NotFound(f"no workspace at {settings.workspace.resolve()}; run `shoptag ingest` first or pass "
+                       "--workspace")
     from shoptag.tagger.segmenter import configure_segmenter
 
     configure_segmenter(Workspace(settings.workspace).cache_dir)
@@ -137,7 +142,7 @@ def ingest(
     """Read a catalog into the workspace. Bad records go to a rejects file; the run goes on."""
     from shoptag.pipeline.ingest import ingest as run
 
-    with _session(config, workspace) as (settings, store):
+    with _session(config, workspace, create=True) as (settings, store):
         report = run(settings, store, catalog, show_progress=not as_json)
         data = {k: v for k, v in asdict(report).items() if k != "changed_ids"}
         for warning in report.warnings:
@@ -748,7 +753,7 @@ def train_clip(
     from shoptag.catalog.records import Product
     from shoptag.pipeline.train_clip import run_train_clip
 
-    with _session(config, workspace) as (settings, store):
+    with _session(config, workspace, create=True) as (settings, store):
         triples = [
             (r.id, r.image, r.title) for r in read_catalog(catalog, settings.catalog)
             if isinstance(r, Product) and r.image and r.title

@@ -95,3 +95,11 @@ def test_which_binds_need_an_api_key(host, key, insecure, refused):
             check_exposure(host, settings, insecure=insecure)
     else:
         check_exposure(host, settings, insecure=insecure)
+
+
+def test_a_command_that_reads_a_workspace_refuses_a_missing_one(cli, tmp_path):
+    result = cli("search", "jeans")
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "no workspace at" in text and "shoptag ingest" in text
+    assert not (tmp_path / "ws").exists(), "an empty workspace was created by accident"
