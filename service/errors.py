@@ -81,7 +81,14 @@ def _validation_detail(exc: RequestValidationError) -> tuple[int, Any]:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return 400, "request body is not valid JSON"
-    return 422, [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in errors]
+    return 422, [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {_message(e)}" for e in errors]
+
+
+def _message(error: dict) -> str:
+    """Pydantic's message, except a tag filter's pattern, which says what the pattern means."""
+    if error.get("type") == "string_pattern_mismatch" and error.get("loc", ())[:2] == ("query", "tag"):
+        return f"bad tag filter {str(error.get('input'))[:80]!r}: expected family=value"
+    return error.get("msg", "")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 import numpy as np
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
+from pydantic import Field, StringConstraints
 
 from shoptag.catalog.feedback import MAX_ID_CHARS, MAX_NAME_CHARS, Correction
 from shoptag.core.errors import BadInput, Conflict, NotFound
@@ -33,8 +34,10 @@ router = APIRouter(responses=ERRORS)
 writer = {"dependencies": [Depends(require_api_key)]}
 
 PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, description="Product id.")]
-TagFilter = Annotated[list[str], Query(max_length=20, description="Tag filter `family=value` (repeatable; values "
-                                                                  "of one family are OR-ed, families AND-ed).")]
+# what `tag_filters` accepts, stated in the OpenAPI document too: a family and a value, each with a visible character
+FilterItem = Annotated[str, StringConstraints(pattern=r"^[^=]*[^=\s][^=]*=.*\S.*$", max_length=2 * MAX_NAME_CHARS + 1)]
+TagFilter = Annotated[list[FilterItem], Query(max_length=20, description="Tag filter `family=value` (repeatable; "
+                                                                        "values of one family are OR-ed, families AND-ed).")]
 
 
 def get_state(request: Request) -> ServiceState:
@@ -157,7 +160,7 @@ def get_product(state: State, product_id: PathId) -> dict:
 
 # ---- writes -----------------------------------------------------------------------------------------------------
 @router.post("/products", response_model=ProductsOut, tags=["products"], **writer)
-def post_products(state: State, body: Annotated[ProductIn | list[ProductIn], Body(
+def post_products(state: State, body: Annotated[ProductIn | Annotated[list[ProductIn], Field(min_length=1)], Body(
         description="One product, or a JSON array of up to `service.max_batch` products.")]) -> ProductsOut:
     """Validate, store, tag and index products now; they are in `/similar` and `/search` once this answers."""
     items = body if isinstance(body, list) else [body]
@@ -178,7 +181,7 @@ def delete(state: State, product_id: PathId) -> DeletedOut:
 
 
 @router.post("/feedback", response_model=FeedbackOut, tags=["products"], **writer)
-def feedback(state: State, body: Annotated[Correction | list[Correction], Body(
+def feedback(state: State, body: Annotated[Correction | Annotated[list[Correction], Field(min_length=1)], Body(
         description="One correction or a JSON array of them.")]) -> FeedbackOut:
     """Corrections: they become the product's tags in that family, win over the model for good (a later
     `POST /products` of the same product keeps them) and train the next model. All or nothing."""

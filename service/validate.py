@@ -13,9 +13,8 @@ from .schemas import ProductIn
 
 
 def checked_batch(size: int, settings: Settings) -> None:
-    """Refuse a batch over `service.max_batch` (a body can be under the byte limit and still too many items)."""
-    if size == 0:
-        raise BadInput("empty batch: send at least one item")
+    """Refuse a batch over `service.max_batch` (a body can be under the byte limit and still too many items);
+    an empty batch is refused by the body's schema."""
     if size > settings.service.max_batch:
         raise BadInput(f"batch of {size} items is over the limit of {settings.service.max_batch} "
                        "(service.max_batch): split it")

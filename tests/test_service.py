@@ -167,7 +167,7 @@ def test_catalog_images_only_from_the_image_root(client):
     ("post", "/products", {"json": {"id": "x", "title": 42}}, 422, "title"),
     ("post", "/products", {"json": {"id": "x"}}, 422, "nothing to tag"),
     ("post", "/products", {"json": [product("dup"), product("dup")]}, 422, "duplicate id"),
-    ("post", "/products", {"json": []}, 422, "empty batch"),
+    ("post", "/products", {"json": []}, 422, "at least 1 item"),
     ("post", "/products", {"json": [product(f"p{i}") for i in range(9)]}, 422, "over the limit of 8"),
     ("post", "/products", {"json": product("huge", "x" * 70_000)}, 413, "over the limit"),
     ("post", "/feedback", {"json": {"id": "sp-001", "values": ["Red"]}}, 422, "family"),
