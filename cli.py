@@ -893,6 +893,7 @@ def _settings_only(config: Path | None, workspace: Path | None):
 @app.command()
 def check(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Check every file of the workspace: what is damaged, and what repairs it. Exit code 1 if any is."""
+    from shoptag.core.errors import OUTCOMES, Corrupt
     from shoptag.pipeline.check import check_workspace
 
     states = check_workspace(_settings_only(config, workspace))
@@ -900,7 +901,7 @@ def check(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: Jso
         out.print(f"{'[green]ok[/]' if s.ok else '[red]damaged[/]'}  {s.path}"
                   + ("" if s.ok else f": {s.state}; repair: {s.repair}")) for s in states])
     if not all(s.ok for s in states):
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(OUTCOMES[Corrupt].exit_code)
 
 
 @app.command()
@@ -910,7 +911,7 @@ def backup(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Copy the store (the one file that cannot be rebuilt) with SQLite's online backup; safe while others write."""
-    from shoptag.core.errors import ShoptagError
+    from shoptag.core.errors import ShoptagError, outcome
     from shoptag.pipeline.workspace import Workspace
     from shoptag.store.backup import backup as run
 
@@ -918,8 +919,8 @@ def backup(
     try:
         run(Workspace(settings.workspace).db_path, dest)
     except ShoptagError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_FAILED) from None
+        err.print("[red]error:[/]", escape(str(exc)))
+        raise typer.Exit(outcome(exc).exit_code) from None
     out.print(f"backed up the store to {dest}")
 
 
@@ -930,7 +931,7 @@ def restore(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Replace the store by a backup (checked first). Stop `serve` before; run `shoptag reindex` after."""
-    from shoptag.core.errors import ShoptagError
+    from shoptag.core.errors import ShoptagError, outcome
     from shoptag.pipeline.workspace import Workspace
     from shoptag.store.backup import restore as run
 
@@ -938,8 +939,8 @@ def restore(
     try:
         run(source, Workspace(settings.workspace).db_path)
     except ShoptagError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_FAILED) from None
+        err.print("[red]error:[/]", escape(str(exc)))
+        raise typer.Exit(outcome(exc).exit_code) from None
     out.print(f"restored the store from {source}; run `shoptag reindex` so search matches it")
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from shoptag.core.errors import OUTCOMES, Corrupt
 from shoptag.indexer.backends import VectorDims
 from shoptag.indexer.documents import SearchQuery
 from shoptag.indexer.embedded_search import EmbeddedBackend
@@ -183,6 +184,7 @@ def test_a_full_disk_during_tag_is_reported_and_the_next_run_catches_up(untagged
 
 
 # ---- damaged files ------------------------------------------------------------------------------------------
+CORRUPT = OUTCOMES[Corrupt].exit_code
 class _Touch:
     """Unpickling this creates a file: proof that a pickle was loaded."""
 
@@ -233,7 +235,6 @@ DAMAGE = [("text", "random-bytes"), ("fused", "truncated"), ("text", "missing"),
 @pytest.mark.slow
 @pytest.mark.parametrize("target, how", DAMAGE)
 def test_a_damaged_search_file_is_named_in_one_line_and_rebuilt_by_reindex(indexed_copy, trained_sample, target, how):
-    from shoptag.core.errors import Corrupt
     from shoptag.indexer.backends import open_backend
     from shoptag.pipeline.reindex import reindex
 
@@ -267,13 +268,13 @@ def test_the_cli_names_a_damaged_index_in_one_line_and_reindex_repairs_it(indexe
     _damage(max(ws.search_dir.glob("text.*.faiss")), "random-bytes", tmp_path / "unpickled")
     done = _cli(settings, tmp_path, "similar", "sp-001")
     stdout, stderr = done.communicate(timeout=300)
-    assert done.returncode == 1 and "Traceback" not in stderr, stderr
+    assert done.returncode == CORRUPT and "Traceback" not in stderr, stderr
     assert "damaged vector index" in stderr and "text." in stderr and "shoptag reindex" in stderr
     for args in (["check"], ["reindex"], ["check"], ["similar", "sp-001", "--json"]):
         done = _cli(settings, tmp_path, *args)
         stdout, stderr = done.communicate(timeout=300)
         if args == ["check"] and not list(ws.root.glob("search.damaged-*")):
-            assert done.returncode == 1 and "damaged" in stdout, (stdout, stderr)
+            assert done.returncode == CORRUPT and "damaged" in stdout, (stdout, stderr)
         else:
             assert done.returncode == 0, (args, stdout, stderr)
 
@@ -312,10 +313,10 @@ def test_a_damaged_store_is_one_line_and_a_backup_restores_it(tmp_path):
     db = tmp_path / "ws" / "shoptag.db"
     db.write_bytes(os.urandom(16384))
     damaged = cli("explain", "p1")
-    assert damaged.exit_code == 1 and "Traceback" not in damaged.output
+    assert damaged.exit_code == CORRUPT and "Traceback" not in damaged.output
     text = " ".join(damaged.output.split())
     assert str(db) in text and "shoptag restore" in text
-    assert cli("check").exit_code == 1
+    assert cli("check").exit_code == CORRUPT
     restored = cli("restore", str(tmp_path / "backup.db"))
     assert restored.exit_code == 0, restored.output
     assert cli("explain", "p1").exit_code == 0

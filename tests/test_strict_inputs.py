@@ -7,6 +7,7 @@ import json
 
 import pytest
 from shoptag.cli import EXIT_REJECTS, app
+from shoptag.core.errors import OUTCOMES, NotFound
 from shoptag.store.records import Store
 from typer.testing import CliRunner
 
@@ -99,7 +100,7 @@ def test_which_binds_need_an_api_key(host, key, insecure, refused):
 
 def test_a_command_that_reads_a_workspace_refuses_a_missing_one(cli, tmp_path):
     result = cli("search", "jeans")
-    assert result.exit_code == 1
+    assert result.exit_code == OUTCOMES[NotFound].exit_code
     text = " ".join(result.output.split())
     assert "no workspace at" in text and "shoptag ingest" in text
     assert not (tmp_path / "ws").exists(), "an empty workspace was created by accident"
