@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
+from shoptag.catalog.feedback import MAX_NAME_CHARS, MAX_VALUES, Name, ProductId
 from shoptag.core.errors import Conflict
 from shoptag.pipeline.review import (
     ACTIONS, DecisionIn, bulk_accept, bulk_targets, decide, queue, stats, traffic, undo,
@@ -17,7 +18,6 @@ from shoptag.pipeline.workspace import Workspace
 
 from .auth import require_api_key
 from .routes import State
-from .schemas import MAX_NAME_CHARS, MAX_VALUES, Name, ProductId
 from .state import ServiceState
 
 REVIEWER_COOKIE = "shoptag_reviewer"

@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from shoptag.catalog.feedback import MAX_NAME_CHARS
 from shoptag.core.errors import NotFound
 from shoptag.pipeline.review import queue, stats, traffic
 from shoptag.pipeline.workspace import Workspace
@@ -21,7 +22,6 @@ from shoptag.pipeline.workspace import Workspace
 from ..auth import KEY_COOKIE, key_is_valid, require_api_key
 from ..review import REVIEWER_COOKIE, reviewer_of
 from ..routes import State
-from ..schemas import MAX_NAME_CHARS
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")  # autoescape is on for .html templates
