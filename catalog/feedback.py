@@ -16,9 +16,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
-from .records import RAW_CHARS, Reject
+from .records import MAX_ID_CHARS, RAW_CHARS, Reject
 
-MAX_ID_CHARS = 256
 MAX_NAME_CHARS = 200  # a tag family or value
 MAX_VALUES = 100  # values in one correction
 

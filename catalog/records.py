@@ -31,6 +31,9 @@ from typing import Any
 from PIL import Image
 from shoptag.core.settings import CatalogSettings
 
+# The id rule, the same for `shoptag ingest`, POST /products and every path that names a product: 1 to
+# MAX_ID_CHARS characters after trimming, no control characters; `/` and any other character are fine.
+MAX_ID_CHARS = 256
 RAW_CHARS = 2_000  # how much of a bad record a reject keeps, enough to find and fix it
 CORE_FIELDS = ("id", "title", "description", "attributes", "image", "tags")
 # Tags whose content is not text, and tags that separate words; other (inline) tags join their neighbours.
@@ -170,6 +173,10 @@ def _id(value: Any) -> str:
     product_id = str(value).strip()
     if not product_id:
         raise InvalidRecord("missing id: the id is empty")
+    if len(product_id) > MAX_ID_CHARS:
+        raise InvalidRecord(f"id: {len(product_id):,} characters, over the limit of {MAX_ID_CHARS}")
+    if any(unicodedata.category(c) == "Cc" for c in product_id):
+        raise InvalidRecord("id: contains a control character (line break, tab, NUL...)")
     return product_id
 
 

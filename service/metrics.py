@@ -108,5 +108,5 @@ class RequestTimer:
         finally:
             route = scope.get("route")
             self.metrics.latency.labels(
-                getattr(route, "path", "unmatched"), scope["method"], str(status)
+                getattr(route, "path_format", "unmatched"), scope["method"], str(status)
             ).observe(time.perf_counter() - start)

@@ -10,7 +10,8 @@ import numpy as np
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import Field, StringConstraints
 
-from shoptag.catalog.feedback import MAX_ID_CHARS, MAX_NAME_CHARS, Correction
+from shoptag.catalog.feedback import MAX_NAME_CHARS, Correction
+from shoptag.catalog.records import MAX_ID_CHARS
 from shoptag.core.errors import BadInput, Conflict, NotFound
 from shoptag.indexer import storefront
 from shoptag.indexer.documents import Hit
@@ -33,7 +34,8 @@ ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 4
 router = APIRouter(responses=ERRORS)
 writer = {"dependencies": [Depends(require_api_key)]}
 
-PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, description="Product id.")]
+# `:path` in the routes: an id may hold `/` (docs/SERVICE.md); the id rule itself is the catalog's
+PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, description="Product id (may contain `/`).")]
 # what `tag_filters` accepts, stated in the OpenAPI document too: a family and a value, each with a visible character
 FilterItem = Annotated[str, StringConstraints(pattern=r"^[^=]*[^=\s][^=]*=.*\S.*$", max_length=2 * MAX_NAME_CHARS + 1)]
 TagFilter = Annotated[list[FilterItem], Query(max_length=20, description="Tag filter `family=value` (repeatable; "
@@ -76,7 +78,7 @@ def metrics(state: State) -> Response:
     return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
 
-@router.get("/similar/{product_id}", response_model=SimilarOut, tags=["storefront"])
+@router.get("/similar/{product_id:path}", response_model=SimilarOut, tags=["storefront"])
 def similar(
     state: State, product_id: PathId, tag: TagFilter = [],  # noqa: B006 (FastAPI copies query defaults)
     k: Annotated[int, Query(ge=1, le=MAX_K, description="How many products.")] = 10,
@@ -152,7 +154,7 @@ def search(
     )
 
 
-@router.get("/products/{product_id}", response_model=ProductOut, tags=["products"])
+@router.get("/products/{product_id:path}", response_model=ProductOut, tags=["products"])
 def get_product(state: State, product_id: PathId) -> dict:
     """A product's tags, each with its source, status, score and evidence (sources, weights, neighbours)."""
     return explain(state.store, product_id)
@@ -172,7 +174,7 @@ def post_products(state: State, body: Annotated[ProductIn | Annotated[list[Produ
     return ProductsOut(products=add_products(state, products))
 
 
-@router.delete("/products/{product_id}", response_model=DeletedOut, tags=["products"], **writer)
+@router.delete("/products/{product_id:path}", response_model=DeletedOut, tags=["products"], **writer)
 def delete(state: State, product_id: PathId) -> DeletedOut:
     """Remove a product from the store and from search (its feedback log is kept)."""
     if not delete_product(state, product_id):

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from shoptag.catalog.feedback import MAX_ID_CHARS
+from shoptag.catalog.records import MAX_ID_CHARS
 
 MAX_QUERY_CHARS = 500
 MAX_K = 100

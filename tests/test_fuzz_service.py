@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from urllib.parse import quote
 from collections.abc import Iterator
 
 import httpx
@@ -71,3 +72,16 @@ def test_a_feedback_typo_is_a_422_naming_the_keys(served):
     assert response.status_code == 422, response.text
     detail = " ".join(response.json()["detail"])
     assert "values: Field required" in detail and "value: Extra inputs are not permitted" in detail
+
+
+@pytest.mark.slow
+def test_every_valid_id_can_be_read_and_deleted_over_http(served):
+    pid = "shop/cat 1/sku-" + "x" * 200  # `/` and spaces are valid, 215 characters
+    created = httpx.post(f"{served}/products", json={"id": pid, "title": "Blue denim jeans"}, headers=AUTH, timeout=120)
+    assert created.status_code == 200, created.text
+    path = quote(pid, safe="")
+    assert httpx.get(f"{served}/products/{path}", timeout=60).json()["id"] == pid
+    assert httpx.get(f"{served}/similar/{path}", timeout=60).status_code == 200
+    assert httpx.delete(f"{served}/products/{path}", headers=AUTH, timeout=60).json() == {"id": pid, "deleted": True}
+    too_long = httpx.post(f"{served}/products", json={"id": "x" * 257, "title": "t"}, headers=AUTH, timeout=60)
+    assert too_long.status_code == 422
