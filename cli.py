@@ -157,8 +157,11 @@ def ingest(
                 out.print(f"resumed an interrupted run after line {report.resumed_from_line}")
             if report.rejects_file:
                 out.print(f"rejects (line, id, reason): {report.rejects_file}")
-                for line, pid, reason, _ in store.rejects(report.run_id)[:10]:
+                rejects = store.rejects(report.run_id)
+                for line, pid, reason, _ in rejects[:10]:
                     out.print(f"  line {line} id {pid!r}: {reason}")
+                if len(rejects) > 10:
+                    out.print(f"  … and {len(rejects) - 10} more in the rejects file")
 
         _emit(as_json, data, human)
         if report.rejected:

@@ -4,6 +4,7 @@ index holding the same products, each with its current tags."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from shoptag.core.errors import OUTCOMES, Corrupt
+from shoptag.core.errors import OUTCOMES, Corrupt, NotFound
 from shoptag.indexer.backends import VectorDims
 from shoptag.indexer.documents import SearchQuery
 from shoptag.indexer.embedded_search import EmbeddedBackend
@@ -277,6 +278,12 @@ def test_the_cli_names_a_damaged_index_in_one_line_and_reindex_repairs_it(indexe
             assert done.returncode == CORRUPT and "damaged" in stdout, (stdout, stderr)
         else:
             assert done.returncode == 0, (args, stdout, stderr)
+    hits = json.loads(stdout)  # JSON objects, not Python reprs
+    assert hits and all(isinstance(h, dict) and h["id"] != "sp-001" for h in hits)
+    done = _cli(settings, tmp_path, "similar", "NOPE")
+    _, stderr = done.communicate(timeout=300)
+    assert done.returncode == OUTCOMES[NotFound].exit_code, stderr
+    assert "unknown product id 'NOPE'" in " ".join(stderr.split())
 
 
 def test_a_damaged_embedding_cache_is_set_aside_and_recomputed(tmp_path):

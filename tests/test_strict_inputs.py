@@ -104,3 +104,30 @@ def test_a_command_that_reads_a_workspace_refuses_a_missing_one(cli, tmp_path):
     text = " ".join(result.output.split())
     assert "no workspace at" in text and "shoptag ingest" in text
     assert not (tmp_path / "ws").exists(), "an empty workspace was created by accident"
+
+
+def test_one_id_rule_at_ingest(cli, tmp_path):
+    catalog = tmp_path / "catalog.jsonl"
+    records = [{"id": "shop/cat/sku-1", "title": "ok"}, {"id": "x" * 257, "title": "too long"},
+               {"id": "a\tb", "title": "control character"}, {"id": "y" * 256, "title": "at the limit"}]
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = cli("ingest", str(catalog), "--json")
+    assert result.exit_code == 3, result.output
+    assert (json.loads(result.stdout)["new"], json.loads(result.stdout)["rejected"]) == (2, 2)
+
+
+def test_ingest_lists_every_reject_or_says_how_many_more(cli, tmp_path):
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text("".join(f'{{"id": "p{i}"}}\n' for i in range(14)))  # nothing to tag: 14 rejects
+    result = cli("ingest", str(catalog))
+    assert result.exit_code == EXIT_REJECTS
+    assert "and 4 more in the rejects file" in " ".join(result.output.split())
+
+
+def test_the_quick_start_says_what_evaluate_by_image_needs():
+    """With default settings (no image tower) `evaluate --modality image` refuses; the README must say so."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("--modality image")
+    assert "IMAGE_MODEL" in readme[start : readme.index("shoptag search", start)]
