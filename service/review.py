@@ -17,13 +17,13 @@ from shoptag.pipeline.review import (
 from shoptag.pipeline.workspace import Workspace
 
 from .auth import require_api_key
-from .routes import State
+from .routes import ERRORS, State
 from .state import ServiceState
 
 REVIEWER_COOKIE = "shoptag_reviewer"
 MAX_PAGE = 500
 
-router = APIRouter(tags=["review"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["review"], dependencies=[Depends(require_api_key)], responses=ERRORS)  # errors as documented
 
 
 def reviewer_of(request: Request, named: str | None = None) -> str:
