@@ -282,17 +282,25 @@ def _image(value: Any, base: Path, settings: CatalogSettings) -> tuple[str | Non
         raise InvalidRecord(f"image: file not found: {path}") from None
     except OSError as exc:
         raise InvalidRecord(f"image: cannot read {path} ({exc.strerror or exc})") from None
-    _check_decodes(data, path)
+    _check_decodes(data, path, settings.max_image_pixels)
     return str(path), hashlib.sha256(data).hexdigest()
 
 
-def _check_decodes(data: bytes, path: Path) -> None:
-    """`verify` checks structure; only a full decode finds a truncated file, so do both."""
+def _check_decodes(data: bytes, path: Path, max_pixels: int) -> None:
+    """The header's size against `max_pixels` before any pixel is decoded; then `verify` checks structure and
+    a full decode (of a JPEG at 1/8 scale, which reads every byte) finds a truncated file."""
     try:
         with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                raise InvalidRecord(f"image: {path} is {width}×{height} = {width * height / 1e6:.0f} MP, over the "
+                                    f"limit of {max_pixels / 1e6:g} MP (catalog.max_image_pixels)")
             im.verify()
         with Image.open(io.BytesIO(data)) as im:
+            im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))  # JPEG only; others decode whole
             im.load()
+    except InvalidRecord:
+        raise
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, DecompressionBomb...)
         raise InvalidRecord(f"image: corrupt or unsupported image {path} ({type(exc).__name__}: {exc})") from None
 

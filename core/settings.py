@@ -103,6 +103,8 @@ class CatalogSettings(Section):
 
     max_text_chars: int = Field(20_000, ge=1)
     max_image_bytes: int = Field(20_000_000, ge=1)
+    # decoded width × height: a small file can hold a huge image (13000×13000 PNG: 490 KB, 500 MB decoded)
+    max_image_pixels: int = Field(40_000_000, ge=1)
     allow_image_urls: bool = False  # fetching images needs network access
     # Attributes that are numbers: indexed as numbers (range filters, range facets, price sorts); a record whose
     # value of one is not a number is rejected at ingest. Every other attribute is a keyword.

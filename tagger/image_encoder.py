@@ -42,12 +42,16 @@ def describe(item: ImageSource) -> str:
     return str(item)
 
 
+DRAFT_SIDE = 512  # above every tower's input side (224-336): the towers resize down anyway
+
+
 def open_image(item: ImageSource, position: int | None = None) -> Image.Image:
     """Decode a path, encoded bytes or a PIL image to RGB; raise ImageDecodeError naming the item."""
     if isinstance(item, Image.Image):
         return item.convert("RGB")
     try:
         with Image.open(io.BytesIO(item) if isinstance(item, bytes) else Path(item)) as image:
+            image.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))  # a JPEG decodes at the smallest scale still this big
             return image.convert("RGB")
     except (OSError, UnidentifiedImageError, ValueError) as error:
         where = f"item {position} " if position is not None else ""

@@ -131,3 +131,16 @@ def test_the_quick_start_says_what_evaluate_by_image_needs():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     start = readme.index("--modality image")
     assert "IMAGE_MODEL" in readme[start : readme.index("shoptag search", start)]
+
+
+def test_an_image_over_the_pixel_limit_is_rejected_before_it_is_decoded(cli, tmp_path):
+    from PIL import Image
+
+    Image.new("1", (8000, 6000)).save(tmp_path / "huge.png")  # 48 MP in a few KB
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "small.png")
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text(json.dumps({"id": "big", "title": "poster", "image": "huge.png"}) + "\n"
+                       + json.dumps({"id": "ok", "title": "poster", "image": "small.png"}) + "\n")
+    result = cli("ingest", str(catalog))
+    assert result.exit_code == EXIT_REJECTS
+    assert "48 MP, over the limit of 40 MP" in " ".join(result.output.split())
