@@ -16,7 +16,7 @@ from shoptag.core.settings import Settings
 from shoptag.pipeline.ingest import ingest
 from shoptag.pipeline.workspace import Workspace
 
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -47,7 +47,7 @@ def test_the_api_answers_every_generated_request_as_its_schema_says(served):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @fuzz_settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck),
+        @fuzz_settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
                        database=None)
         def answers_as_documented(case) -> None:
             case.call_and_validate(headers=AUTH, timeout=60, checks=CHECKS)
