@@ -13,10 +13,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from shoptag.core.errors import OUTCOMES, Corrupt, NotFound
+from shoptag.indexer.backend import SearchBackend
 from shoptag.indexer.backends import VectorDims
 from shoptag.indexer.documents import SearchQuery
 from shoptag.indexer.embedded_search import EmbeddedBackend
@@ -55,6 +57,17 @@ def untagged_copy(trained_sample, tmp_path) -> tuple[Settings, Path]:
 def _backend(settings: Settings, encoders) -> EmbeddedBackend:
     dim = encoders.text.dim
     return EmbeddedBackend(Workspace(settings.workspace).search_dir, VectorDims(text=dim, image=None, fused=dim))
+
+
+@contextmanager
+def _opened(settings: Settings, backend: SearchBackend) -> Iterator[tuple[Store, SearchBackend]]:
+    """The workspace's store beside `backend`, both closed after."""
+    store = Workspace(settings.workspace).open_store()
+    try:
+        yield store, backend
+    finally:
+        backend.close()
+        store.close()
 
 
 def _cli(settings: Settings, cwd: Path, *args: str) -> subprocess.Popen:
@@ -114,16 +127,11 @@ def test_kill_9_of_tag_then_tag_again_converges(untagged_copy, trained_sample, p
     encoders = trained_sample[2]
     ws = Workspace(settings.workspace)
     _kill_when(_cli(settings, tmp_path, "tag"), lambda: KILL_POINTS[point](ws))
-    store = ws.open_store()
-    backend = _backend(settings, encoders)
-    try:
+    with _opened(settings, _backend(settings, encoders)) as (store, backend):
         tag(settings, store, encoders, backend, show_progress=False)
         assert_converged(store, backend)
         again = tag(settings, store, encoders, backend, show_progress=False)
         assert again.tagged == 0
-    finally:
-        backend.close()
-        store.close()
 
 
 @pytest.fixture
@@ -174,14 +182,9 @@ def test_a_full_disk_during_tag_is_reported_and_the_next_run_catches_up(untagged
     assert done.returncode == 1, (stdout, stderr)
     assert "full" in stderr and "Traceback" not in stderr, stderr
     filler.unlink()
-    store = ws.open_store()
-    backend = _backend(settings, encoders)
-    try:
+    with _opened(settings, _backend(settings, encoders)) as (store, backend):
         tag(settings, store, encoders, backend, show_progress=False)
         assert_converged(store, backend)
-    finally:
-        backend.close()
-        store.close()
 
 
 # ---- damaged files ------------------------------------------------------------------------------------------
@@ -217,14 +220,9 @@ def indexed_copy(untagged_copy, trained_sample) -> tuple[Settings, Path]:
 
     settings, tmp_path = untagged_copy
     encoders = trained_sample[2]
-    store = Workspace(settings.workspace).open_store()
-    backend = _backend(settings, encoders)
-    try:
+    with _opened(settings, _backend(settings, encoders)) as (store, backend):
         tag(settings, store, encoders, backend, show_progress=False)
         reindex(settings, store, encoders, backend, show_progress=False)
-    finally:
-        backend.close()
-        store.close()
     assert sorted(p.name for p in Workspace(settings.workspace).search_dir.glob("*.faiss"))
     return settings, tmp_path
 
@@ -251,14 +249,9 @@ def test_a_damaged_search_file_is_named_in_one_line_and_rebuilt_by_reindex(index
     message = str(damaged.value)
     assert str(path) in message and "shoptag reindex" in message and "\n" not in message
     assert not marker.exists(), "a pickle was loaded"
-    store = ws.open_store()
-    backend = open_backend(settings, dims, set_aside_damaged=True)  # what `shoptag reindex` does
-    try:
+    with _opened(settings, open_backend(settings, dims, set_aside_damaged=True)) as (store, backend):  # as reindex
         reindex(settings, store, encoders, backend, show_progress=False)
         assert_converged(store, backend)
-    finally:
-        backend.close()
-        store.close()
     assert list(ws.root.glob("search.damaged-*")), "the damaged index is kept aside, not deleted"
 
 
