@@ -10,11 +10,12 @@ from shoptag.pipeline.events import append_events
 from shoptag.pipeline.recommend import recommend
 
 from .auth import require_api_key
+from .routes import ERRORS
 from .schemas import MAX_ID_CHARS, MAX_K, EventIn, EventsOut, RecommendationOut, RecommendationsOut
 from .state import ServiceState
 from .validate import checked_batch
 
-router = APIRouter(tags=["behaviour"])
+router = APIRouter(tags=["behaviour"], responses=ERRORS)  # errors as documented (found by fuzzing)
 
 
 def get_state(request: Request) -> ServiceState:

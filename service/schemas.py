@@ -133,7 +133,9 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    time: str | int = Field(description="ISO 8601 (naive = UTC) or epoch seconds.")
+    # epoch seconds up to the year 9999: a bigger number was a 500 (an int64 overflow), found by fuzzing
+    time: str | Annotated[int, Field(ge=0, le=253_402_300_799)] = Field(
+        description="ISO 8601 (naive = UTC) or epoch seconds.")
     type: str = Field(description="view, click, cart, purchase, return or search.", max_length=20)
     user: str | None = Field(None, max_length=MAX_ID_CHARS)
     session: str | None = Field(None, max_length=MAX_ID_CHARS)
