@@ -20,7 +20,7 @@ TEMPERATURE = 0.05
 def main() -> None:
     args = parse_args(__doc__)
     from shoptag.vectors.faiss_index import VectorIndex, gpu_available
-    from shoptag.tagger.model import knn_scores, neighbours
+    from shoptag.tagger.model import key_rows, knn_scores, neighbours
     from shoptag.tagger.vocab import build_vocabs
 
     output = Output()
@@ -41,11 +41,11 @@ def main() -> None:
 
     vocabs = build_vocabs([data.tags[i] for i in labelled])
     labels = {family: vocab.label_matrix([data.tags[i].get(family) for i in labelled]) for family, vocab in vocabs.items()}
-    row_of = {pid: row for row, pid in enumerate(labelled_ids)}
+    rows_of_keys = key_rows(index, labelled_ids)
     with Timer() as tagging:
         for start in range(0, len(queries), BATCH):
             rows = queries[start : start + BATCH]
-            nb_rows, nb_sims = neighbours(index, row_of, data.vectors[rows], [data.ids[i] for i in rows], 2 * KNN_K)
+            nb_rows, nb_sims = neighbours(index, rows_of_keys, data.vectors[rows], [data.ids[i] for i in rows], 2 * KNN_K)
             for family_labels in labels.values():
                 knn_scores(nb_rows, nb_sims, family_labels, KNN_K, TEMPERATURE)
     output.add("index+knn", "kNN propagation", len(queries) / tagging.seconds, "products tagged/s", args.device,

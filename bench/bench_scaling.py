@@ -48,7 +48,7 @@ def main() -> None:
     import scipy.sparse as sp
 
     from shoptag.vectors.faiss_index import TRAIN_PER_LIST, VectorIndex, choose_factory, gpu_available
-    from shoptag.tagger.model import knn_scores, neighbours
+    from shoptag.tagger.model import key_rows, knn_scores, neighbours
 
     output = Output()
     output.add("scaling", "RSS after imports", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "MB",
@@ -71,11 +71,11 @@ def main() -> None:
 
     queries = np.arange(0, n, max(1, n // (TAG_BATCH * 2)))
     labels = sp.csr_matrix((np.ones(n, np.float32), (np.arange(n), rng.integers(0, TAG_VALUES, n))), shape=(n, TAG_VALUES))
-    row_of = {pid: row for row, pid in enumerate(ids)}
+    rows_of_keys = key_rows(index, ids)
     with Timer() as tagging:
         for start in range(0, len(queries), TAG_BATCH):
             rows = queries[start : start + TAG_BATCH]
-            nb_rows, nb_sims = neighbours(index, row_of, vectors[rows], [ids[r] for r in rows], 2 * KNN_K)
+            nb_rows, nb_sims = neighbours(index, rows_of_keys, vectors[rows], [ids[r] for r in rows], 2 * KNN_K)
             knn_scores(nb_rows, nb_sims, labels, KNN_K, 0.05)
     output.add(name, "kNN tagging", len(queries) / tagging.seconds, "products tagged/s", device, n,
                {"factory": factory, "queries": len(queries), "k": KNN_K, "batch": TAG_BATCH})

@@ -84,9 +84,15 @@ def tag_batch(
     vectors, _ = encode_products(products, encoders, cache, show_progress=False)
     scores = score_sources(model, vectors.fused, [p.text for p in products], [p.id for p in products]) if model else {}
     version = model_version(model, system)
-    decisions = {
-        p.id: decide(model, scores, row, vectors.modality(row)) if model else [] for row, p in enumerate(products)
-    }
+    decisions: dict[str, list[TagDecision]] = {p.id: [] for p in products}
+    if model:
+        # families people tagged are skipped before evidence is built; the tag system sees every family
+        people = store.people_families([p.id for p in products]) if system is None else {}
+        decided = decide(
+            model, scores, [vectors.modality(row) for row in range(len(products))],
+            [people.get(p.id, ()) for p in products],
+        )
+        decisions = {p.id: d for p, d in zip(products, decided)}
     if system is not None:
         human = {
             pid: {f: [v for v, source, _ in values] for f, values in families.items() if values and values[0][1] != "model"}

@@ -307,6 +307,16 @@ class Store:
         db.execute("UPDATE products SET tagged_hash = ? WHERE id = ?", (tagged_hash, product_id))
         return {family for family, *_ in tags} - owned
 
+    def people_families(self, ids: Sequence[str]) -> dict[str, set[str]]:
+        """Per product, the families it has catalog or feedback tags (or feedback) in: the model never tags
+        those (`set_model_tags` skips them)."""
+        rows = self._rows_for("SELECT DISTINCT product_id, family FROM tags WHERE source != 'model' AND product_id IN ({ids})", ids)
+        rows += self._rows_for("SELECT DISTINCT product_id, family FROM feedback WHERE product_id IN ({ids})", ids)
+        out: dict[str, set[str]] = {}
+        for pid, family in rows:
+            out.setdefault(pid, set()).add(family)
+        return out
+
     def tags_of(self, product_id: str) -> list[StoredTag]:
         rows = self._query(
             "SELECT family, value, source, status, score, evidence FROM tags WHERE product_id = ? "

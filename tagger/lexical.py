@@ -26,6 +26,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
 
+from .text_features import FamilyColumns, TextCounts
+
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_OR_WORD = re.compile(f"([{_CJK}]+)|([^\\W{_CJK}]+)")  # a CJK run, or a run of other word characters
 
@@ -61,6 +63,12 @@ def _vectorizer(min_df: int) -> FeatureUnion:
             ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), **common)),
         ]
     )
+
+
+def shared_counts(texts: list[str]) -> TextCounts:
+    """Counts every lexical classifier of a model can `share`: the union vocabulary of `texts` (a superset
+    of each classifier's training titles)."""
+    return TextCounts(_vectorizer(min_df=1)).fit(texts)
 
 
 def _fit_l1_block(
@@ -151,7 +159,7 @@ class LexicalClassifier:
         self.n_jobs = n_jobs
         self.n_classes = 0
         self.multilabel = False
-        self._features: FeatureUnion | None = None
+        self._features: FeatureUnion | FamilyColumns | None = None  # FamilyColumns once `share`d
         self._model: LogisticRegression | _SparseOneVsRest | None = None  # None: nothing to learn
         self._columns = np.empty(0, dtype=int)  # vocabulary index of each model output column
         self._always = np.empty(0, dtype=int)  # tags every training product carries: nothing to learn
@@ -185,11 +193,29 @@ class LexicalClassifier:
         training product carried (nothing to learn) is 1."""
         if self._features is None:
             raise RuntimeError("LexicalClassifier.predict_proba called before fit or load")
-        out = np.zeros((len(texts), self.n_classes), dtype=np.float32)
-        if self._model is not None and len(texts):
-            out[:, self._columns] = self._model.predict_proba(self._features.transform([t or "" for t in texts]))
+        if isinstance(self._features, FamilyColumns):
+            raise RuntimeError("this classifier reads shared text counts: call predict_counts")
+        return self._predict(lambda: self._features.transform([t or "" for t in texts]), len(texts))
+
+    def predict_counts(self, counts: dict[str, sp.csr_matrix]) -> np.ndarray:
+        """`predict_proba` from the shared counts of a batch (`TextCounts.transform`), after `share`."""
+        if not isinstance(self._features, FamilyColumns):
+            raise RuntimeError("predict_counts needs a classifier that shares text counts (see share)")
+        return self._predict(lambda: self._features.transform(counts), next(iter(counts.values())).shape[0])
+
+    def _predict(self, features, n: int) -> np.ndarray:
+        out = np.zeros((n, self.n_classes), dtype=np.float32)
+        if self._model is not None and n:
+            out[:, self._columns] = self._model.predict_proba(features())
         out[:, self._always] = 1.0
         return out
+
+    def share(self, counts: TextCounts) -> None:
+        """From now on read features from `counts` (fitted on a superset of this classifier's training
+        titles) instead of tokenising every title again: same features, same scores."""
+        if not isinstance(self._features, FeatureUnion):
+            raise RuntimeError("share needs a fitted classifier with its own vectorizer")
+        self._features = FamilyColumns.of(self._features, counts)
 
     def save(self, path: Path) -> Path:
         """Write the fitted classifier with joblib, atomically (a temporary file, then rename).

@@ -14,10 +14,12 @@ import pickle
 import shutil
 import time
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
+import joblib
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -28,17 +30,23 @@ from shoptag.vectors.faiss_index import VectorIndex
 
 from .fuse import apply_temperature, choose_weights, fit_temperature, fuse_scores, log_loss
 from .head import HeadConfig, TagHead, head_from_state, head_state, predict_head, train_head
-from .lexical import LexicalClassifier
+from .lexical import LexicalClassifier, shared_counts
 from .metrics import choose_thresholds
 from .product_vector import query_scale
-from .propagate import gather_sims, select_labelled, vote, vote_weights
+from .propagate import select_labelled, vote, vote_weights
 from .split import unit_hash
+from .text_features import TextCounts
 from .vocab import FamilyVocab, build_vocabs
 
 KNN_TEMPERATURES = (0.01, 0.02, 0.05, 0.1, 0.2)
 EVIDENCE_NEIGHBOURS = 5
 REVIEW_CANDIDATES = 5  # a "needs review" family keeps its best few values, so a reviewer can pick another
-FORMAT_VERSION = 1
+# 2: the lexical families read one shared `TextCounts` (lexical-text.joblib) instead of each its own vectorizer
+FORMAT_VERSION = 2
+
+
+class ModelFormatError(Conflict):
+    """The saved model was written in another format than this version reads: retrain needed."""
 
 
 @dataclass
@@ -65,9 +73,26 @@ class TaggerModel:
     created_at: float = field(default_factory=time.time)
     # family -> rows of labelled_ids that vote in it beyond those with a value: "none applies" (multi-valued)
     none_rows: dict[str, np.ndarray] = field(default_factory=dict)
+    text_counts: TextCounts | None = None  # shared by every family's lexical classifier
 
     def row_of(self) -> dict[str, int]:
         return {pid: row for row, pid in enumerate(self.labelled_ids)}
+
+    def labels_changed(self) -> None:
+        """Forget what was derived from the labelled set (after `learn_labels` changed it)."""
+        for derived in ("key_rows", "label_cells"):
+            self.__dict__.pop(derived, None)
+
+    @cached_property
+    def key_rows(self) -> np.ndarray:
+        """Row into `labelled_ids` of each key of `index` (see `key_rows`)."""
+        return key_rows(self.index, self.labelled_ids)
+
+    @cached_property
+    def label_cells(self) -> dict[str, np.ndarray]:
+        """Per family, the sorted flat positions (row * C + column) of the known labels: one `searchsorted`
+        answers "does labelled product r carry tag c" for a whole batch."""
+        return {family: _label_cells(labels) for family, labels in self.labels.items()}
 
 
 @dataclass(frozen=True)
@@ -85,15 +110,21 @@ class FitConfig:
 
 
 # ---- the kNN source -------------------------------------------------------------------------------------------
+def key_rows(index: VectorIndex, labelled_ids: Sequence[str]) -> np.ndarray:
+    """An array mapping each int key of `index` to its row in `labelled_ids` (-1: not labelled)."""
+    keys = index.keys_of(labelled_ids)
+    out = np.full(int(keys.max()) + 1 if len(keys) else 0, -1, dtype=np.int64)
+    out[keys[keys >= 0]] = np.flatnonzero(keys >= 0)
+    return out
+
+
 def neighbours(
-    index: VectorIndex, row_of: Mapping[str, int], vectors: np.ndarray, ids: Sequence[str | None], k: int
+    index: VectorIndex, rows_of_keys: np.ndarray, vectors: np.ndarray, ids: Sequence[str | None], k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(rows into the labelled set, cosine-scale similarities) of the `k` nearest labelled products, never
-    the product itself; -1 / -inf pad."""
-    found, sims = index.search(vectors, k, exclude=list(ids))
-    rows = np.full((len(vectors), k), -1, dtype=np.int64)
-    for r, hit_ids in enumerate(found):
-        rows[r, : len(hit_ids)] = [row_of[h] for h in hit_ids]
+    the product itself; -1 / -inf pad. Ids are read once at the edge; the rest is array work."""
+    keys, sims = index.search_keys(vectors, k, index.keys_of(ids))
+    rows = np.where(keys >= 0, rows_of_keys[np.maximum(keys, 0)], -1)
     return rows, sims * query_scale(vectors)[:, None]
 
 
@@ -106,8 +137,8 @@ def knn_scores(
     labelled = np.asarray(labels.sum(1)).ravel() > 0
     if none_rows is not None and len(none_rows):
         labelled[none_rows] = True
-    chosen = select_labelled(rows, labelled, k)
-    weights = vote_weights(gather_sims(rows, sims, chosen), temperature)
+    chosen, chosen_sims = select_labelled(rows, sims, labelled, k)
+    weights = vote_weights(chosen_sims, temperature)
     return vote(chosen, weights, labels), chosen, weights
 
 
@@ -125,6 +156,19 @@ def _none_rows(tag_rows: Sequence[Mapping[str, Sequence[str]]], family: str, mul
     if not multilabel:
         return np.zeros(0, dtype=np.int64)
     return np.array([r for r, t in enumerate(tag_rows) if family in t and not t[family]], dtype=np.int64)
+
+
+def _label_cells(labels: sp.csr_matrix) -> np.ndarray:
+    coo = labels.tocoo()
+    positive = coo.data > 0
+    return np.sort(coo.row[positive].astype(np.int64) * labels.shape[1] + coo.col[positive])
+
+
+def has_label(cells: np.ndarray, n_columns: int, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Whether labelled product `rows[i, j]` carries tag `columns[i]` (rows -1: False)."""
+    wanted = rows * n_columns + columns[:, None]
+    at = np.minimum(np.searchsorted(cells, wanted), max(len(cells) - 1, 0))
+    return (rows >= 0) & (cells[at] == wanted) if len(cells) else np.zeros(rows.shape, dtype=bool)
 
 
 def _targets(labels: sp.csr_matrix, multilabel: bool) -> np.ndarray:
@@ -154,7 +198,7 @@ def _fit_fold(
     train_ids = [ids[i] for i in train_rows]
     index = VectorIndex.build(train_ids, vectors[train_rows], config.index_factory)
     nb_rows, nb_sims = neighbours(
-        index, {pid: r for r, pid in enumerate(train_ids)}, vectors[score_rows], [ids[i] for i in score_rows], 2 * config.knn_k
+        index, key_rows(index, train_ids), vectors[score_rows], [ids[i] for i in score_rows], 2 * config.knn_k
     )
     fold = _FoldScores(score_rows, {}, {}, {}, {}, {}, index)
     train_tags, score_tags = [tags[i] for i in train_rows], [tags[i] for i in score_rows]
@@ -268,9 +312,13 @@ def fit_tagger(
         index.add([ids[i] for i in val_rows], vectors[val_rows])
     labels = {family: fm.vocab.label_matrix([tags[i].get(family) for i in order]) for family, fm in families.items()}
     none_rows = {family: _none_rows([tags[i] for i in order], family, fm.vocab.multilabel) for family, fm in families.items()}
+    lexicals = [fm.lexical for fm in families.values() if fm.lexical is not None]
+    text_counts = shared_counts([texts[i] for i in pool]) if lexicals else None
+    for lexical in lexicals:  # every family's training titles are labelled products: all in `pool`
+        lexical.share(text_counts)
     return TaggerModel(
         families, index, labelled_ids, labels, dict(encoders), config.knn_k, config.target_precision,
-        none_rows={f: rows for f, rows in none_rows.items() if len(rows)},
+        none_rows={f: rows for f, rows in none_rows.items() if len(rows)}, text_counts=text_counts,
     )
 
 
@@ -289,7 +337,8 @@ def score_sources(
     model: TaggerModel, vectors: np.ndarray, texts: Sequence[str], ids: Sequence[str | None]
 ) -> dict[str, FamilyScores]:
     """Scores of every source and the fused, calibrated score, per family, for a batch of products."""
-    rows, sims = neighbours(model.index, model.row_of(), vectors, ids, 2 * model.knn_k)
+    rows, sims = neighbours(model.index, model.key_rows, vectors, ids, 2 * model.knn_k)
+    counts = model.text_counts.transform(texts) if model.text_counts is not None else None
     out = {}
     for family, fm in model.families.items():
         knn, chosen, weights = knn_scores(
@@ -297,7 +346,7 @@ def score_sources(
         )
         sources = {"knn": knn, "head": predict_head(fm.head, vectors, fm.vocab.multilabel)}
         if fm.lexical is not None:
-            sources["lexical"] = fm.lexical.predict_proba(list(texts))
+            sources["lexical"] = fm.lexical.predict_counts(counts)
         fused = apply_temperature(fuse_scores(sources, fm.weights), fm.temperature, fm.vocab.multilabel)
         out[family] = FamilyScores(sources, fused, chosen, weights)
     return out
@@ -313,45 +362,64 @@ class TagDecision:
 
 
 def decide(
-    model: TaggerModel, scores: Mapping[str, FamilyScores], row: int, modality: str
-) -> list[TagDecision]:
-    """The tags of product `row` of a scored batch: a tag is accepted when its calibrated score reaches its
-    threshold; a family with no accepted tag gets its best candidate marked "review", never a guess."""
-    decisions = []
+    model: TaggerModel, scores: Mapping[str, FamilyScores], modalities: Sequence[str],
+    skip: Sequence[Collection[str]] | None = None,
+) -> list[list[TagDecision]]:
+    """The tags of each product of a scored batch: a tag is accepted when its calibrated score reaches its
+    threshold; a family with no accepted tag gets its best candidate marked "review", never a guess.
+
+    `skip[i]` names the families product i already has people's tags in: nothing is decided there, so no
+    evidence is built only to be dropped."""
+    out: list[list[TagDecision]] = [[] for _ in modalities]
     for family, fs in scores.items():
         fm = model.families[family]
-        fused = fs.fused[row]
+        rows = np.arange(len(modalities)) if skip is None else np.flatnonzero([family not in s for s in skip])
+        fused = fs.fused[rows]
+        best = fused.argmax(1) if len(rows) else np.zeros(0, dtype=np.int64)
         if fm.vocab.multilabel:
-            picked = [int(c) for c in np.flatnonzero(fused >= fm.thresholds)]
+            picked = fused >= fm.thresholds
+            review = ~picked.any(1)
+            picked[review, best[review]] = True
+            at, cols = np.nonzero(picked)  # row-major: each product's tags in vocabulary order
+            review = review[at]
         else:
-            best = int(fused.argmax())
-            picked = [best] if fused[best] >= fm.thresholds[best] else []
-        status = "accepted" if picked else "review"
-        for col in picked or [int(fused.argmax())]:
-            evidence = _evidence(model, fs, family, row, col, modality)
-            if status == "review":
-                best = np.argsort(-fused, kind="stable")[:REVIEW_CANDIDATES]
-                evidence["candidates"] = [{"value": fm.vocab.values[c], "score": round(float(fused[c]), 4)} for c in best]
-            decisions.append(TagDecision(family, fm.vocab.values[col], float(fused[col]), status, evidence))
-    return decisions
+            at, cols = np.arange(len(rows)), best
+            review = ~(fused[at, cols] >= fm.thresholds[cols])
+        at = rows[at]
+        evidence = _evidence(model, fs, family, at, cols, [modalities[r] for r in at])
+        values, scores_of = fm.vocab.values, fs.fused[at, cols].tolist()
+        for r, col, score, is_review, ev in zip(at.tolist(), cols.tolist(), scores_of, review.tolist(), evidence):
+            if is_review:
+                top = np.argsort(-fs.fused[r], kind="stable")[:REVIEW_CANDIDATES]
+                ev["candidates"] = [{"value": values[c], "score": round(float(fs.fused[r, c]), 4)} for c in top]
+            out[r].append(TagDecision(family, values[col], score, "review" if is_review else "accepted", ev))
+    return out
 
 
-def _evidence(model: TaggerModel, fs: FamilyScores, family: str, row: int, col: int, modality: str) -> dict:
-    """Why a tag: each source's score, the fusion weights, and the neighbours that voted for it."""
+def _evidence(
+    model: TaggerModel, fs: FamilyScores, family: str, rows: np.ndarray, cols: np.ndarray, modalities: Sequence[str]
+) -> list[dict]:
+    """Why each tag (product `rows[i]`, tag `cols[i]`): each source's score, the fusion weights, and the
+    neighbours that voted for it. The label look-ups run on whole arrays."""
     labels = model.labels[family]
-    voters = []
-    for r, w in zip(fs.neighbour_rows[row], fs.neighbour_weights[row]):
-        if r >= 0 and labels[r, col] > 0:
-            voters.append({"id": model.labelled_ids[r], "weight": round(float(w), 4)})
-    voters.sort(key=lambda v: -v["weight"])
+    neighbour_rows, weights = fs.neighbour_rows[rows], fs.neighbour_weights[rows]
+    voted = has_label(model.label_cells[family], labels.shape[1], neighbour_rows, cols)
     fm = model.families[family]
-    return {
-        "sources": {name: round(float(s[row, col]), 4) for name, s in fs.sources.items()},
-        "weights": fm.weights,
-        "threshold": float(fm.thresholds[col]) if np.isfinite(fm.thresholds[col]) else None,
-        "neighbours": voters[:EVIDENCE_NEIGHBOURS],
-        "modality": modality,
-    }
+    sources = {name: s[rows, cols].tolist() for name, s in fs.sources.items()}
+    thresholds = [t if np.isfinite(t) else None for t in fm.thresholds[cols].tolist()]
+    ids = model.labelled_ids
+    out = []
+    for i, (nb, w, v) in enumerate(zip(neighbour_rows.tolist(), weights.tolist(), voted.tolist())):
+        voters = [{"id": ids[r], "weight": round(x, 4)} for r, x, yes in zip(nb, w, v) if yes]
+        voters.sort(key=lambda voter: -voter["weight"])
+        out.append({
+            "sources": {name: round(s[i], 4) for name, s in sources.items()},
+            "weights": fm.weights,
+            "threshold": thresholds[i],
+            "neighbours": voters[:EVIDENCE_NEIGHBOURS],
+            "modality": modalities[i],
+        })
+    return out
 
 
 def learn_labels(
@@ -380,6 +448,7 @@ def learn_labels(
             cleared = np.array([row_of[pid] for pid, t in zip(ids, tags) if family in t and not t[family]], dtype=np.int64)
             kept = np.setdiff1d(model.none_rows.get(family, np.zeros(0, np.int64)), changed)
             model.none_rows[family] = np.union1d(kept, cleared).astype(np.int64)
+    model.labels_changed()
 
 
 # ---- persistence ----------------------------------------------------------------------------------------------
@@ -416,6 +485,8 @@ def save_model(model: TaggerModel, models_dir: Path, *, make_current: bool = Tru
     for family, fm in model.families.items():
         if fm.lexical is not None:
             fm.lexical.save(tmp / f"lexical-{_safe(family)}.joblib")
+    if model.text_counts is not None:
+        joblib.dump(model.text_counts, tmp / "lexical-text.joblib")
     model.index.save(tmp / "index.npz")
     sp.save_npz(tmp / "labels.npz", sp.hstack([model.labels[f] for f in model.families]).tocsr())
     (tmp / "labelled_ids.json").write_text(json.dumps(model.labelled_ids, ensure_ascii=False))
@@ -458,6 +529,11 @@ def load_model(models_dir: Path, name: str | None = None) -> TaggerModel:
 
 def _read_model(folder: Path) -> TaggerModel:
     meta = json.loads((folder / "model.json").read_text())
+    if meta.get("format") != FORMAT_VERSION:
+        raise ModelFormatError(
+            f"the model in {folder} has format {meta.get('format')}, this version of shoptag reads format "
+            f"{FORMAT_VERSION}: retrain needed, run `shoptag train`"
+        )
     heads = torch.load(folder / "heads.pt", weights_only=True)  # tensors and numbers only: never a pickle
     stacked = sp.load_npz(folder / "labels.npz").tocsc()
     none_file = folder / "none_rows.npz"
@@ -483,6 +559,7 @@ def _read_model(folder: Path) -> TaggerModel:
         meta["target_precision"],
         meta["created_at"],
         {family: saved_none[_safe(family)] for family in families if _safe(family) in saved_none},
+        joblib.load(folder / "lexical-text.joblib") if (folder / "lexical-text.joblib").is_file() else None,
     )
 
 

@@ -8,34 +8,26 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def select_labelled(neighbour_rows: np.ndarray, labelled: np.ndarray, k: int) -> np.ndarray:
-    """Keep, per query, the first `k` neighbours that are labelled in the family; -1 pads.
+def select_labelled(
+    neighbour_rows: np.ndarray, sims: np.ndarray, labelled: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keep, per query, the first `k` neighbours that are labelled in the family: (rows, float32 similarities),
+    -1 / -inf padding.
 
-    `neighbour_rows` (n, K) holds row numbers into the labelled set (-1 for none), best first;
-    `labelled` is a boolean per labelled-set row. Searching K > k once and filtering per family avoids one
-    index per family when families are labelled on different products.
+    `neighbour_rows` (n, K) holds row numbers into the labelled set (-1 for none), best first, `sims` their
+    similarities; `labelled` is a boolean per labelled-set row. Searching K > k once and filtering per family
+    avoids one index per family when families are labelled on different products.
     """
-    valid = neighbour_rows >= 0
-    keep = valid.copy()
-    keep[valid] = labelled[neighbour_rows[valid]]
-    rank = np.cumsum(keep, axis=1)
-    keep &= rank <= k
-    out = np.full((len(neighbour_rows), k), -1, dtype=np.int64)
-    for row in range(len(neighbour_rows)):
-        picked = neighbour_rows[row, keep[row]]
-        out[row, : len(picked)] = picked
-    return out
-
-
-def gather_sims(neighbour_rows: np.ndarray, sims: np.ndarray, selected: np.ndarray) -> np.ndarray:
-    """The similarities matching `selected` (a subset of `neighbour_rows`, order kept); -inf pads."""
-    out = np.full(selected.shape, -np.inf, dtype=np.float32)
-    for row in range(len(selected)):
-        position = {int(r): c for c, r in enumerate(neighbour_rows[row]) if r >= 0}
-        for col, r in enumerate(selected[row]):
-            if r >= 0:
-                out[row, col] = sims[row, position[int(r)]]
-    return out
+    n, width = neighbour_rows.shape
+    keep = (neighbour_rows >= 0) & labelled[np.maximum(neighbour_rows, 0)] if width else np.zeros((n, 0), bool)
+    keep &= np.cumsum(keep, axis=1) <= k
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept neighbours first, in rank order
+    kept = np.take_along_axis(keep, order, axis=1)
+    rows = np.full((n, k), -1, dtype=np.int64)
+    out_sims = np.full((n, k), -np.inf, dtype=np.float32)
+    rows[:, : order.shape[1]] = np.where(kept, np.take_along_axis(neighbour_rows, order, axis=1), -1)
+    out_sims[:, : order.shape[1]] = np.where(kept, np.take_along_axis(sims, order, axis=1), -np.inf)
+    return rows, out_sims
 
 
 def vote_weights(sims: np.ndarray, temperature: float) -> np.ndarray:

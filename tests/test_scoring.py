@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from shoptag.tagger.fuse import apply_temperature, choose_weights, fit_temperature, log_loss, simplex_grid
 from shoptag.tagger.head import HeadConfig, class_weights, predict_head, train_head
 from shoptag.tagger.product_vector import fuse, query_scale
-from shoptag.tagger.propagate import gather_sims, select_labelled, vote, vote_weights
+from shoptag.tagger.propagate import select_labelled, vote, vote_weights
 from shoptag.tagger.vocab import build_vocabs
 from shoptag.vectors.faiss_index import TRAIN_PER_LIST, VectorIndex
 
@@ -32,10 +32,12 @@ def test_vote_sums_neighbour_weights_per_tag():
 def test_select_labelled_skips_unlabelled_neighbours_and_keeps_order():
     rows = np.array([[3, 0, 2, 1, -1]])
     labelled = np.array([False, True, True, True])
-    chosen = select_labelled(rows, labelled, k=2)
-    assert chosen.tolist() == [[3, 2]]
     sims = np.array([[0.9, 0.8, 0.7, 0.6, -np.inf]], dtype=np.float32)
-    np.testing.assert_allclose(gather_sims(rows, sims, chosen), [[0.9, 0.7]])
+    chosen, chosen_sims = select_labelled(rows, sims, labelled, k=2)
+    assert chosen.tolist() == [[3, 2]]
+    np.testing.assert_allclose(chosen_sims, [[0.9, 0.7]])
+    few, few_sims = select_labelled(rows, sims, np.array([False, False, True, False]), k=3)
+    assert few.tolist() == [[2, -1, -1]] and few_sims[0, 1:].tolist() == [-np.inf, -np.inf]
 
 
 def test_knn_never_votes_with_the_product_itself():

@@ -169,32 +169,47 @@ class VectorIndex:
         `exclude[i]` (a product id) never appears in row i: a product is never its own neighbour.
         Rows with fewer than `k` results are padded with similarity -inf and no id.
         """
+        keys, sims = self.search_keys(queries, k, None if exclude is None else self.keys_of(exclude))
+        str_of = self._str_of
+        return [[str_of[i] for i in row if i >= 0] for row in keys.tolist()], sims
+
+    def keys_of(self, ids: Sequence[str | None]) -> np.ndarray:
+        """The index's int key of each product id; -1 for an id it does not hold (or None)."""
+        int_of = self._int_of
+        return np.fromiter((int_of.get(i, -1) if i is not None else -1 for i in ids), dtype=np.int64, count=len(ids))
+
+    def search_keys(
+        self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`search` in int keys (see `keys_of`, `id_of_key`): (n, k) keys with -1 padding and similarities
+        with -inf padding. `exclude[i]` is a key row i never returns. Array operations only, so the cost is
+        faiss's own."""
         queries = _as_matrix(queries)
         n = len(queries)
         if exclude is not None and len(exclude) != n:
             raise ValueError("exclude must have one entry per query")
-        out_sims = np.full((n, k), -np.inf, dtype=np.float32)
-        out_ids: list[list[str]] = [[] for _ in range(n)]
         if not len(self) or not n:
-            return out_ids, out_sims
+            return np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf, dtype=np.float32)
         slack = (1 if exclude is not None else 0) + min(len(self._tombstones), 4 * k)
         fetch = min(k + slack, self._index.ntotal)
-        sims, ints = self._searcher().search(queries, fetch)
-        for row in range(n):
-            skip = exclude[row] if exclude is not None else None
-            col = 0
-            for sim, i in zip(sims[row], ints[row]):
-                if i < 0 or i in self._tombstones:
-                    continue
-                pid = self._str_of.get(int(i))
-                if pid is None or pid == skip:
-                    continue
-                out_ids[row].append(pid)
-                out_sims[row, col] = sim
-                col += 1
-                if col == k:
-                    break
-        return out_ids, out_sims
+        sims, keys = self._searcher().search(queries, fetch)
+        keep = keys >= 0
+        if exclude is not None:
+            keep &= keys != np.asarray(exclude, dtype=np.int64)[:, None]
+        if self._tombstones:
+            keep &= ~np.isin(keys, np.fromiter(self._tombstones, dtype=np.int64, count=len(self._tombstones)))
+        if not keep[:, :k].all() or fetch != k:
+            order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept entries first, rank order kept
+            keys, sims, keep = (np.take_along_axis(a, order, axis=1) for a in (keys, sims, keep))
+        out_keys = np.full((n, k), -1, dtype=np.int64)
+        out_sims = np.full((n, k), -np.inf, dtype=np.float32)
+        width = keys.shape[1]
+        out_keys[:, :width] = np.where(keep, keys, -1)
+        out_sims[:, :width] = np.where(keep, sims, -np.inf)
+        return out_keys, out_sims
+
+    def id_of_key(self, key: int) -> str:
+        return self._str_of[key]
 
     def _searcher(self) -> faiss.Index:
         self._apply_search_params(self._index)
