@@ -20,7 +20,7 @@ from fixtures_data import CatalogSlice
 from shoptag.pipeline.encode import Encoders
 from shoptag.pipeline.explain import explain
 from shoptag.pipeline.ingest import ingest
-from shoptag.pipeline.settings import Settings
+from shoptag.core.settings import Settings
 from shoptag.pipeline.tag import tag
 from shoptag.pipeline.train import train
 from shoptag.pipeline.workspace import Workspace
