@@ -48,7 +48,7 @@ def understand(model: TaggerModel, text: str, text_vector: np.ndarray, mode: str
     return [
         QueryTag(d.family, d.value, round(d.score, 4), round(float(d.evidence["threshold"]), 4), used_as,
                  d.evidence["sources"])
-        for d in decide(model, scores, 0, "text")
+        for d in decide(model, scores, ["text"])[0]
         if d.status == "accepted"
     ]
 
