@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import time
 from datetime import datetime, timezone
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ ALIASES = {
 REQUIRED = ("time", "type")
 TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 BATCH_ROWS = 200_000
+FUTURE_SLACK_S = 86400  # clocks and time zones differ; more than a day ahead is an error
 
 
 @dataclass
@@ -188,8 +190,11 @@ def validate(table: pa.Table, lines: np.ndarray, known_items: set[str] | None) -
     known = np.ones(n, dtype=bool) if known_items is None else np.array(
         [i in known_items for i in items], dtype=bool)
     blank = np.array([not t for t in type_text], dtype=bool) & (times < 0) & ~has_item
+    # a clock error in the future would make every real event look old to retention and to the time decay
+    future = times > time.time() + FUTURE_SLACK_S
     checks = [
         (blank, "empty line"),
+        (future, "time in the future (more than a day ahead of this machine's clock)"),
         (times < 0, "bad time (expected ISO 8601, e.g. 2024-05-01 12:30:00, or epoch seconds)"),
         (types < 0, "type"),
         (search & ~has_query, "search event without a query"),

@@ -128,7 +128,8 @@ def tag_demand(store: Store, model: RecsModel, columns: EventColumns, window_day
                ) -> list[tuple[str, str, float, float]]:
     """Units sold per accepted tag value in the last `window_days` before the newest event and in the window
     before that: which tags are trending up or down."""
-    items = np.array([model.position.get(i, -1) if i is not None else -1 for i in columns.item.tolist()])
+    items = np.array([model.position.get(i, -1) if i is not None else -1 for i in columns.item.tolist()],
+                     dtype=np.int64)
     sold = (items >= 0) & (columns.type == TYPE_CODE["purchase"])
     recent, previous = demand.windowed_sales(items[sold], columns.time[sold], columns.quantity[sold], model.newest,
                                              window_days, len(model.item_ids))

@@ -91,13 +91,14 @@ def test_bad_events_are_rejected_and_the_rest_go_in(behaviour_workspace, tmp_pat
         json.dumps({"time": "2024-05-01T12:02:00Z", "type": "search", "user": "u1"}),
         json.dumps({**good, "quantity": "many"}),
         json.dumps({**good, "time": 1714565000, "country": "UK"}),
+        json.dumps({**good, "time": "2999-01-01 00:00:00"}),
     ]
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(lines) + "\n")
     report = ingest_events(settings, store, path)
-    assert (report.read, report.added, report.rejected) == (10, 3, 7)
+    assert (report.read, report.added, report.rejected) == (11, 3, 8)
     reasons = {r["line"]: r["reason"] for r in report.rejects}
-    assert set(reasons) == {2, 3, 4, 5, 6, 9, 10}
+    assert set(reasons) == {2, 3, 4, 5, 6, 9, 10, 12} and reasons[12].startswith("time in the future")
     assert reasons[2].startswith("bad time") and "wishlist" in reasons[3] and "NO-SUCH-ITEM" in reasons[4]
     assert "search event without a query" in reasons[9] and "quantity" in reasons[10]
     assert report.ignored_columns == ["country"]

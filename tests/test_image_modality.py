@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fixtures_models import SAMPLE
 from fixtures_clip import COLOURS, TinyRun, make_shape_pairs
 from typer.testing import CliRunner
 
@@ -42,7 +43,10 @@ def evaluated(shape_catalog: Path, tiny_run: TinyRun, tmp_path_factory: pytest.T
     workspace = tmp_path_factory.mktemp("shape-ws")
     env = {"SHOPTAG_WORKSPACE": str(workspace), "SHOPTAG_ENCODERS__DEVICE": "cpu",
            "SHOPTAG_ENCODERS__IMAGE_MODEL": "shoptag-tiny",
-           "SHOPTAG_ENCODERS__IMAGE_CHECKPOINT": str(tiny_run.report.model_path)}
+           "SHOPTAG_ENCODERS__IMAGE_CHECKPOINT": str(tiny_run.report.model_path),
+           # the titles are all alike ("item N") on purpose: grouping near-duplicate vectors would put every
+           # product on one side of the split; group by identical titles only
+           "SHOPTAG_TAGGER__SPLIT_SIMILARITY": "1.0"}
     runner = CliRunner()
     ingested = runner.invoke(app, ["ingest", str(shape_catalog), "--json"], env=env)
     assert ingested.exit_code == 0, ingested.output
@@ -89,5 +93,7 @@ def test_modalities_with_photos_need_an_image_tower(tmp_path: Path) -> None:
         for_modality(settings, "image")
     text = for_modality(Settings(workspace=tmp_path, encoders=EncoderSettings(image_model="shoptag-tiny")), "text")
     assert text.encoders.image_model is None
-    result = CliRunner().invoke(app, ["evaluate", "--modality", "image"], env={"SHOPTAG_WORKSPACE": str(tmp_path)})
+    env = {"SHOPTAG_WORKSPACE": str(tmp_path / "ws")}
+    assert CliRunner().invoke(app, ["ingest", str(SAMPLE)], env=env).exit_code == 0  # a workspace to evaluate in
+    result = CliRunner().invoke(app, ["evaluate", "--modality", "image"], env=env)
     assert result.exit_code == EXIT_USAGE
