@@ -456,7 +456,11 @@ def save_model(model: TaggerModel, models_dir: Path, *, make_current: bool = Tru
     """Write the model to a new folder, then (unless told not to: a candidate kept aside) point
     `models_dir/current` at it with one atomic rename."""
     models_dir.mkdir(parents=True, exist_ok=True)
-    name = time.strftime("tagger-%Y%m%d-%H%M%S", time.localtime(model.created_at)) + f"-{os.getpid()}"
+    base = time.strftime("tagger-%Y%m%d-%H%M%S", time.localtime(model.created_at)) + f"-{os.getpid()}"
+    name, n = base, 1
+    while (models_dir / name).exists():  # two models within one second of one process (a guarded retrain)
+        n += 1
+        name = f"{base}-{n}"
     tmp, final = models_dir / f"{name}.tmp", models_dir / name
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

@@ -17,6 +17,7 @@ from shoptag.core.errors import BackendRefused, BackendUnavailable, outcome
 from shoptag.indexer.documents import Hit
 from shoptag.indexer.es.backend import ESBackend
 from shoptag.service.errors import install_error_handlers
+from shoptag.pipeline.workspace import Workspace
 
 pytestmark = pytest.mark.es
 
@@ -37,6 +38,7 @@ def proxy(noida_server):
 def cli_error(tmp_path, monkeypatch, url: str, **env: str) -> tuple[int, str]:
     """Run a command that talks to Elasticsearch (`reindex --rollback`); its exit code and output."""
     monkeypatch.chdir(tmp_path)
+    Workspace(tmp_path / "ws").open_store().close()  # commands that read a workspace refuse a missing one
     result = CliRunner().invoke(app, ["reindex", "--rollback"], env={
         "SHOPTAG_WORKSPACE": str(tmp_path / "ws"), "SHOPTAG_ES__URL": url, "SHOPTAG_ES__MAX_RETRIES": "1",
         "SHOPTAG_ES__INDEX_ALIAS": "errors-test", **env})

@@ -26,6 +26,7 @@ from shoptag.indexer.es.mapping import index_body
 from shoptag.indexer.es.reindex import (
     NothingToRollBack, ReindexCheckFailed, alias_indices, is_versioned_index, mapping_problems, previous_alias,
 )
+from shoptag.pipeline.workspace import Workspace
 
 pytestmark = pytest.mark.es
 
@@ -226,6 +227,7 @@ def test_cli_rollback(es, catalog_docs, tmp_path, monkeypatch):
     env = {"SHOPTAG_WORKSPACE": str(tmp_path / "ws"), "SHOPTAG_ES__URL": es.settings.url,
            "SHOPTAG_ES__INDEX_ALIAS": es.alias}
     runner = CliRunner()
+    Workspace(tmp_path / "ws").open_store().close()  # commands that read a workspace refuse a missing one
     nothing = runner.invoke(app, ["reindex", "--rollback"], env=env)
     assert nothing.exit_code == 5 and "no previous index is kept" in nothing.output  # a Conflict
     assert "Traceback" not in nothing.output and len(nothing.output.strip().splitlines()) == 1
