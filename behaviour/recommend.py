@@ -68,14 +68,13 @@ def neighbour_scores(history: np.ndarray, users: sp.csr_matrix, k: int, exclude:
     return np.asarray(users[top].T @ sims[top]).ravel() / sims[top].sum()
 
 
-def personal_scores(history: np.ndarray, similarity: sp.csr_matrix, popularity: np.ndarray, content: np.ndarray,
-                    neighbours: np.ndarray, weights: Weights) -> np.ndarray:
-    """Score of every item for one user (`content`: cosine of each item to the user's profile, 0 if unknown;
-    `neighbours`: `neighbour_scores`)."""
-    cobought = cobought_scores(history, similarity) if weights.cobought else np.zeros_like(history)
-    return (weights.repeat * scaled(history) + weights.cobought * scaled(cobought)
-            + weights.content * scaled(content) + weights.popular * scaled(popularity)
-            + weights.neighbours * scaled(neighbours))
+def score_parts(history: np.ndarray, cobought: np.ndarray, popularity: np.ndarray, content: np.ndarray,
+                neighbours: np.ndarray, weights: Weights) -> dict[str, np.ndarray]:
+    """Each source's weighted, scaled scores for one user (`content`: cosine of each item to the user's profile,
+    0 if unknown; `neighbours`: `neighbour_scores`); their sum ranks, their largest names the reason."""
+    return {"repeat": weights.repeat * scaled(history), "cobought": weights.cobought * scaled(cobought),
+            "content": weights.content * scaled(content), "popular": weights.popular * scaled(popularity),
+            "neighbours": weights.neighbours * scaled(neighbours)}
 
 
 def item_scores(row: np.ndarray, content: np.ndarray, behaviour_weight: float) -> np.ndarray:

@@ -41,7 +41,7 @@ import pyarrow.csv as pacsv
 from shoptag.behaviour import demand, offline_eval
 from shoptag.behaviour.events import TYPE_CODE
 from shoptag.behaviour.recommend import (
-    Weights, cobought_scores, history_vector, neighbour_scores, profile_vector, scaled, top_k,
+    Weights, cobought_scores, history_vector, neighbour_scores, profile_vector, score_parts, top_k,
 )
 from shoptag.core.settings import load_settings
 from shoptag.pipeline import datasets
@@ -82,10 +82,8 @@ def evaluate(parts, baskets, popularity, weights: Weights, cold: set[int] | None
     recalls = {k: [] for k in K_EVAL}
     ndcgs, lists, cold_recalls = [], [], []
     for (history, cobought, content, neighbours), basket in zip(parts, baskets, strict=True):
-        # personal_scores' sum, with the cobought part computed once per user rather than per weight choice
-        scores = (weights.repeat * scaled(history) + weights.cobought * scaled(cobought)
-                  + weights.content * scaled(content) + weights.popular * scaled(popularity)
-                  + weights.neighbours * scaled(neighbours))
+        # the cobought part is computed once per user (per_user_parts), not per weight choice
+        scores = sum(score_parts(history, cobought, popularity, content, neighbours, weights).values())
         rec = top_k(scores, max(K_EVAL))
         lists.append(rec)
         for k in K_EVAL:

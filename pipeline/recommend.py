@@ -23,8 +23,8 @@ from shoptag.behaviour import cooccur, demand
 from shoptag.behaviour.event_store import EventColumns
 from shoptag.behaviour.events import TYPE_CODE
 from shoptag.behaviour.recommend import (
-    Weights, cobought_scores, history_vector, item_scores, neighbour_scores, personal_scores, profile_vector, rerank,
-    scaled, top_k,
+    Weights, cobought_scores, history_vector, item_scores, neighbour_scores, profile_vector, rerank, score_parts,
+    top_k,
 )
 from shoptag.core.errors import NotFound
 from shoptag.core.files import atomic_write
@@ -245,11 +245,9 @@ def recommend(settings: Settings, model: RecsModel, log: EventLog, user: str | N
         content = content_scores(model, profile_vector(history, model.vectors))
         neighbours = neighbour_scores(history, model.users, s.similar_users, own_row)
         weights = Weights(s.weight_repeat, s.weight_cobought, s.weight_content, s.weight_popular, s.weight_neighbours)
-        scores = personal_scores(history, model.similarity, model.popularity, content, neighbours, weights)
-        cobought = cobought_scores(history, model.similarity)
-        parts = {"repeat": weights.repeat * scaled(history), "cobought": weights.cobought * scaled(cobought),
-                 "content": weights.content * scaled(content), "popular": weights.popular * model.popularity,
-                 "neighbours": weights.neighbours * scaled(neighbours)}
+        parts = score_parts(history, cobought_scores(history, model.similarity), model.popularity, content,
+                            neighbours, weights)
+        scores = sum(parts.values())
         idx = top_k(scores, k)
         return [Recommendation(model.item_ids[i], float(scores[i]), r)
                 for i, r in zip(idx, _reasons(idx, parts), strict=True)], True
