@@ -140,8 +140,10 @@ def ingest(
     as_json: JsonOpt = False,
 ) -> None:
     """Read a catalog into the workspace. Bad records go to a rejects file; the run goes on."""
+    from shoptag.core.files import input_file
     from shoptag.pipeline.ingest import ingest as run
 
+    input_file(catalog, "catalog file")  # before a workspace is made for it
     with _session(config, workspace, create=True) as (settings, store):
         report = run(settings, store, catalog, show_progress=not as_json)
         data = {k: v for k, v in asdict(report).items() if k != "changed_ids"}

@@ -25,6 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from shoptag.core.errors import BadInput
+from shoptag.core.files import input_file
 
 EVENT_TYPES = ("view", "click", "cart", "purchase", "return", "search")
 TYPE_CODE = {name: code for code, name in enumerate(EVENT_TYPES)}
@@ -308,8 +309,8 @@ def _parquet_chunks(path: Path, report: ReadReport) -> Iterator[tuple[pa.Table, 
 
 def read_events(path: Path, known_items: set[str] | None) -> tuple[Iterator[tuple[EventBatch, list[Reject]]], ReadReport]:
     """Stream a file's events in validated batches. `known_items` (the catalog's ids) makes unknown items rejects."""
-    if not path.is_file():
-        raise BadInput(f"no events file at {path}")
+    if not input_file(path, "events file").is_file():
+        raise BadInput(f"{path}: not a file")
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
     report = ReadReport()
     if suffix in (".csv", ".csv.gz", ".tsv"):

@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
+from shoptag.core.files import input_file
+
 from .records import MAX_ID_CHARS, RAW_CHARS, Reject
 
 MAX_NAME_CHARS = 200  # a tag family or value
@@ -58,6 +60,7 @@ def read_corrections(path: Path) -> tuple[list[tuple[int, Correction]], list[Rej
     """(line, correction) pairs and rejects, one or the other for every non-blank line or row of `path`."""
     items: list[tuple[int, Correction]] = []
     rejects: list[Reject] = []
+    input_file(path, "corrections file")
     rows = _csv_rows(path) if path.suffix.lower() == ".csv" else _jsonl_rows(path)
     for line, raw, record in rows:
         raw = raw[:RAW_CHARS]

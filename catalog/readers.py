@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from shoptag.core.errors import BadInput
+from shoptag.core.files import input_file
 from shoptag.core.settings import CatalogSettings
 
 from .records import RAW_CHARS, InvalidRecord, Parsed, Product, Reject, no_overlap, type_name, validated
@@ -70,8 +71,7 @@ def _format_of(path: Path, fmt: str | None) -> str:
 
 
 def _check_readable(path: Path) -> None:
-    if not path.exists():
-        raise CatalogError(f"{path}: catalog file not found")
+    input_file(path, "catalog file")
     if not path.is_file():
         raise CatalogError(f"{path}: not a file")
     try:

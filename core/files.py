@@ -1,4 +1,4 @@
-"""Atomic file writes: readers see the old file or the new one, never half of one."""
+"""Input files that must exist, and atomic file writes: readers see the old file or the new one, never half of one."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+from .errors import NotFound
 
 
 @contextmanager
@@ -26,3 +28,12 @@ def atomic_write(path: Path, mode: str = "wb", encoding: str | None = None) -> I
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def input_file(path: Path, what: str) -> Path:
+    """`path`, when it names a file; `NotFound` in one line otherwise, so every command that reads an input file
+    (catalog, corrections, events) answers a missing one alike."""
+    path = Path(path)
+    if not path.exists():
+        raise NotFound(f"{what} not found: {path}")
+    return path

@@ -19,6 +19,7 @@ from fixtures_catalog import WriteCatalog
 from shoptag.catalog.readers import CatalogError, read_catalog
 from shoptag.catalog.records import Product, Reject
 from shoptag.catalog.rejects import write_rejects
+from shoptag.core.errors import NotFound
 from shoptag.core.settings import CatalogSettings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -169,7 +170,7 @@ def test_image_url_is_kept_when_allowed(write_catalog: WriteCatalog) -> None:
 
 
 def test_unreadable_catalog_file_raises_catalog_error(tmp_path: Path, write_catalog: WriteCatalog) -> None:
-    with pytest.raises(CatalogError, match="not found"):
+    with pytest.raises(NotFound, match="catalog file not found"):  # as a missing corrections or events file
         read_catalog(tmp_path / "absent.jsonl", CatalogSettings())
     with pytest.raises(CatalogError, match="not a file"):
         read_catalog(tmp_path, CatalogSettings(), fmt="jsonl")

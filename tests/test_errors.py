@@ -119,7 +119,7 @@ def test_bad_settings_and_unknown_things_from_the_cli(run, tmp_path):
     assert run("datasets", "nope", "--out", str(tmp_path / "c.jsonl"), "--data-dir", str(tmp_path)).exit_code == 2
     missing_data = run("datasets", "fashion", "--out", str(tmp_path / "c.jsonl"), "--data-dir", str(tmp_path / "no"))
     assert missing_data.exit_code == 4
-    assert run("ingest", str(tmp_path / "missing.jsonl")).exit_code == 2  # CatalogError is a BadInput
+    assert run("ingest", str(tmp_path / "missing.jsonl")).exit_code == 4  # a missing input file is NotFound
 
 
 @pytest.mark.slow

@@ -144,3 +144,15 @@ def test_an_image_over_the_pixel_limit_is_rejected_before_it_is_decoded(cli, tmp
     result = cli("ingest", str(catalog))
     assert result.exit_code == EXIT_REJECTS
     assert "48 MP, over the limit of 40 MP" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("command", ["ingest", "feedback", "events"])
+def test_a_missing_input_file_is_not_found_in_one_line(cli, tmp_path, command):
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text(json.dumps({"id": "p1", "title": "Red cotton shirt"}) + "\n")
+    assert cli("ingest", str(catalog)).exit_code == 0
+    missing = tmp_path / "nowhere" / "missing.jsonl"
+    result = cli(command, str(missing))
+    assert result.exit_code == OUTCOMES[NotFound].exit_code, result.output
+    assert result.output.strip().count("\n") == 0 and str(missing) in " ".join(result.output.split())
+    assert "not found" in result.output and "Traceback" not in result.output
