@@ -654,21 +654,27 @@ def events(
     file; a re-run of the same file adds nothing."""
     from shoptag.pipeline import recommend as recs
     from shoptag.pipeline.events import ingest_events
+    from shoptag.pipeline.reindex import popularity_to_search
 
     with _session(config, workspace) as (settings, store):
         report = ingest_events(settings, store, events_file)
+        search_sent = None
         if report.added or report.expired:
+            encoders = _encoders(settings)
             log = recs.open_event_log(settings)
             try:
-                recs.build(settings, store, _encoders(settings), log, show_progress=not as_json)
+                recs.build(settings, store, encoders, log, show_progress=not as_json)
             finally:
                 log.close()
+            search_sent = popularity_to_search(settings, store, encoders)
 
         def human() -> None:
             out.print(f"events from [bold]{events_file}[/]: {report.read} read, {report.added} added, "
                       f"{report.duplicates} already stored, [{'red' if report.rejected else 'green'}]"
                       f"{report.rejected} rejected[/]" + (f", {report.expired} past retention removed"
                                                           if report.expired else ""))
+            if search_sent:
+                out.print(f"search index: {search_sent} products with a new popularity sent")
             if report.ignored_columns:
                 out.print(f"ignored columns: {', '.join(report.ignored_columns)}")
             if report.rejects_file:
@@ -678,7 +684,7 @@ def events(
                 if report.rejected > len(report.rejects):
                     out.print(f"  … and {report.rejected - len(report.rejects)} more")
 
-        _emit(as_json, report.as_dict(), human)
+        _emit(as_json, {**report.as_dict(), "search_sent": search_sent}, human)
         if report.rejected:
             raise typer.Exit(EXIT_REJECTS)
 
@@ -717,13 +723,14 @@ def recommend(
 # ---- data, images, service --------------------------------------------------------------------------------------
 @command()
 def datasets(
-    name: Annotated[str, typer.Argument(help="fashion or taobao.")],
+    name: Annotated[str, typer.Argument(help="fashion, taobao or behaviour.")],
     out_file: Annotated[Path, typer.Option("--out", help="Catalog file to write (JSONL).")],
     data_dir: Annotated[Path | None, typer.Option(help="Folder of the public data (default ../shared/data).")] = None,
     limit: Annotated[int | None, typer.Option(help="fashion: first N products.")] = None,
     images: Annotated[bool, typer.Option(help="fashion: extract the photos and link them.")] = False,
 ) -> None:
-    """Turn a public data set into a shoptag catalog (to reproduce the benchmarks)."""
+    """Turn a public data set into a shoptag catalog (to reproduce the benchmarks); `behaviour` also names its
+    shopper events file (the gift shop's purchase log)."""
     from shoptag.pipeline import datasets as ds
 
     root = data_dir or ds.default_data_dir()
@@ -734,8 +741,16 @@ def datasets(
                                   image_dir=out_file.parent / "fashion-images" if images else None)
     elif name == "taobao":
         path = ds.taobao_catalog(root, out_file, split="all")
+    elif name == "behaviour":
+        events_file = ds.behaviour_events(root)
+        if not events_file.is_file():
+            raise NotFound(f"behaviour events not found: {events_file}")
+        path = ds.behaviour_catalog(root, out_file)
+        out.print(f"wrote {path}")
+        out.print(f"events: {events_file} (then `shoptag ingest {path}` and `shoptag events {events_file}`)")
+        return
     else:
-        raise BadInput(f"unknown data set {name!r}: fashion or taobao")
+        raise BadInput(f"unknown data set {name!r}: fashion, taobao or behaviour")
     out.print(f"wrote {path}")
 
 

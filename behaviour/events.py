@@ -9,12 +9,15 @@ a bad line never stops the rest.
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 import math
 import time
 from datetime import datetime, timezone
 from collections.abc import Iterator
+from typing import BinaryIO
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +40,7 @@ ALIASES = {
 REQUIRED = ("time", "type")
 TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 BATCH_ROWS = 200_000
+CSV_BLOCK = 16 << 20  # bytes read (and checked for unclosed quotes) at a time
 FUTURE_SLACK_S = 86400  # clocks and time zones differ; more than a day ahead is an error
 
 
@@ -226,8 +230,56 @@ def _renamed(table: pa.Table, report: ReadReport) -> pa.Table:
     return table.select(list(mapping)).rename_columns([mapping[c] for c in mapping])
 
 
+class _QuotedLines(io.RawIOBase):
+    """The CSV's bytes, with every line whose quote is never closed blanked out (its line break kept) and
+    recorded as a reject: a CSV parser would otherwise read on to the next quote, swallowing every line between
+    as one cell. Values may not span lines here (as with `newlines_in_values=False`), so an odd number of
+    quotes on a line that a strict CSV reader cannot finish is an unclosed quote; lines are checked in blocks
+    with numpy, and only lines with an odd count one by one."""
+
+    def __init__(self, raw: BinaryIO, malformed: dict[int, Reject]) -> None:
+        self.raw, self.malformed, self.pending, self.first_line = raw, malformed, b"", 1
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.pending:
+            block = self.raw.read(CSV_BLOCK)
+            if not block:
+                return 0
+            self.pending = self._blank_unclosed(block + self.raw.readline())
+        n = min(len(buffer), len(self.pending))
+        buffer[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+    def _blank_unclosed(self, block: bytes) -> bytes:
+        data = np.frombuffer(block, dtype=np.uint8)
+        breaks = np.flatnonzero(data == 10)
+        bounds = np.concatenate([[-1], breaks, [len(data)]])
+        quotes = np.diff(np.searchsorted(np.flatnonzero(data == 34), bounds))
+        first, self.first_line = self.first_line, self.first_line + len(breaks)
+        odd = np.flatnonzero(quotes % 2)
+        if not len(odd):
+            return block
+        pieces, kept_from = [], 0
+        for i in odd.tolist():
+            start, end = int(bounds[i]) + 1, int(bounds[i + 1])
+            try:
+                next(csv.reader([block[start:end].decode("utf-8", errors="replace").rstrip("\r")], strict=True))
+            except csv.Error:
+                self.malformed[first + i] = Reject(first + i, None, 'unclosed quote (a " with no closing " on its '
+                                                                    "line)")
+                pieces.append(block[kept_from:start])
+                kept_from = end  # the line's break stays: the lines after it keep their numbers
+        pieces.append(block[kept_from:])
+        return b"".join(pieces)
+
+
 def _csv_chunks(path: Path, report: ReadReport) -> Iterator[tuple[pa.Table, np.ndarray]]:
-    """CSV (or .csv.gz) in blocks; rows with the wrong number of cells become rejects with their physical line."""
+    """CSV (or .csv.gz) in blocks; rows with the wrong number of cells or an unclosed quote become rejects with
+    their physical line."""
     malformed = report.malformed
 
     def invalid(row) -> str:
@@ -243,17 +295,24 @@ def _csv_chunks(path: Path, report: ReadReport) -> Iterator[tuple[pa.Table, np.n
             raise BadInput(f"{path}: no header line (expected columns such as time,type,user,session,item)")
         convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=False)
         parse = pacsv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False, invalid_row_handler=invalid)
-        # one thread: pyarrow knows the physical line of a malformed row only then
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=16 << 20, use_threads=False),
-                                parse_options=parse, convert_options=convert)
-        next_line = 2
-        for record_batch in reader:
-            table = pa.Table.from_batches([record_batch])
-            lines = np.arange(next_line, next_line + table.num_rows, dtype=np.int64)
-            for skipped in sorted(m for m in malformed if m >= next_line):  # rows pyarrow skipped take a line
-                lines[lines >= skipped] += 1
-            next_line = int(lines[-1]) + 1 if len(lines) else next_line
-            yield _renamed(table, report), lines
+        unclosed: dict[int, Reject] = {}  # blanked lines: pyarrow reads them as empty rows, dropped here
+        with (gzip.open if path.suffix.lower() == ".gz" else open)(path, "rb") as raw:
+            # one thread: pyarrow knows the physical line of a malformed row only then
+            reader = pacsv.open_csv(io.BufferedReader(_QuotedLines(raw, unclosed), CSV_BLOCK),
+                                    read_options=pacsv.ReadOptions(block_size=CSV_BLOCK, use_threads=False),
+                                    parse_options=parse, convert_options=convert)
+            next_line = 2
+            for record_batch in reader:
+                table = pa.Table.from_batches([record_batch])
+                lines = np.arange(next_line, next_line + table.num_rows, dtype=np.int64)
+                for skipped in sorted(m for m in malformed if m >= next_line):  # rows pyarrow skipped take a line
+                    lines[lines >= skipped] += 1
+                next_line = int(lines[-1]) + 1 if len(lines) else next_line
+                if unclosed:
+                    keep = ~np.isin(lines, np.fromiter(unclosed, dtype=np.int64))
+                    table, lines = table.filter(pa.array(keep)), lines[keep]
+                yield _renamed(table, report), lines
+        malformed.update(unclosed)
     except pa.ArrowInvalid as exc:
         raise BadInput(f"{path}: cannot read as CSV ({str(exc)[:200]})") from None
 

@@ -98,6 +98,22 @@ def top_k(scores: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.n
     return candidates[order]
 
 
+def top_k_filled(scores: np.ndarray, k: int, fill: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
+    """`top_k` of `scores`, then, while fewer than k, the best of `fill` (> 0), then catalog order: k items
+    whenever the catalog (less `exclude`) has k, however sparse the scores are."""
+    idx = top_k(scores, k, exclude)
+    if len(idx) >= k:
+        return idx
+    taken = np.concatenate([idx, exclude]) if exclude is not None and len(exclude) else idx
+    more = top_k(fill, k - len(idx), taken)
+    idx = np.concatenate([idx, more])
+    if len(idx) < k:
+        free = np.ones(len(scores), dtype=bool)
+        free[np.concatenate([idx, taken]).astype(np.int64)] = False
+        idx = np.concatenate([idx, np.flatnonzero(free)[: k - len(idx)]])
+    return idx.astype(np.int64)
+
+
 def rerank(scores: np.ndarray, affinity: np.ndarray, strength: float) -> np.ndarray:
     """Order of results after adding `strength` × the user's affinity (each in [0, 1]) to their scaled scores."""
     combined = scaled(scores) + strength * scaled(affinity)

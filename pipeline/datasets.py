@@ -213,9 +213,9 @@ def behaviour_events(data_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m shoptag.pipeline.datasets fashion|taobao --out FILE``: write a public data set as a catalog."""
+    """``python -m shoptag.pipeline.datasets fashion|taobao|behaviour --out FILE``: write a public data set as a catalog."""
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("dataset", choices=("fashion", "taobao"))
+    parser.add_argument("dataset", choices=("fashion", "taobao", "behaviour"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     parser.add_argument("--limit", type=int, default=None, help="first N products in file order")
@@ -225,6 +225,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.dataset == "fashion":
         image_dir = args.out.parent / "images" if args.images else None
         path = fashion_catalog(args.data_dir, args.out, limit=args.limit, images=args.images, image_dir=image_dir)
+    elif args.dataset == "behaviour":
+        path = behaviour_catalog(args.data_dir, args.out)
+        print(behaviour_events(args.data_dir))
     else:
         path = taobao_catalog(args.data_dir, args.out, split=args.split, limit=args.limit)
     print(path)

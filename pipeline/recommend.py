@@ -24,7 +24,7 @@ from shoptag.behaviour.event_store import EventColumns
 from shoptag.behaviour.events import TYPE_CODE
 from shoptag.behaviour.recommend import (
     Weights, cobought_scores, history_vector, item_scores, neighbour_scores, profile_vector, rerank, score_parts,
-    top_k,
+    top_k, top_k_filled,
 )
 from shoptag.core.errors import NotFound
 from shoptag.core.files import atomic_write
@@ -47,7 +47,7 @@ FORMAT = 3
 class Recommendation:
     id: str
     score: float
-    reason: str  # repeat | cobought | content | popular | context
+    reason: str  # repeat | cobought | content | popular | neighbours | context | catalog (a fill: nothing else scored)
 
 
 @dataclass
@@ -232,9 +232,13 @@ def _reasons(idx: np.ndarray, parts: dict[str, np.ndarray]) -> list[str]:
 
 def recommend(settings: Settings, model: RecsModel, log: EventLog, user: str | None, k: int,
               context: str | None = None) -> tuple[list[Recommendation], bool]:
-    """Top-k for a user (and whether they were known). Unknown users get what is popular, around `context` (a
-    product id) when given; never an error."""
+    """Top-k for a user (and whether they were known): k items whenever the catalog has k (sparse scores are
+    filled from popularity, then catalog order). Unknown users get what is popular, around `context` (a product
+    id) when given; an unknown user is never an error, an unknown `context` is (`NotFound`)."""
     s = settings.behaviour
+    if context is not None and context not in model.position:
+        raise NotFound(f"no product {context!r} in the recommendation model (an id of the catalog; a product "
+                       "added since the last `shoptag events` joins at the next model rebuild)")
     history = np.zeros(len(model.item_ids))
     own_row = None
     if user:
@@ -248,19 +252,21 @@ def recommend(settings: Settings, model: RecsModel, log: EventLog, user: str | N
         parts = score_parts(history, cobought_scores(history, model.similarity), model.popularity, content,
                             neighbours, weights)
         scores = sum(parts.values())
-        idx = top_k(scores, k)
-        return [Recommendation(model.item_ids[i], float(scores[i]), r)
+        idx = top_k_filled(scores, k, model.popularity)
+        return [Recommendation(model.item_ids[i], float(scores[i]), r if scores[i] > 0 else "catalog")
                 for i, r in zip(idx, _reasons(idx, parts), strict=True)], True
-    if context is not None and context in model.position:
+    if context is not None:
         i = model.position[context]
-        around = item_scores(model.similarity[i].toarray().ravel(), content_scores(model, model.vectors[i], context),
-                             s.blend_behaviour_weight)
+        content = content_scores(model, model.vectors[i], context)
+        around = item_scores(model.similarity[i].toarray().ravel(), content, s.blend_behaviour_weight)
         scores = 0.5 * around + 0.5 * model.popularity
         scores[i] = 0.0
-        idx = top_k(scores, k)
-        return [Recommendation(model.item_ids[j], float(scores[j]), "context") for j in idx], False
-    idx = top_k(model.popularity, k)
-    return [Recommendation(model.item_ids[j], float(model.popularity[j]), "popular") for j in idx], False
+        idx = top_k_filled(scores, k, content, exclude=np.array([i]))
+        return [Recommendation(model.item_ids[j], float(scores[j]), "context" if scores[j] > 0 else "catalog")
+                for j in idx], False
+    idx = top_k_filled(model.popularity, k, np.zeros(len(model.item_ids)))
+    return [Recommendation(model.item_ids[j], float(model.popularity[j]),
+                           "popular" if model.popularity[j] > 0 else "catalog") for j in idx], False
 
 
 def similar(model: RecsModel, product_id: str, k: int, mode: SimilarMode, behaviour_weight: float

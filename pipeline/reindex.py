@@ -23,6 +23,7 @@ from shoptag.store.records import Store, StoredProduct
 from .encode import Encoders, encode_products
 from .progress import progress_bar
 from .search_docs import doc_tags, search_docs
+from .search_sync import open_search
 from .workspace import Workspace
 
 BATCH = 2000
@@ -122,6 +123,20 @@ def reindex(
     )
     return {"sent": len(products), "written": report.written, "deleted": deleted, "failed": report.failed,
             "swapped": not incremental}
+
+
+def popularity_to_search(settings: Settings, store: Store, encoders: Encoders) -> int | None:
+    """After new events changed products' popularity: send those documents to the search index, so that the
+    popularity sort sees them now and no later `tag` finds them stale. None when no index was built yet (its
+    first reindex takes popularity along)."""
+    key = _es_key(settings) if settings.backend == "es" else "embedded"
+    if store.index_mark(key) is None:
+        return None
+    backend = open_search(settings, encoders)
+    try:
+        return reindex(settings, store, encoders, backend, incremental=True, show_progress=False)["sent"]
+    finally:
+        backend.close()
 
 
 def converge(settings: Settings, store: Store, encoders: Encoders, backend: SearchBackend) -> dict:

@@ -3,7 +3,12 @@ rejects and runs. Every write is a transaction, so a crash leaves the last commi
 cursor says where to resume.
 
 Tag sources, strongest first: ``feedback`` (a person's correction), ``catalog`` (known tags the shop sent),
-``model``. The model only ever writes families that have no catalog or feedback tag on that product.
+``model``, ``behaviour`` (derived from what shoppers do: seasonality from sales dates, tags a product narrowly
+missed but is bought with; always "needs review", a person's decision makes them feedback). The model only ever
+writes families that have no catalog or feedback tag on that product.
+
+The file's schema version is SQLite's `user_version`; `MIGRATIONS` bring an older file up to date when it is
+opened (each in one transaction), and a file from a newer shoptag is refused rather than misread.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ CREATE TABLE IF NOT EXISTS tags (
     product_id TEXT NOT NULL REFERENCES products(id) ON DELETE CASCADE,
     family TEXT NOT NULL,
     value TEXT NOT NULL,
-    source TEXT NOT NULL CHECK (source IN ('feedback', 'catalog', 'model')),
+    source TEXT NOT NULL CHECK (source IN ('feedback', 'catalog', 'model', 'behaviour')),
     status TEXT NOT NULL CHECK (status IN ('accepted', 'review')),
     score REAL,
     evidence TEXT,
@@ -117,7 +122,26 @@ CHANGE_TRIGGERS = "".join(
     for table, event, pid, when in _CHANGE_EVENTS
 )
 
-TAG_SOURCES = ("feedback", "catalog", "model")
+TAG_SOURCES = ("feedback", "catalog", "model", "behaviour")
+TAG_COLUMNS = "product_id, family, value, source, status, score, evidence, updated_at"
+
+
+def _tags_allow_behaviour(db: sqlite3.Connection) -> None:
+    """Version 1: the tags table's source check also allows 'behaviour'. SQLite cannot change a check in
+    place, so an older table is rebuilt under the new definition (rows, index and change triggers kept)."""
+    sql = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tags'").fetchone()[0]
+    if "'behaviour'" in sql:
+        return  # made by this version's SCHEMA
+    definition = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS tags ("):]
+    definition = definition[: definition.index(");") + 2]
+    db.execute(definition.replace("IF NOT EXISTS tags (", "tags_migrated ("))
+    db.execute(f"INSERT INTO tags_migrated ({TAG_COLUMNS}) SELECT {TAG_COLUMNS} FROM tags")
+    db.execute("DROP TABLE tags")  # its index and triggers go with it; opening the store makes them again
+    db.execute("ALTER TABLE tags_migrated RENAME TO tags")
+
+
+MIGRATIONS = (_tags_allow_behaviour,)  # MIGRATIONS[n] takes a file from version n to n + 1
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(frozen=True)
@@ -154,12 +178,33 @@ class Store:
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            self._migrate()
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA + CHANGE_TRIGGERS)
+            self._db.executescript(CHANGE_TRIGGERS + "CREATE INDEX IF NOT EXISTS tags_by_family ON tags(family, value);")
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise Corrupt(f"{path}: the store is damaged ({exc}); `shoptag check` says what is wrong, "
                           "`shoptag restore BACKUP` brings back a backup made by `shoptag backup`") from None
+
+    def _migrate(self) -> None:
+        """Bring an older file to `SCHEMA_VERSION` (foreign keys are off meanwhile: a table rebuild must not
+        cascade); each step commits with its new version number, so an interrupted upgrade resumes."""
+        while (version := self._db.execute("PRAGMA user_version").fetchone()[0]) < SCHEMA_VERSION:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self._db.execute("PRAGMA user_version").fetchone()[0] == version:  # not done by another process
+                    MIGRATIONS[version](self._db)
+                    self._db.execute(f"PRAGMA user_version = {version + 1}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        if version > SCHEMA_VERSION:
+            self._db.close()
+            raise Corrupt(f"{self.path}: made by a newer shoptag (schema version {version}, this one reads up to "
+                          f"{SCHEMA_VERSION}); use that version, or restore a backup made by this one")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -289,7 +334,8 @@ class Store:
         owned = {
             r[0]
             for r in db.execute(
-                "SELECT DISTINCT family FROM tags WHERE product_id = ? AND source != 'model'", (product_id,)
+                "SELECT DISTINCT family FROM tags WHERE product_id = ? AND source IN ('feedback', 'catalog')",
+                (product_id,)
             )
         } | {r[0] for r in db.execute("SELECT DISTINCT family FROM feedback WHERE product_id = ?", (product_id,))} | {
             r[0] for r in db.execute("SELECT family FROM catalog_none WHERE product_id = ?", (product_id,))
@@ -310,7 +356,8 @@ class Store:
     def people_families(self, ids: Sequence[str]) -> dict[str, set[str]]:
         """Per product, the families it has catalog or feedback tags (or feedback) in: the model never tags
         those (`set_model_tags` skips them)."""
-        rows = self._rows_for("SELECT DISTINCT product_id, family FROM tags WHERE source != 'model' AND product_id IN ({ids})", ids)
+        rows = self._rows_for("SELECT DISTINCT product_id, family FROM tags WHERE source IN ('feedback', 'catalog') "
+                              "AND product_id IN ({ids})", ids)
         rows += self._rows_for("SELECT DISTINCT product_id, family FROM feedback WHERE product_id IN ({ids})", ids)
         out: dict[str, set[str]] = {}
         for pid, family in rows:
@@ -426,7 +473,7 @@ class Store:
             (product_id, family, json.dumps(list(values), ensure_ascii=False), origin, now),
         ).lastrowid
         db.execute(
-            "DELETE FROM tags WHERE product_id = ? AND family = ? AND source IN ('feedback', 'model')",
+            "DELETE FROM tags WHERE product_id = ? AND family = ? AND source IN ('feedback', 'model', 'behaviour')",
             (product_id, family),
         )
         db.executemany(

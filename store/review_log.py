@@ -191,14 +191,15 @@ class ReviewLog:
                 raise UndoRefused(f"a later correction of {product_id} / {family} stands: undo that one first")
             now = time.time()
             db.execute("DELETE FROM feedback WHERE seq = ?", (seq,))
-            db.execute("DELETE FROM tags WHERE product_id = ? AND family = ? AND source IN ('feedback', 'model')",
+            db.execute("DELETE FROM tags WHERE product_id = ? AND family = ? AND source IN ('feedback', 'model', "
+                       "'behaviour')",
                        (product_id, family))
             db.executemany(
                 "INSERT INTO tags (product_id, family, value, source, status, score, evidence, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(product_id, family, t["value"], t["source"], t["status"], t["score"],
                   json.dumps(t["evidence"], ensure_ascii=False) if t["evidence"] is not None else None, now)
-                 for t in json.loads(replaced) if t["source"] in ("feedback", "model")],
+                 for t in json.loads(replaced) if t["source"] in ("feedback", "model", "behaviour")],
             )
             db.execute("UPDATE review_decisions SET undone_at = ?, undone_by = ? WHERE id = ?", (now, who, decision_id))
         return self.decision(decision_id)

@@ -3,6 +3,8 @@ recommendations with their fallbacks, on a slice of the real UCI Online Retail I
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import json
 import re
 import sqlite3
@@ -116,6 +118,22 @@ def test_csv_lines_stay_exact_around_malformed_and_blank_rows(behaviour_workspac
                                                                       (6, "unknown ")]
 
 
+def test_an_unclosed_quote_is_one_reject_and_the_lines_after_it_go_in(behaviour_workspace, tmp_path):
+    settings, store = behaviour_workspace
+    item = store.product_ids()[0]
+    path = tmp_path / "events.csv"
+    path.write_text(f'time,type,user,item,query\n2024-05-01,view,u1,{item},\n2024-05-01,view,"u2,{item},\n'
+                    f'2024-05-01,view,u3,{item},\n2024-05-01,search,u4,,"12"" ruler"\n2024-05-01,view,u5,{item},x"y\n'
+                    f'2024-05-01,view,u6,{item},\n')
+    report = ingest_events(settings, store, path)
+    assert (report.read, report.added, report.rejected) == (6, 5, 1)
+    assert report.rejects[0]["line"] == 3 and report.rejects[0]["reason"].startswith("unclosed quote")
+    gz = tmp_path / "events.csv.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes().replace(b"view,u", b"cart,u")))
+    again = ingest_events(settings, store, gz)
+    assert (again.added, again.rejected, again.rejects[0]["line"]) == (5, 1, 3)
+
+
 def test_api_batches_share_the_rules_and_retries_are_idempotent(behaviour_workspace):
     settings, store = behaviour_workspace
     item = store.product_ids()[0]
@@ -174,6 +192,21 @@ def test_recommendations_for_known_unknown_and_cold(built, behaviour_slice):
     assert {h.reason for h in recs.similar(model, hot, 5, "blend", 0.7)} == {"blend"}
     with pytest.raises(NotFound):
         recs.similar(model, "NO-SUCH-ITEM", 5, "blend", 0.7)
+
+
+def test_k_items_come_back_however_sparse_popularity_is_and_a_bad_context_is_an_error(built):
+    settings, store, log, model = built
+    sparse = model.popularity.copy()
+    sparse[np.argsort(-sparse)[2:]] = 0.0  # only two products ever sold
+    thin = dataclasses.replace(model, popularity=sparse, _position=None)
+    items, known = recs.recommend(settings, thin, log, "never-seen-user", 6)
+    assert not known and len({i.id for i in items}) == 6
+    assert [i.reason for i in items] == ["popular"] * 2 + ["catalog"] * 4
+    hot = model.item_ids[int(np.argmax(model.popularity))]
+    around, _ = recs.recommend(settings, thin, log, "never-seen-user", 300, context=hot)
+    assert len({i.id for i in around}) == 300 and hot not in {i.id for i in around}
+    with pytest.raises(NotFound, match="NO-SUCH-ITEM"):
+        recs.recommend(settings, model, log, "never-seen-user", 5, context="NO-SUCH-ITEM")
 
 
 def test_a_new_event_shows_in_recommendations_without_a_rebuild(built):

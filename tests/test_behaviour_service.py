@@ -49,6 +49,7 @@ def test_recommendations_follow_a_users_events(served):
             for r in rows]
     for start in range(0, len(body), 8):
         assert served.post("/events", json=body[start:start + 8], headers={"X-API-Key": API_KEY}).status_code == 200
+    assert served.get("/recommendations/web-2", params={"context": "no-such-product"}).status_code == 404
     fresh = served.get("/recommendations/web-2", params={"k": 5}).json()
     assert fresh["known_user"] is False and len(fresh["items"]) == 5  # popular, not an error
     assert {i["reason"] for i in fresh["items"]} == {"popular"}
@@ -97,22 +98,26 @@ def test_cli_events_recommend_and_similar_modes(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["known_user"] and len(data["items"]) == 3
+    result = runner.invoke(app, ["recommend", "u001", "--context", "no-such-product", "--json"], env=env)
+    assert result.exit_code == 4 and "no-such-product" in json.loads(result.stdout)["error"]
     result = runner.invoke(app, ["similar", "sp-001", "--mode", "blend", "--k", "3", "--json"], env=env)
     assert result.exit_code == 0 and len(json.loads(result.stdout)) == 3
     assert runner.invoke(app, ["similar", "sp-001", "--mode", "sideways"], env=env).exit_code == EXIT_USAGE
 
 
 def test_popularity_from_events_reaches_search_sort(tmp_path, monkeypatch):
-    """events → model → each product's popularity in the store → `reindex --incremental` → sort=popularity."""
+    """events → model → each product's popularity in the store → the search index, at once (so a later `tag`
+    has nothing stale to send) → sort=popularity."""
     monkeypatch.chdir(tmp_path)
-    env = {"SHOPTAG_WORKSPACE": str(tmp_path / "ws")}
+    env = {"SHOPTAG_WORKSPACE": str(tmp_path / "ws"), "SHOPTAG_ENCODERS__TEXT_MODEL": "use-multilingual"}
+    build_workspace(service_settings(tmp_path / "ws"))  # trained, tagged, indexed
     runner = CliRunner()
-    assert runner.invoke(app, ["ingest", str(REPO / "examples" / "sample_catalog.jsonl")], env=env).exit_code == 0
-    assert runner.invoke(app, ["reindex"], env=env).exit_code == 0
-    assert runner.invoke(app, ["events", str(EVENTS)], env=env).exit_code == 0
-    result = runner.invoke(app, ["reindex", "--incremental", "--json"], env=env)
+    result = runner.invoke(app, ["events", str(EVENTS), "--json"], env=env)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["sent"] > 0  # popularity changed those documents
+    assert json.loads(result.stdout)["search_sent"] > 0  # popularity changed those documents
+    result = runner.invoke(app, ["tag", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["search_repaired"] == 0  # nothing was left out of search
     result = runner.invoke(app, ["search", "", "--sort", "popularity", "--size", "5", "--json"], env=env)
     assert result.exit_code == 0, result.output
     ids = [h["id"] for h in json.loads(result.stdout)["results"]["hits"]]
@@ -123,6 +128,17 @@ def test_popularity_from_events_reaches_search_sort(tmp_path, monkeypatch):
         store.close()
     ranked = sorted(popularity, key=lambda pid: (-popularity[pid], pid))
     assert ids == ranked[:5] and popularity[ids[0]] == 1.0
+
+
+def test_the_behaviour_data_set_from_the_cli(tmp_path):
+    from shoptag.pipeline.datasets import behaviour_events, default_data_dir
+
+    if not behaviour_events(default_data_dir()).is_file():
+        pytest.skip("behaviour data not found (../shared/data/behaviour)")
+    result = CliRunner().invoke(app, ["datasets", "behaviour", "--out", str(tmp_path / "items.jsonl")])
+    assert result.exit_code == 0, result.output
+    first = json.loads((tmp_path / "items.jsonl").read_text().splitlines()[0])
+    assert first["id"] and first["title"] and "events.csv.gz" in result.output
 
 
 def test_demand_per_tag_on_metrics(served):
