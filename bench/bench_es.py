@@ -112,17 +112,27 @@ def bytes_per_document(output: Output, docs: list) -> None:
                    "cpu", len(docs))
 
 
-def bulk_against_raw(output: Output, settings, dims, docs: list, rounds: int) -> None:
-    """`ESBackend.reindex` (lock, templates, build settings, checks, swap) against raw `helpers.streaming_bulk` of
-    the same documents (the same sources, into an index with the same body), alternated in one run."""
+def es_backend(settings, dims, work: Path, **es_changes):
+    """An `ESBackend` as `shoptag reindex` opens it: with the FAISS index `similar` is served from, in `work`."""
+    from shoptag.indexer.es.backend import ESBackend
+    from shoptag.indexer.neighbours import Neighbours
+
+    shutil.rmtree(work, ignore_errors=True)
+    return ESBackend(settings.es.model_copy(update=es_changes), dims, numeric=settings.catalog.numeric_attributes,
+                     neighbours=Neighbours(work, dims, factory=settings.index.factory))
+
+
+def bulk_against_raw(output: Output, settings, dims, docs: list, rounds: int, work: Path) -> None:
+    """`ESBackend.reindex` (lock, templates, build settings, FAISS for `similar`, checks, swap) against raw
+    `helpers.streaming_bulk` of the same documents (the same sources, into an index with the same body),
+    alternated in one run."""
     from elasticsearch import helpers
 
-    from shoptag.indexer.es.backend import ESBackend
     from shoptag.indexer.es.mapping import index_body
     from shoptag.indexer.es.reindex import doc_source
 
     numeric = settings.catalog.numeric_attributes
-    backend = ESBackend(settings.es, dims, numeric=numeric)
+    backend = es_backend(settings, dims, work)
     client = backend._client
     times: dict[str, list[float]] = {"shoptag": [], "raw": []}
     try:
@@ -153,15 +163,13 @@ def bulk_against_raw(output: Output, settings, dims, docs: list, rounds: int) ->
                                   "rounds": rounds, "seconds": times})
 
 
-def reindex_peak_memory(output: Output, settings, dims, data: FashionVectors, sizes: list[int]) -> None:
+def reindex_peak_memory(output: Output, settings, dims, data: FashionVectors, sizes: list[int], work: Path) -> None:
     """Peak Python memory (tracemalloc) of a full reindex fed by a generator, at several catalog sizes: flat when
-    the reindex streams documents instead of holding them."""
+    the reindex streams documents instead of holding them. (FAISS's own copy of the vectors for `similar` is
+    native memory, 1.5 KB per product at 384 dimensions, and is not in this figure.)"""
     import tracemalloc
 
-    from shoptag.indexer.es.backend import ESBackend
-
-    chunked = settings.es.model_copy(update={"bulk_chunk_size": 100})  # sizes well above one chunk's
-    backend = ESBackend(chunked, dims, numeric=settings.catalog.numeric_attributes)
+    backend = es_backend(settings, dims, work, bulk_chunk_size=100)  # sizes well above one chunk's
     try:
         for size in sizes:
             lazy = (doc for chunk in range(0, size, 500) for doc in documents(data, min(size, chunk + 500), chunk))
@@ -177,7 +185,9 @@ def reindex_peak_memory(output: Output, settings, dims, data: FashionVectors, si
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--docs", type=int, default=2000, help="documents to bulk-index (quick: 500)")
+    parser.add_argument("--docs", type=int, default=2000, help="documents the search latencies are timed on (quick: 500)")
+    parser.add_argument("--bulk-docs", type=int, default=None,
+                        help="documents of the reindex-vs-raw-bulk comparison (default: the whole catalog; quick: 500)")
     parser.add_argument("--storefront-docs", type=int, default=None,
                         help="documents the storefront query is timed on (default: the whole catalog)")
 
@@ -204,10 +214,13 @@ def main() -> None:
                         "vector_index_type": settings.es.vector_index_type, "includes": "new index, bulk, alias swap"})
             measure(output, "elasticsearch (noida-db)", backend, load, len(docs))
             bytes_per_document(output, docs)
-            bulk_against_raw(output, settings, VectorDims(text=dim, image=None, fused=dim), docs, 2 if args.quick else 4)
-            reindex_peak_memory(output, settings, VectorDims(text=dim, image=None, fused=dim), data,
-                                sorted({len(data.ids) // 4, len(data.ids)}))
             everything = documents(data, args.storefront_docs or len(data.ids))
+            bulk = docs if args.quick else documents(data, args.bulk_docs or len(data.ids))
+            bulk_against_raw(output, settings, VectorDims(text=dim, image=None, fused=dim), bulk, 2,
+                             args.work / "es-neighbours-bench")
+            del bulk
+            reindex_peak_memory(output, settings, VectorDims(text=dim, image=None, fused=dim), data,
+                                sorted({len(data.ids) // 4, len(data.ids)}), args.work / "es-neighbours-bench")
             if len(everything) > len(docs):
                 report = backend.reindex(everything)
                 if not report.ok:

@@ -65,8 +65,9 @@ def prepare(language: str, records: list[dict], work: Path):
     return settings, store, encoders, tagger
 
 
-def evaluate(backend, queries: list[JudgedQuery], vectors, boosts, boost_weight: float) -> dict[str, dict]:
-    """Per method: the mean metrics over `queries` and each query's figures."""
+def evaluate(backend, queries: list[JudgedQuery], vectors, boosts, search) -> dict[str, dict]:
+    """Per method: the mean metrics over `queries` and each query's figures, with the storefront's boost weight
+    and similarity cutoff (`search`: the search settings)."""
     from shoptag.indexer.documents import SearchQuery
 
     out = {}
@@ -74,12 +75,13 @@ def evaluate(backend, queries: list[JudgedQuery], vectors, boosts, boost_weight:
         rows = []
         start = time.perf_counter()
         for query, vector, tags in zip(queries, vectors, boosts):
-            base = SearchQuery(text=query.text, vector=vector, size=DEPTH, window=DEPTH, boost_weight=boost_weight)
+            base = SearchQuery(text=query.text, vector=vector, size=DEPTH, window=DEPTH, boost_weight=search.boost_weight,
+                               min_similarity=search.min_similarity)
             search = {"BM25": replace(base, vector=None), "vector": replace(base, text=""), "hybrid": base,
                       "hybrid + query tags": replace(base, boosts=tags)}[method]
             ranking = [hit.id for hit in backend.search(search).hits]
             rows.append({"query": query.text, "ndcg@10": ndcg_at(ranking, query), "mrr": reciprocal_rank(ranking, query),
-                         "recall@100": recall_at(ranking, query)})
+                         "recall@100": recall_at(ranking, query), "hits": len(ranking)})
         out[method] = {metric: statistics.fmean(r[metric] for r in rows) for metric in ("ndcg@10", "mrr", "recall@100")}
         out[method]["seconds"] = time.perf_counter() - start
         out[method]["queries"] = rows
@@ -102,13 +104,14 @@ def run_language(language: str, args: argparse.Namespace) -> dict:
         boosts = [as_filters(tags) for tags in understood]
         dims = _dims(encoders)
         result = {"products": len(records), "queries": len(queries), "text_model": settings.encoders.text_model,
+                  "min_similarity": settings.search.min_similarity,
                   "query_tags": [{"query": q.text, "asked": q.tags, "tags": [asdict(t) for t in tags]}
                                  for q, tags in zip(queries, understood)],
                   "backends": {}}
         embedded = open_backend(settings, dims)
         try:
             reindex(settings, store, encoders, embedded, show_progress=False)
-            result["backends"]["embedded"] = evaluate(embedded, queries, vectors, boosts, settings.search.boost_weight)
+            result["backends"]["embedded"] = evaluate(embedded, queries, vectors, boosts, settings.search)
         finally:
             embedded.close()
         if not args.no_es:
@@ -117,8 +120,7 @@ def run_language(language: str, args: argparse.Namespace) -> dict:
                 backend = open_backend(es, dims)
                 try:
                     reindex(es, store, encoders, backend, show_progress=False)
-                    result["backends"]["noida-db"] = evaluate(backend, queries, vectors, boosts,
-                                                              settings.search.boost_weight)
+                    result["backends"]["noida-db"] = evaluate(backend, queries, vectors, boosts, settings.search)
                 finally:
                     backend.close()
         return result
@@ -139,6 +141,8 @@ def markdown(results: dict, started: str) -> str:
     for language, result in results.items():
         lines += [f"## {'English (fashion)' if language == 'en' else 'Chinese (Taobao titles)'}: "
                   f"{result['products']:,} products, {result['queries']} queries, {result['text_model']}", "",
+                  f"Measured {result.get('run', started)}; kNN similarity cutoff "
+                  f"{result.get('min_similarity', 'none (the whole window)')}.", "",
                   "| backend | method | nDCG@10 | MRR | recall@100 |", "|---|---|---:|---:|---:|"]
         for backend, methods in result["backends"].items():
             best = {m: max(v[m] for v in methods.values()) for m in ("ndcg@10", "mrr", "recall@100")}
@@ -148,6 +152,16 @@ def markdown(results: dict, started: str) -> str:
                 lines.append(f"| {backend} | {method} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def kept_languages(args: argparse.Namespace) -> dict:
+    """The results of the languages this run does not measure, from the existing relevance.json, so measuring
+    one language keeps the other's table."""
+    path = args.results / "relevance.json"
+    if not path.is_file():
+        return {}
+    wanted = set(args.languages.split(","))
+    return {lang: result for lang, result in json.loads(path.read_text())["results"].items() if lang not in wanted}
 
 
 def main() -> None:
@@ -161,10 +175,10 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    results = {}
+    results = kept_languages(args)
     for language in args.languages.split(","):
         print(f"[relevance] {language} ...", file=sys.stderr, flush=True)
-        results[language] = run_language(language, args)
+        results[language] = {**run_language(language, args), "run": f"{started} (`{' '.join(sys.argv[1:])}`)"}
         args.results.mkdir(parents=True, exist_ok=True)
         (args.results / "relevance.json").write_text(json.dumps({"started": started, "argv": sys.argv[1:],
                                                                   "results": results}, indent=1, ensure_ascii=False))

@@ -143,6 +143,9 @@ class ESSettings(Section):
     # hybrid search: `rrf` retriever, client-side fusion of two searches (`client`), or `auto` (rrf, falling
     # back to client-side fusion when the cluster rejects the retriever: no license, or older than 8.14)
     hybrid: Literal["auto", "rrf", "client"] = "auto"
+    # `similar`: FAISS in the workspace, built from the same vectors and kept in step by every write and
+    # reindex (`faiss`), or the cluster's kNN (`knn`, which asks for the vectors 9.2+ leaves out of `_source`)
+    similar: Literal["faiss", "knn"] = "faiss"
 
 
 class SearchSettings(Section):
@@ -155,6 +158,10 @@ class SearchSettings(Section):
     query_tags: Literal["boost", "suggest", "off"] = "boost"  # default use of the tagger on the query
     # added to a text match's BM25 score per boosted tag family it carries (Elasticsearch: the `terms` boost)
     boost_weight: float = Field(2.0, ge=0.0)
+    # the kNN half of a search keeps only products at least this cosine-similar to the query, so hits, the total
+    # and the facets are the text matches plus the query's real neighbours, not `window` products whatever they
+    # are (a query for something the catalog lacks has no candidates); None: the whole window
+    min_similarity: float | None = Field(0.3, ge=-1.0, le=1.0)
 
 
 class ServiceSettings(Section):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from pathlib import Path
 
 from shoptag.core.errors import Corrupt
 from shoptag.core.settings import Settings
@@ -25,7 +27,12 @@ def open_backend(settings: Settings, dims: VectorDims, *, set_aside_damaged: boo
     if settings.backend == "es":
         from .es.backend import ESBackend  # the client is an optional dependency (`shoptag[es]`)
 
-        return ESBackend(settings.es, dims, numeric=settings.catalog.numeric_attributes)
+        neighbours = None
+        if settings.es.similar == "faiss":
+            from .neighbours import Neighbours
+
+            neighbours = Neighbours(neighbours_folder(settings), dims, factory=settings.index.factory)
+        return ESBackend(settings.es, dims, numeric=settings.catalog.numeric_attributes, neighbours=neighbours)
     folder = settings.workspace / "search"
     try:
         return EmbeddedBackend(folder, dims, factory=settings.index.factory, numeric=settings.catalog.numeric_attributes)
@@ -36,3 +43,9 @@ def open_backend(settings: Settings, dims: VectorDims, *, set_aside_damaged: boo
         folder.rename(aside)
         log.warning("%s; moved to %s, rebuilding it from the store", str(exc).split("; ")[0], aside)
         return EmbeddedBackend(folder, dims, factory=settings.index.factory, numeric=settings.catalog.numeric_attributes)
+
+
+def neighbours_folder(settings: Settings) -> Path:
+    """Where the FAISS index serving `similar` for an Elasticsearch alias lives: one per cluster and alias."""
+    key = hashlib.sha256(f"{settings.es.url}|{settings.es.index_alias}".encode()).hexdigest()[:12]
+    return settings.workspace / "es-neighbours" / f"{settings.es.index_alias}-{key}"

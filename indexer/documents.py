@@ -80,6 +80,9 @@ class SearchQuery:
     facet_size: int = 20
     rank_constant: int = 60  # reciprocal rank fusion's k
     window: int = 100  # how many candidates each half contributes before fusion
+    # the kNN half keeps only products at least this cosine-similar to `vector` (None: the whole window), so a
+    # query's hits, total and facets come from its text matches plus its real neighbours, not the whole window
+    min_similarity: float | None = None
     offset: int = 0  # "from": hits to skip
     sort: str = "relevance"  # a key of SORTS
     # search_after for field sorts and browsing: the sort values of the last hit of the previous page

@@ -159,7 +159,8 @@ class EmbeddedBackend:
                     ranked.append(fulltext.text_ranked(conn, match, scope, depth if hybrid else query.offset + query.size,
                                                        query.boosts, query.boost_weight))
             if query.vector is not None:
-                knn = self._knn(conn, vectors.text, query.vector, depth, scope)
+                knn = [(pid, sim) for pid, sim in self._knn(conn, vectors.text, query.vector, depth, scope)
+                       if query.min_similarity is None or sim >= query.min_similarity]
                 parts.append(fulltext.id_candidates([pid for pid, _ in knn]))
                 ranked.append(knn)
             if not parts:

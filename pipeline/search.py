@@ -164,6 +164,7 @@ def run_search(request: SearchRequest, settings: Settings, store: Store, backend
     mode = request.query_tags or settings.search.query_tags
     vector = encoders.text.encode([query.text], query=True)[0]
     tags = understand(model, query.text, vector, mode) if model is not None else []
-    query = replace(query, vector=vector, boosts=as_filters(tags) if mode == "boost" else {})
+    query = replace(query, vector=vector, boosts=as_filters(tags) if mode == "boost" else {},
+                    min_similarity=settings.search.min_similarity)
     results = storefront.search(backend, query, bounds, known, request.cursor)
     return SearchAnswer(results, tags, as_filters(tags) if mode == "suggest" else {})

@@ -45,7 +45,10 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             state.close()
 
-    app = FastAPI(title="shoptag", version=_version(), description=DESCRIPTION, lifespan=lifespan)
+    # no Swagger UI or ReDoc pages: FastAPI loads their scripts from a CDN, which a shop's offline or locked-down
+    # host cannot reach (a blank page); the schema itself, /openapi.json, is served from here
+    app = FastAPI(title="shoptag", version=_version(), description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)

@@ -17,6 +17,7 @@ from shoptag.indexer.documents import DocTag, SearchDoc
 from shoptag.indexer.embedded_search import EmbeddedBackend
 from shoptag.indexer.es.backend import ESBackend
 from shoptag.indexer.es.client import make_client
+from shoptag.indexer.neighbours import Neighbours
 from shoptag.indexer.search_common import VectorDims
 
 DIMS = VectorDims(text=16, image=None, fused=16)
@@ -181,9 +182,11 @@ def search_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[E
             pytest.skip("SHOPTAG_ES_URL is not set")
     else:
         url = request.getfixturevalue("noida_server").url
-    hybrid = "client" if request.param.endswith("client-fusion") else "auto"
-    settings = es_settings(url, hybrid=hybrid)
-    es_backend = ESBackend(settings, DIMS, numeric=NUMERIC)
+    # rrf: `similar` from FAISS beside the cluster (the default); client fusion: from the cluster's kNN
+    client_fusion = request.param.endswith("client-fusion")
+    settings = es_settings(url, hybrid="client" if client_fusion else "auto")
+    neighbours = None if client_fusion else Neighbours(tmp_path / "neighbours", DIMS)
+    es_backend = ESBackend(settings, DIMS, numeric=NUMERIC, neighbours=neighbours)
     yield es_backend
     es_backend.close()
     drop_alias(settings)

@@ -127,6 +127,29 @@ def test_hybrid_honours_filters_and_counts_the_union(loaded):
     assert sum(n for _, n in results.facets["category"]) == len(women)
 
 
+def test_hits_total_and_facets_come_from_one_candidate_set(loaded):
+    """Hybrid and vector-only: the hits of a page deep enough to hold them all are exactly what the total and
+    the facets count: the text matches plus the neighbours within the similarity cutoff, not the kNN window."""
+    def everything(query: SearchQuery):
+        results = loaded.search(dataclasses.replace(query, size=50, window=50, facets=("category", "color")))
+        assert results.total == len(results.hits) and results.total_relation == "eq"
+        for family in ("category", "color"):
+            counted = Counter(value for hit in results.hits for value in hit.tags.get(family, []))
+            assert dict(results.facets[family]) == dict(counted)
+        return set(ids(results))
+
+    watches = {"cn-watch", "cn-smartwatch", "en-watch"}
+    assert everything(SearchQuery(text="watch", vector=topic_vector("watch"), min_similarity=0.5)) == watches
+    assert everything(SearchQuery(vector=topic_vector("watch"), min_similarity=0.5)) == watches
+    # without a cutoff, the whole window counts: every product "matches" (what the cutoff is for)
+    assert len(everything(SearchQuery(text="watch", vector=topic_vector("watch")))) == 12
+    # something the catalog lacks: no text match and no neighbour close enough, so nothing at all
+    elsewhere = np.zeros(DIMS.text, dtype=np.float32)
+    elsewhere[14] = 1.0
+    assert everything(SearchQuery(text="umbrella", vector=elsewhere, min_similarity=0.5)) == set()
+    assert everything(SearchQuery(vector=elsewhere, min_similarity=0.5)) == set()
+
+
 def test_vector_only_search_ranks_by_similarity(loaded):
     results = loaded.search(SearchQuery(vector=topic_vector("watch"), size=3))
     assert set(ids(results)) == {"cn-watch", "cn-smartwatch", "en-watch"}

@@ -72,7 +72,8 @@ def assert_error(response: httpx.Response, status: int) -> dict:
 def test_health_docs_and_reads(client):
     health = client.get("/healthz").json()
     assert health == {"status": "ok", "products": 70, "indexed": 70, "model": True}
-    assert client.get("/docs").status_code == 200
+    # the UI pages would load their scripts from a CDN (blank offline): off; the schema is served locally
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
     assert {"/similar/{product_id}", "/products", "/feedback", "/search"} <= set(client.get("/openapi.json").json()["paths"])
 
     hits = client.get("/similar/sp-001", params={"k": 5}).json()["hits"]

@@ -14,12 +14,15 @@ from shoptag.core.errors import BackendRefused, BadInput, NotFound
 from shoptag.core.settings import ESSettings
 
 from ..documents import Hit, RangeBucket, SearchDoc, SearchQuery, SearchResults, WriteReport
+from ..neighbours import Neighbours
 from ..search_common import VectorDims, batches, changed_docs, has_words, range_buckets, rrf_fuse
 from .client import identify_server, make_client, unavailable_as_error
 from .reindex import (
     bulk_write, delete_actions, ensure_alias, full_reindex, index_actions, rollback, unstored_fused_fits,
 )
-from .search import hybrid_body, knn_body, similar_body, sorted_body, text_body, union_body, window
+from .search import (
+    SOURCE, hybrid_body, knn_body, similar_body, sorted_body, tag_filters, text_body, union_body, window,
+)
 
 
 log = logging.getLogger("shoptag.es")
@@ -28,14 +31,17 @@ log = logging.getLogger("shoptag.es")
 class ESBackend:
     """Products in the index behind `settings.index_alias`; writes go through the alias, reindexes swap it.
 
+    With `neighbours`, `similar` (and the vectors diversity re-ranks by) come from FAISS, kept in step by this
+    backend's writes; without, or for a product FAISS does not hold, from Elasticsearch's kNN.
     Raises `BackendUnavailable` when the cluster cannot be reached, here or later.
     """
 
     name = "elasticsearch"
 
     def __init__(self, settings: ESSettings, dims: VectorDims, client: Elasticsearch | None = None,
-                 numeric: Sequence[str] = ()) -> None:
+                 numeric: Sequence[str] = (), neighbours: Neighbours | None = None) -> None:
         self.settings = settings
+        self.neighbours = neighbours
         self.dims = dims
         self.numeric = tuple(numeric)  # declared numeric attributes: a `double` field each
         self.alias = settings.index_alias
@@ -58,25 +64,39 @@ class ESBackend:
         with unavailable_as_error(self.settings.url or ""):
             ensure_alias(self._client, self.settings, self.dims, self.numeric, rrf=self.server.rrf is not False)
             unfit: list[tuple[str, str]] = []
-            actions = index_actions(unstored_fused_fits(docs, self.dims, unfit), self.alias, self.settings.mapping_version,
-                                    fused=self.dims.image is not None, as_base64=self.server.base64_vectors,
-                                    numeric=self.numeric)
+            sent: list[tuple[str, np.ndarray | None]] = []
+            actions = index_actions(_noting(unstored_fused_fits(docs, self.dims, unfit), sent), self.alias,
+                                    self.settings.mapping_version, fused=self.dims.image is not None,
+                                    as_base64=self.server.base64_vectors, numeric=self.numeric)
             report = bulk_write(self._client, actions, self.settings, refresh=self._refresh)
             report.failed = unfit + report.failed
-            return report
+        if self.neighbours is not None:
+            failed = {pid for pid, _ in report.failed}
+            self.neighbours.log([(pid, vector) for pid, vector in sent if pid not in failed])
+        return report
 
     def delete(self, ids: Sequence[str]) -> WriteReport:
         with unavailable_as_error(self.settings.url or ""):
             if not self._client.indices.exists_alias(name=self.alias):
                 return WriteReport()
-            return bulk_write(self._client, delete_actions(ids, self.alias), self.settings, refresh=self._refresh)
+            report = bulk_write(self._client, delete_actions(ids, self.alias), self.settings, refresh=self._refresh)
+        if self.neighbours is not None:
+            failed = {pid for pid, _ in report.failed}
+            self.neighbours.log([(pid, None) for pid in ids if pid not in failed])
+        return report
 
     def reindex(self, docs: Iterable[SearchDoc], *, incremental: bool = False) -> WriteReport:
         """Full: new index + one alias swap (see `reindex.full_reindex`); incremental: upsert changed docs only,
         judged by the fingerprint stored with each document."""
         if not incremental:
+            staged = self.neighbours.staged() if self.neighbours is not None else None
+            if staged is not None:  # FAISS is filled as the documents stream past, live once the alias moved
+                docs = _staging(docs, staged, self.settings.bulk_chunk_size)
             with unavailable_as_error(self.settings.url or ""):
-                return full_reindex(self._client, self.settings, self.dims, docs, self.server, self.numeric)
+                report = full_reindex(self._client, self.settings, self.dims, docs, self.server, self.numeric)
+            if staged is not None and report.ok:
+                self.neighbours.replace(staged)
+            return report
         changed: list[SearchDoc] = []
         with unavailable_as_error(self.settings.url or ""):
             ensure_alias(self._client, self.settings, self.dims, self.numeric, rrf=self.server.rrf is not False)
@@ -121,7 +141,12 @@ class ESBackend:
                 return ""
 
     def vectors(self, ids: list[str]) -> np.ndarray:
-        """Fused vectors of `ids` in that order (a row of zeros for a product without one)."""
+        """Fused vectors of `ids` in that order (a row of zeros for a product without one): from FAISS when it
+        holds them all, else asked of Elasticsearch."""
+        if self.neighbours is not None:
+            held = self.neighbours.vectors(ids)
+            if len(held) == len(set(ids)):
+                return np.vstack([held[pid] for pid in ids]) if ids else np.zeros((0, self.dims.fused), np.float32)
         field = self._similar_field
         source: dict[str, Any] = {"includes": [field]}
         if self.server.excludes_vectors:
@@ -143,8 +168,13 @@ class ESBackend:
         return "fused_vector" if self.dims.image is not None else "text_vector"
 
     def similar(self, product_id: str, k: int = 10, filters: dict[str, list[str]] | None = None) -> list[Hit]:
-        """Nearest products by fused vector within `filters`, never the product itself; `NotFound` if unknown."""
+        """Nearest products by fused vector within `filters`, never the product itself; `NotFound` if unknown.
+        From FAISS where it holds the product, else by Elasticsearch kNN."""
         with unavailable_as_error(self.settings.url or ""):
+            if self.neighbours is not None:
+                found = self._similar_from_faiss(product_id, k, filters or {})
+                if found is not None:
+                    return found
             field = self._similar_field
             vector = self._vector(product_id, field)
             body = similar_body(vector, k, filters or {}, product_id, field=field)
@@ -159,6 +189,27 @@ class ESBackend:
 
     def close(self) -> None:
         self._client.close()
+        if self.neighbours is not None:
+            self.neighbours.close()
+
+    def _similar_from_faiss(self, product_id: str, k: int, filters: dict[str, list[str]]) -> list[Hit] | None:
+        """FAISS ranks, Elasticsearch keeps those that are live and pass `filters` and returns their documents;
+        the FAISS list widens until `k` pass. None when FAISS does not hold the product."""
+        fetch = 4 * k
+        while True:
+            near = self.neighbours.nearest(product_id, fetch)
+            if near is None:
+                return None
+            body = {"size": len(near), "_source": SOURCE, "query": {"bool": {"filter": [
+                {"ids": {"values": [pid for pid, _ in near]}}, *tag_filters(filters)]}}}
+            try:
+                found = {h["_id"]: h for h in self._search(body)["hits"]["hits"]} if near else {}
+            except NotFoundError:  # no index yet
+                return None
+            kept = [_hit(found[pid], similarity) for pid, similarity in near if pid in found]
+            if len(kept) >= k or len(near) < fetch:
+                return kept[:k]
+            fetch *= 4
 
     def _search(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._client.search(index=self.alias, body=body).body
@@ -207,6 +258,20 @@ class ESBackend:
     def _fingerprints(self, ids: list[str]) -> dict[str, str]:
         found = self._client.mget(index=self.alias, ids=ids, source_includes=["fingerprint"])["docs"]
         return {d["_id"]: d["_source"].get("fingerprint", "") for d in found if d.get("found")}
+
+
+def _noting(docs: Iterable[SearchDoc], sent: list[tuple[str, np.ndarray | None]]) -> Iterable[SearchDoc]:
+    """`docs`, noting each one's id and fused vector in `sent` as it passes."""
+    for doc in docs:
+        sent.append((doc.id, doc.fused_vector))
+        yield doc
+
+
+def _staging(docs: Iterable[SearchDoc], staged, chunk: int) -> Iterable[SearchDoc]:
+    """`docs`, added to the `staged` FAISS indexes a chunk at a time as they pass."""
+    for batch in batches(docs, chunk):
+        Neighbours.add(staged, [(doc.id, doc.fused_vector) for doc in batch])
+        yield from batch
 
 
 def _rrf_refused(error: ApiError) -> bool:

@@ -85,18 +85,30 @@ def knn_clause(
     *,
     field: str = "text_vector",
     exclude_id: str | None = None,
+    min_similarity: float | None = None,
 ) -> dict[str, Any]:
-    """kNN over `field`, pre-filtered by the filter `clauses` (and without `exclude_id`)."""
+    """kNN over `field`, pre-filtered by the filter `clauses` (and without `exclude_id`); with
+    `min_similarity`, only products at least that cosine-similar (`similarity` is the raw cosine, not the score)."""
     clauses = list(clauses)
     if exclude_id is not None:
         clauses.append({"bool": {"must_not": [{"ids": {"values": [exclude_id]}}]}})
-    return {
+    clause = {
         "field": field,
         "query_vector": np.asarray(vector, dtype=np.float64).tolist(),
         "k": k,
         "num_candidates": min(MAX_CANDIDATES, max(100, 2 * k)),
         "filter": clauses,
     }
+    if min_similarity is not None:
+        clause["similarity"] = min_similarity
+    return clause
+
+
+def search_knn(query: SearchQuery) -> dict[str, Any]:
+    """The kNN half of a storefront query: the window's nearest filtered products within the cutoff (-1, the
+    lowest cosine, without one: the stored search template always renders the parameter)."""
+    cutoff = -1.0 if query.min_similarity is None else query.min_similarity
+    return knn_clause(query.vector, window(query), query_filters(query), min_similarity=cutoff)
 
 
 def window(query: SearchQuery) -> int:
@@ -114,7 +126,7 @@ def hybrid_body(query: SearchQuery) -> dict[str, Any]:
             "rrf": {
                 "retrievers": [
                     {"standard": {"query": text_query(query)}},
-                    {"knn": knn_clause(query.vector, window(query), query_filters(query))},
+                    {"knn": search_knn(query)},
                 ],
                 "rank_window_size": window(query),
                 "rank_constant": query.rank_constant,
@@ -132,7 +144,7 @@ def score_sum_body(query: SearchQuery) -> dict[str, Any]:
         "size": query.size,
         "_source": SOURCE,
         "query": text_query(query),
-        "knn": knn_clause(query.vector, window(query), query_filters(query)),
+        "knn": search_knn(query),
         "aggregations": facet_aggs(query),
     }
 
@@ -160,7 +172,7 @@ def knn_body(query: SearchQuery, size: int | None = None) -> dict[str, Any]:
         "from": query.offset if size is None else 0,
         "size": query.size if size is None else size,
         "_source": SOURCE,
-        "knn": knn_clause(query.vector, window(query), query_filters(query)),
+        "knn": search_knn(query),
         "aggregations": facet_aggs(query),
     }
 
@@ -217,7 +229,7 @@ def similar_body(
 
 def template_params(query: SearchQuery) -> dict[str, Any]:
     """Params of the stored search template (``search.{version}.mustache``) for `query`."""
-    knn = knn_clause(query.vector, window(query), query_filters(query))
+    knn = search_knn(query)
     return {
         "text": query.text,
         "vector": knn["query_vector"],
@@ -229,6 +241,7 @@ def template_params(query: SearchQuery) -> dict[str, Any]:
         "window": window(query),
         "num_candidates": knn["num_candidates"],
         "rank_constant": query.rank_constant,
+        "similarity": knn["similarity"],
     }
 
 
