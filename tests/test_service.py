@@ -94,6 +94,17 @@ def test_health_docs_and_reads(client):
     assert {t["family"] for t in page["query_tags"]} == set(page["suggested_filters"])
     assert all(t["used_as"] == "suggestion" and t["score"] >= t["threshold"] for t in page["query_tags"])
 
+    # the README's example on the bundled sample: jeans priced 20 to 60, cheapest first, with price buckets
+    readme = client.get("/search", params={"q": "jeans", "range": "price=20:60", "sort": "price_asc",
+                                           "facet": "category", "range_facet": "price=25,50,100",
+                                           "highlight": "true"}).json()
+    prices = [float(h["numbers"]["price"]) for h in readme["hits"]]
+    assert readme["total"] >= 3 and prices == sorted(prices) and all(20 <= p <= 60 for p in prices)
+    assert {"value": "Jeans", "count": readme["facets"]["category"][0]["count"]} in readme["facets"]["category"]
+    # a query matches its text and its real neighbours, not the whole catalog (the kNN window used to count)
+    assert client.get("/search", params={"q": "jeans"}).json()["total"] < 70 / 2
+    assert client.get("/search", params={"q": "蒸汽熨斗挂烫机"}).json()["total"] < 70 / 2  # no irons in the sample
+
     tags = client.get("/products/sp-001").json()["tags"]
     assert tags["category"][0] == {"value": "Jeans", "source": "catalog", "status": "accepted", "score": 1.0,
                                    "evidence": None}
