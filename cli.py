@@ -424,7 +424,7 @@ def search(
         results = answer.results
 
         def human() -> None:
-            out.print(f"{results.total} matches")
+            out.print(f"{'at least ' if results.total_relation == 'gte' else ''}{results.total} matches")
             for i, hit in enumerate(results.hits, request.offset + 1):
                 title = hit.highlights.get("title", hit.title)
                 out.print(f"{i:>3}. {hit.id}  {title}  {hit.score:.4f}", markup=False, highlight=False)
