@@ -65,9 +65,10 @@ def prepare(language: str, records: list[dict], work: Path):
     return settings, store, encoders, tagger
 
 
-def evaluate(backend, queries: list[JudgedQuery], vectors, boosts, search) -> dict[str, dict]:
+def evaluate(backend, queries: list[JudgedQuery], vectors, boosts, boost_weight: float,
+             cutoff: float | None) -> dict[str, dict]:
     """Per method: the mean metrics over `queries` and each query's figures, with the storefront's boost weight
-    and similarity cutoff (`search`: the search settings)."""
+    and similarity cutoff."""
     from shoptag.indexer.documents import SearchQuery
 
     out = {}
@@ -75,8 +76,8 @@ def evaluate(backend, queries: list[JudgedQuery], vectors, boosts, search) -> di
         rows = []
         start = time.perf_counter()
         for query, vector, tags in zip(queries, vectors, boosts):
-            base = SearchQuery(text=query.text, vector=vector, size=DEPTH, window=DEPTH, boost_weight=search.boost_weight,
-                               min_similarity=search.min_similarity)
+            base = SearchQuery(text=query.text, vector=vector, size=DEPTH, window=DEPTH, boost_weight=boost_weight,
+                               min_similarity=cutoff)
             search = {"BM25": replace(base, vector=None), "vector": replace(base, text=""), "hybrid": base,
                       "hybrid + query tags": replace(base, boosts=tags)}[method]
             ranking = [hit.id for hit in backend.search(search).hits]
@@ -92,6 +93,7 @@ def run_language(language: str, args: argparse.Namespace) -> dict:
     from shoptag.indexer.backends import open_backend
     from shoptag.pipeline.query_tags import as_filters, understand
     from shoptag.pipeline.reindex import reindex
+    from shoptag.pipeline.search import min_similarity
 
     records = catalog(language, args.data_dir, args.products)
     settings, store, encoders, tagger = prepare(language, records, args.work)
@@ -104,14 +106,15 @@ def run_language(language: str, args: argparse.Namespace) -> dict:
         boosts = [as_filters(tags) for tags in understood]
         dims = _dims(encoders)
         result = {"products": len(records), "queries": len(queries), "text_model": settings.encoders.text_model,
-                  "min_similarity": settings.search.min_similarity,
+                  "min_similarity": min_similarity(settings),
                   "query_tags": [{"query": q.text, "asked": q.tags, "tags": [asdict(t) for t in tags]}
                                  for q, tags in zip(queries, understood)],
                   "backends": {}}
         embedded = open_backend(settings, dims)
         try:
             reindex(settings, store, encoders, embedded, show_progress=False)
-            result["backends"]["embedded"] = evaluate(embedded, queries, vectors, boosts, settings.search)
+            result["backends"]["embedded"] = evaluate(embedded, queries, vectors, boosts, settings.search.boost_weight,
+                                                      min_similarity(settings))
         finally:
             embedded.close()
         if not args.no_es:
@@ -120,7 +123,8 @@ def run_language(language: str, args: argparse.Namespace) -> dict:
                 backend = open_backend(es, dims)
                 try:
                     reindex(es, store, encoders, backend, show_progress=False)
-                    result["backends"]["noida-db"] = evaluate(backend, queries, vectors, boosts, settings.search)
+                    result["backends"]["noida-db"] = evaluate(backend, queries, vectors, boosts,
+                                                              settings.search.boost_weight, min_similarity(settings))
                 finally:
                     backend.close()
         return result

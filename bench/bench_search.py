@@ -42,11 +42,13 @@ def workload(titles: list[str], ids: list[str], encoder, count: int) -> Workload
 
 def storefront_query(load: Workload, i: int):
     """What a storefront page asks: hybrid text + vector, a tag filter, a numeric range, two tag facets and a
-    range facet, page 3 of 24 hits."""
+    range facet, page 3 of 24 hits, with the default similarity cutoff of the kNN half."""
     from shoptag.indexer.documents import SearchQuery
+    from shoptag.pipeline.search import NEIGHBOUR_COSINE
 
     return SearchQuery(text=load.texts[i], vector=load.vectors[i], filters=FILTER, ranges={"year": (2011.0, 2016.0)},
-                       facets=FACETS, range_facets={"year": (2012.0, 2014.0, 2016.0)}, offset=48, size=24)
+                       facets=FACETS, range_facets={"year": (2012.0, 2014.0, 2016.0)}, offset=48, size=24,
+                       min_similarity=NEIGHBOUR_COSINE["minilm"])
 
 
 def measure_storefront(output: Output, benchmark: str, backend, load: Workload, n: int, samples: int) -> None:

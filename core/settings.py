@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
@@ -160,8 +160,9 @@ class SearchSettings(Section):
     boost_weight: float = Field(2.0, ge=0.0)
     # the kNN half of a search keeps only products at least this cosine-similar to the query, so hits, the total
     # and the facets are the text matches plus the query's real neighbours, not `window` products whatever they
-    # are (a query for something the catalog lacks has no candidates); None: the whole window
-    min_similarity: float | None = Field(0.3, ge=-1.0, le=1.0)
+    # are (a query for something the catalog lacks has no candidates); `auto`: the text encoder's own cutoff
+    # (`pipeline.search.NEIGHBOUR_COSINE`; none for an encoder without one); None: the whole window
+    min_similarity: Annotated[float, Field(ge=-1.0, le=1.0)] | Literal["auto"] | None = "auto"
 
 
 class ServiceSettings(Section):

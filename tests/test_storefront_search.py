@@ -234,3 +234,16 @@ def test_cap_moves_the_surplus_down_and_stays_a_permutation():
     order = capped_order(values, max_per_value=1, block=3)
     assert order[:3] == [0, 3, 4] and sorted(order) == list(range(len(values)))
     assert capped_order([["a"]] * 4, max_per_value=1, block=2) == [0, 1, 2, 3]  # nothing else to show
+
+
+def test_the_similarity_cutoff_is_the_text_encoders_unless_set(tmp_path):
+    from shoptag.core.settings import load_settings
+    from shoptag.pipeline.search import NEIGHBOUR_COSINE, min_similarity
+
+    def cutoff(**changes):
+        return min_similarity(load_settings(workspace=tmp_path, **changes))
+
+    assert cutoff() == NEIGHBOUR_COSINE["minilm"]
+    assert cutoff(encoders={"text_model": "use-multilingual"}) == NEIGHBOUR_COSINE["use-multilingual"]
+    assert cutoff(encoders={"text_model": "e5-small"}) is None  # no measured cutoff: the whole window
+    assert cutoff(search={"min_similarity": 0.5}) == 0.5 and cutoff(search={"min_similarity": None}) is None
