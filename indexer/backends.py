@@ -32,7 +32,12 @@ def open_backend(settings: Settings, dims: VectorDims, *, set_aside_damaged: boo
             from .neighbours import Neighbours
 
             neighbours = Neighbours(neighbours_folder(settings), dims, factory=settings.index.factory)
-        return ESBackend(settings.es, dims, numeric=settings.catalog.numeric_attributes, neighbours=neighbours)
+        try:
+            return ESBackend(settings.es, dims, numeric=settings.catalog.numeric_attributes, neighbours=neighbours)
+        except BaseException:  # the cluster refused or is gone: nothing stays open
+            if neighbours is not None:
+                neighbours.close()
+            raise
     folder = settings.workspace / "search"
     try:
         return EmbeddedBackend(folder, dims, factory=settings.index.factory, numeric=settings.catalog.numeric_attributes)
