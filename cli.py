@@ -275,7 +275,8 @@ def explain(
             out.print(f"[bold]{data['id']}[/] {data['title']}" + (f"  (image {data['image']})" if data["image"] else ""))
             for family, tags in data["tags"].items():
                 for t in tags:
-                    mark = {"accepted": "[green]✔[/]", "review": "[yellow]? needs review[/]"}[t["status"]]
+                    mark = {"accepted": "[green]✔[/]", "review": "[yellow]? needs review[/]",
+                            "replaced": "[dim]replaced by a correction[/]"}[t["status"]]
                     score = f"{t['score']:.2f}" if t["score"] is not None else "-"
                     out.print(f"  {family:>14}: {t['value']}  {mark}  score {score}  ({t['source']})")
                     ev = t.get("evidence")
@@ -728,6 +729,7 @@ def datasets(
     data_dir: Annotated[Path | None, typer.Option(help="Folder of the public data (default ../shared/data).")] = None,
     limit: Annotated[int | None, typer.Option(help="fashion: first N products.")] = None,
     images: Annotated[bool, typer.Option(help="fashion: extract the photos and link them.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Turn a public data set into a shoptag catalog (to reproduce the benchmarks); `behaviour` also names its
     shopper events file (the gift shop's purchase log)."""
@@ -746,12 +748,12 @@ def datasets(
         if not events_file.is_file():
             raise NotFound(f"behaviour events not found: {events_file}")
         path = ds.behaviour_catalog(root, out_file)
-        out.print(f"wrote {path}")
-        out.print(f"events: {events_file} (then `shoptag ingest {path}` and `shoptag events {events_file}`)")
+        _emit(as_json, {"dataset": name, "catalog": str(path), "events": str(events_file)}, lambda: out.print(
+            f"wrote {path}\nevents: {events_file} (then `shoptag ingest {path}` and `shoptag events {events_file}`)"))
         return
     else:
         raise BadInput(f"unknown data set {name!r}: fashion, taobao or behaviour")
-    out.print(f"wrote {path}")
+    _emit(as_json, {"dataset": name, "catalog": str(path)}, lambda: out.print(f"wrote {path}"))
 
 
 @command("train-clip")
@@ -794,22 +796,29 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings: 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings: 8080).")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Serve beyond loopback without an API key.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the startup summary as one JSON line on stdout.")]
+    = False,
 ) -> None:
     """Run the storefront HTTP service (similar, real-time tagging, feedback, search, metrics)."""
     import uvicorn
 
-    from shoptag.core.errors import ShoptagError
     from shoptag.core.settings import load_settings
     from shoptag.service.app import create_app
     from shoptag.service.auth import check_exposure
 
-    try:
-        settings = load_settings(config, **({"workspace": workspace} if workspace else {}))
-        check_exposure(host or settings.service.host, settings.service, insecure=insecure)
-    except ShoptagError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
-    uvicorn.run(create_app(settings), host=host or settings.service.host, port=port or settings.service.port)
+    settings = load_settings(config, **({"workspace": workspace} if workspace else {}))
+    host, port = host or settings.service.host, port or settings.service.port
+    check_exposure(host, settings.service, insecure=insecure)
+
+    def ready(summary: dict) -> None:
+        summary = {"url": f"http://{host}:{port}", **summary}
+        if as_json:
+            print(json.dumps(summary, ensure_ascii=False), flush=True)
+        else:
+            out.print(f"serving {summary['products']} products ({summary['indexed']} indexed in {summary['backend']}, "
+                      f"model {summary['model'] or 'none yet'}) from {summary['workspace']} on {summary['url']}")
+
+    uvicorn.run(create_app(settings, ready), host=host, port=port)
 
 
 # ---- export -----------------------------------------------------------------------------------------------------

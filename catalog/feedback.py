@@ -18,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 
 from shoptag.core.files import input_file
 
-from .records import MAX_ID_CHARS, RAW_CHARS, Reject
+from .records import MAX_ID_CHARS, RAW_CHARS, Reject, json_error
 
 MAX_NAME_CHARS = 200  # a tag family or value
 MAX_VALUES = 100  # values in one correction
@@ -90,7 +90,7 @@ def _jsonl_rows(path: Path) -> Iterator[Row]:
                 yield line, raw, "line is not valid UTF-8"
                 continue
             except json.JSONDecodeError as exc:
-                yield line, raw, f"invalid JSON ({exc.msg} at column {exc.colno})"
+                yield line, raw, json_error(exc)
                 continue
             except RecursionError:
                 yield line, raw, "JSON nested too deeply"

@@ -26,7 +26,9 @@ from shoptag.core.errors import BadInput
 from shoptag.core.files import input_file
 from shoptag.core.settings import CatalogSettings
 
-from .records import RAW_CHARS, InvalidRecord, Parsed, Product, Reject, no_overlap, type_name, validated
+from .records import (
+    RAW_CHARS, InvalidRecord, Parsed, Product, Reject, json_error, no_overlap, type_name, validated,
+)
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 ATTR_PREFIXES = ("attr.", "attr:")
@@ -99,7 +101,7 @@ def _jsonl_records(path: Path) -> Iterator[Parsed]:
             try:
                 record = json.loads(raw)
             except json.JSONDecodeError as exc:
-                yield number, raw, InvalidRecord(f"unparsable line: invalid JSON ({exc.msg} at column {exc.colno})")
+                yield number, raw, InvalidRecord(f"unparsable line: {json_error(exc)}")
                 continue
             except RecursionError:
                 yield number, raw[:RAW_CHARS], InvalidRecord("unparsable line: JSON nested too deeply")

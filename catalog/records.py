@@ -28,7 +28,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from shoptag.core.settings import CatalogSettings
 
 # The id rule, the same for `shoptag ingest`, POST /products and every path that names a product: 1 to
@@ -301,6 +301,8 @@ def _check_decodes(data: bytes, path: Path, max_pixels: int) -> None:
             im.load()
     except InvalidRecord:
         raise
+    except UnidentifiedImageError:  # its message names the buffer (`<_io.BytesIO object at 0x…>`), not the file
+        raise InvalidRecord(f"image: {path} is not an image in a format Pillow reads") from None
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, DecompressionBomb...)
         raise InvalidRecord(f"image: corrupt or unsupported image {path} ({type(exc).__name__}: {exc})") from None
 
@@ -321,6 +323,12 @@ def _scalar_text(value: Any) -> str:
     if isinstance(value, (bool, dict, list, tuple)):
         return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
     return str(value)
+
+
+def json_error(exc: json.JSONDecodeError) -> str:
+    """A JSON syntax error in words: `invalid JSON (Unterminated string starting at column 5)`; json's own
+    messages may end in "at", so the column is not joined with a second one."""
+    return f"invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"
 
 
 def type_name(value: Any) -> str:

@@ -68,7 +68,8 @@ class ProductVectors:
     fused: np.ndarray
 
     def modality(self, row: int) -> str:
-        return "text+image" if self.has_image[row] else "text"
+        """What the product's vector was made from: its image counts only when an image tower encoded it."""
+        return "text+image" if self.image is not None and self.has_image[row] else "text"
 
 
 def _encode_cached(

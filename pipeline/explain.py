@@ -7,7 +7,8 @@ from shoptag.store.records import Store
 
 
 def explain(store: Store, product_id: str) -> dict:
-    """A JSON-ready account of one product's tags; `NotFound` for an unknown product."""
+    """A JSON-ready account of one product's tags (status accepted, review, or replaced: a catalog tag a
+    correction overrode); `NotFound` for an unknown product."""
     found = store.products([product_id])
     if not found:
         raise NotFound(f"unknown product id {product_id!r}")
@@ -17,9 +18,12 @@ def explain(store: Store, product_id: str) -> dict:
         {n["id"] for t in tags if t.evidence for n in t.evidence.get("neighbours", [])}
     )
     titles = {p.id: p.title for p in store.products(neighbour_ids)} if neighbour_ids else {}
+    corrected = store.corrected_families(product_id)
     families: dict[str, list[dict]] = {}
     for t in tags:
-        entry = {"value": t.value, "source": t.source, "status": t.status, "score": t.score}
+        # a correction wins: the catalog's value it overrode is shown as replaced, never as accepted beside it
+        status = "replaced" if t.source == "catalog" and t.family in corrected else t.status
+        entry = {"value": t.value, "source": t.source, "status": status, "score": t.score}
         if t.evidence:
             entry["evidence"] = {
                 **t.evidence,

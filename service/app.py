@@ -3,7 +3,7 @@ backend, metrics) is built in the lifespan and owned by the app object: no globa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
@@ -32,14 +32,17 @@ def _version() -> str:
         return "dev"
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The app for `settings`; nothing is opened until the server starts it (lifespan)."""
+def create_app(settings: Settings, on_ready: Callable[[dict], None] | None = None) -> FastAPI:
+    """The app for `settings`; nothing is opened until the server starts it (lifespan). `on_ready` is given the
+    startup summary (`ServiceState.summary`) once the service can answer."""
     metrics = ServiceMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = ServiceState.open(settings, metrics)
         app.state.service = state
+        if on_ready is not None:
+            on_ready(state.summary())
         try:
             yield
         finally:

@@ -40,7 +40,7 @@ class ProductIn(BaseModel):
 class TagOut(BaseModel):
     value: str
     source: str  # feedback | catalog | model
-    status: str  # accepted | review
+    status: str  # accepted | review | replaced (a catalog tag a correction overrode)
     score: float | None
     evidence: dict[str, Any] | None = None  # model tags: source scores, fusion weights, voting neighbours
 

@@ -74,6 +74,13 @@ class ServiceState:
             raise
         return state
 
+    def summary(self) -> dict:
+        """What this service serves, as `serve` reports it at start: workspace, products stored and indexed, the
+        search backend, the current model, whether writes need an API key."""
+        return {"workspace": str(self.settings.workspace.resolve()), "products": self.store.count_products(),
+                "indexed": self.backend.count(), "backend": self.backend.name, "model": self.model_name(),
+                "api_key": self.settings.service.api_key is not None}
+
     def close(self) -> None:
         self.backend.close()
         self.cache.close()

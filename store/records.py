@@ -364,6 +364,12 @@ class Store:
             out.setdefault(pid, set()).add(family)
         return out
 
+    def corrected_families(self, product_id: str) -> set[str]:
+        """The families of a product that feedback set (values or "none applies"): its catalog tags there are
+        replaced, though kept (a later undo of the correction brings them back)."""
+        return {family for (family,) in self._query("SELECT DISTINCT family FROM feedback WHERE product_id = ?",
+                                                   (product_id,))}
+
     def tags_of(self, product_id: str) -> list[StoredTag]:
         rows = self._query(
             "SELECT family, value, source, status, score, evidence FROM tags WHERE product_id = ? "

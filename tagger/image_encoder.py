@@ -55,7 +55,9 @@ def open_image(item: ImageSource, position: int | None = None) -> Image.Image:
             return image.convert("RGB")
     except (OSError, UnidentifiedImageError, ValueError) as error:
         where = f"item {position} " if position is not None else ""
-        raise ImageDecodeError(f"cannot read image {where}{describe(item)}: {error}") from error
+        # Pillow names an in-memory image by its buffer's repr (`<_io.BytesIO object at 0x…>`): say what it is
+        why = "not an image in a format Pillow reads" if isinstance(error, UnidentifiedImageError) else str(error)
+        raise ImageDecodeError(f"cannot read image {where}{describe(item)}: {why}") from error
 
 
 def as_torch_device(device: str) -> torch.device:

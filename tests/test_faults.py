@@ -331,3 +331,63 @@ def test_no_code_loads_pickles():
                  for line in p.read_text(encoding="utf-8").splitlines()
                  if "allow_pickle=True" in line or "weights_only=False" in line or "pickle.load" in line]
     assert not offenders, offenders
+
+
+# ---- output that does not mislead --------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_correction_replaces_the_catalog_tag_in_explain_and_over_http(indexed_copy, trained_sample):
+    """The corrected value is the accepted one; the catalog's value it overrode shows as replaced, in `explain`
+    and `GET /products/{id}` alike. Without an image tower no tag says it came from text+image."""
+    from fastapi.testclient import TestClient
+    from shoptag.pipeline.explain import explain
+    from shoptag.pipeline.ingest import ingest
+    from shoptag.service.app import create_app
+
+    settings, tmp_path = indexed_copy
+    photo = Path(__file__).resolve().parents[1] / "examples" / "images" / "jeans-navy.jpg"
+    catalog = tmp_path / "new.jsonl"
+    catalog.write_text(json.dumps({"id": "new-1", "title": "slim jeans", "image": str(photo)}) + "\n")
+    store = Workspace(settings.workspace).open_store()
+    try:
+        ingest(settings, store, catalog, show_progress=False)
+        tag(settings, store, trained_sample[2], None, show_progress=False)
+        modalities = {t["evidence"]["modality"] for ts in explain(store, "new-1")["tags"].values() for t in ts}
+        assert [t.value for t in store.tags_of("sp-001") if t.family == "colour"] == ["Navy Blue"]
+        store.add_feedback([("sp-001", "colour", ["Black"])], origin="test")
+        explained = explain(store, "sp-001")
+    finally:
+        store.close()
+    colour = {(t["value"], t["source"], t["status"]) for t in explained["tags"]["colour"]}
+    assert colour == {("Black", "feedback", "accepted"), ("Navy Blue", "catalog", "replaced")}
+    assert modalities == {"text"}, "a text-only model tagged products with images: their evidence says text"
+    with TestClient(create_app(settings)) as client:
+        served = client.get("/products/sp-001").json()
+    assert {(t["value"], t["source"], t["status"]) for t in served["tags"]["colour"]} == colour
+
+
+@pytest.mark.slow
+def test_an_empty_query_browses_alike_in_the_cli_and_over_http(indexed_copy):
+    """An empty query (or one without words) is no text at all: every product that passes the filters, the
+    same on the command line and over HTTP (docs/SEARCH.md)."""
+    from fastapi.testclient import TestClient
+    from shoptag.cli import app
+    from shoptag.service.app import create_app
+    from typer.testing import CliRunner
+
+    settings, tmp_path = indexed_copy
+    env = {"SHOPTAG_WORKSPACE": str(settings.workspace), "SHOPTAG_ENCODERS__TEXT_MODEL": settings.encoders.text_model,
+           "SHOPTAG_CONFIG": str(tmp_path / "none.toml")}
+    store = Workspace(settings.workspace).open_store()
+    try:
+        every = sorted(store.product_ids())
+    finally:
+        store.close()
+    with TestClient(create_app(settings)) as client:
+        for q in ("", "  ", "!!"):
+            cli = CliRunner().invoke(app, ["search", q, "--size", "100", "--json"], env=env)
+            assert cli.exit_code == 0, cli.output
+            http = client.get("/search", params={"q": q, "size": 100}).json()
+            by_cli = json.loads(cli.stdout)["results"]
+            assert by_cli["total"] == http["total"] == len(every)
+            assert [h["id"] for h in by_cli["hits"]] == [h["id"] for h in http["hits"]]
+            assert sorted(h["id"] for h in http["hits"]) == every

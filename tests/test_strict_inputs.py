@@ -7,7 +7,7 @@ import json
 
 import pytest
 from shoptag.cli import EXIT_REJECTS, app
-from shoptag.core.errors import OUTCOMES, NotFound
+from shoptag.core.errors import OUTCOMES, BadInput, NotFound
 from shoptag.store.records import Store
 from typer.testing import CliRunner
 
@@ -156,3 +156,44 @@ def test_a_missing_input_file_is_not_found_in_one_line(cli, tmp_path, command):
     assert result.exit_code == OUTCOMES[NotFound].exit_code, result.output
     assert result.output.strip().count("\n") == 0 and str(missing) in " ".join(result.output.split())
     assert "not found" in result.output and "Traceback" not in result.output
+
+
+# ---- output that does not mislead --------------------------------------------------------------------------------
+def test_a_bogus_backend_is_an_error_not_the_embedded_store(cli):
+    result = cli("reindex", "--backend", "bogus")
+    assert result.exit_code == OUTCOMES[BadInput].exit_code
+    assert "bad --backend 'bogus'" in " ".join(result.output.split())
+
+
+def test_serve_and_datasets_speak_json(cli, tmp_path):
+    refused = cli("serve", "--host", "0.0.0.0", "--port", "1", "--json")
+    assert refused.exit_code == OUTCOMES[BadInput].exit_code
+    assert json.loads(refused.stdout)["kind"] == "BadInput"
+    missing = cli("datasets", "fashion", "--out", str(tmp_path / "c.jsonl"), "--data-dir", str(tmp_path / "no"), "--json")
+    assert missing.exit_code == OUTCOMES[NotFound].exit_code and "data folder not found" in json.loads(missing.stdout)["error"]
+
+
+@pytest.mark.slow
+def test_serve_prints_its_startup_summary_as_one_json_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from loopback import free_port
+
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text("".join(json.dumps({"id": f"p{i}", "title": f"shirt {i}"}) + "\n" for i in range(3)))
+    env = {**os.environ, "SHOPTAG_WORKSPACE": str(tmp_path / "ws"), "HF_HUB_OFFLINE": "1",
+           "SHOPTAG_CONFIG": str(tmp_path / "none.toml")}
+    run = lambda *args, **kw: subprocess.Popen([sys.executable, "-m", "shoptag.cli", *args], cwd=tmp_path, env=env,  # noqa: E731
+                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    assert run("ingest", str(catalog)).wait(timeout=120) == 0
+    port = free_port()
+    server = run("serve", "--port", str(port), "--json")
+    try:
+        summary = json.loads(server.stdout.readline())
+    finally:
+        server.kill()
+        server.wait()
+    assert summary["url"] == f"http://127.0.0.1:{port}"
+    assert (summary["products"], summary["indexed"], summary["model"], summary["api_key"]) == (3, 3, None, False)
