@@ -197,3 +197,25 @@ def test_serve_prints_its_startup_summary_as_one_json_line(tmp_path):
         server.wait()
     assert summary["url"] == f"http://127.0.0.1:{port}"
     assert (summary["products"], summary["indexed"], summary["model"], summary["api_key"]) == (3, 3, None, False)
+
+
+def test_rejects_name_the_file_and_word_json_errors_once(cli, tmp_path):
+    (tmp_path / "fake.jpg").write_bytes(b"this is not a picture")
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text(json.dumps({"id": "ok", "title": "shirt", "tags": {"colour": ["Red"]}}) + "\n"
+                       + json.dumps({"id": "pic", "title": "poster", "image": "fake.jpg"}) + "\n"
+                       + '{"id": "cut", "title": "unterminated\n')
+    result = cli("ingest", str(catalog))
+    assert result.exit_code == EXIT_REJECTS
+    text = " ".join(result.output.split())
+    assert f"{tmp_path / 'fake.jpg'} is not an image in a format Pillow reads" in text
+    assert "Unterminated string starting at column" in text
+    assert "BytesIO" not in text and "at at" not in text
+
+
+def test_an_image_sent_as_bytes_is_named_by_its_size_not_a_buffer_repr():
+    from shoptag.tagger.image_encoder import ImageDecodeError, open_image
+
+    with pytest.raises(ImageDecodeError) as caught:
+        open_image(b"not a picture", position=3)
+    assert str(caught.value) == "cannot read image item 3 <13 bytes>: not an image in a format Pillow reads"
