@@ -302,7 +302,8 @@ def _check_decodes(data: bytes, path: Path, max_pixels: int) -> None:
     except InvalidRecord:
         raise
     except UnidentifiedImageError:  # its message names the buffer (`<_io.BytesIO object at 0x…>`), not the file
-        raise InvalidRecord(f"image: {path} is not an image in a format Pillow reads") from None
+        raise InvalidRecord(f"image: corrupt or unsupported image {path} (not an image format Pillow reads)") \
+            from None
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, DecompressionBomb...)
         raise InvalidRecord(f"image: corrupt or unsupported image {path} ({type(exc).__name__}: {exc})") from None
 

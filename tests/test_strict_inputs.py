@@ -208,7 +208,7 @@ def test_rejects_name_the_file_and_word_json_errors_once(cli, tmp_path):
     result = cli("ingest", str(catalog))
     assert result.exit_code == EXIT_REJECTS
     text = " ".join(result.output.split())
-    assert f"{tmp_path / 'fake.jpg'} is not an image in a format Pillow reads" in text
+    assert f"corrupt or unsupported image {tmp_path / 'fake.jpg'} (not an image format Pillow reads)" in text
     assert "Unterminated string starting at column" in text
     assert "BytesIO" not in text and "at at" not in text
 
