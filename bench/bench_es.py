@@ -119,7 +119,7 @@ def es_backend(settings, dims, work: Path, **es_changes):
 
     shutil.rmtree(work, ignore_errors=True)
     return ESBackend(settings.es.model_copy(update=es_changes), dims, numeric=settings.catalog.numeric_attributes,
-                     neighbours=Neighbours(work, dims, factory=settings.index.factory))
+                     neighbours=Neighbours(work, dims, index=settings.index))
 
 
 def bulk_against_raw(output: Output, settings, dims, docs: list, rounds: int, work: Path) -> None:

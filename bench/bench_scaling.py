@@ -47,7 +47,8 @@ def main() -> None:
     import faiss
     import scipy.sparse as sp
 
-    from shoptag.vectors.faiss_index import TRAIN_PER_LIST, VectorIndex, choose_factory, gpu_available
+    from shoptag.vectors.faiss_index import VectorIndex, gpu_available
+    from shoptag.vectors.index_choice import TRAIN_PER_LIST, choose_factory
     from shoptag.tagger.model import key_rows, knn_scores, neighbours
 
     output = Output()

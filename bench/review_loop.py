@@ -68,7 +68,7 @@ def measure(settings: Settings, encoders: Encoders, truth: dict, eval_ids: list[
     try:
         products = store.products(eval_ids)
         vectors, _ = encode_products(products, encoders, cache, show_progress=False)
-        model = load_checked_model(workspace.models_dir, encoders)
+        model = load_checked_model(workspace.models_dir, encoders, settings.index)
         families = family_metrics(model, vectors.fused, [p.text for p in products], [p.id for p in products],
                                   [truth[p.id] for p in products])
         labelled = len([1 for fams in store.known_tags().values() if any(fams.values())])

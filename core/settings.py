@@ -52,11 +52,13 @@ class EncoderSettings(Section):
 class IndexSettings(Section):
     """FAISS index over product vectors."""
 
-    # `auto` picks exact search for small catalogs and IVF/HNSW for large ones; or any faiss factory string.
+    # `auto`: exact search up to 100k vectors, then IVF with 8-bit codes, then product codes when those do not fit
+    # `memory_budget_mb` (vectors/index_choice.py); or any faiss factory string.
     factory: str = "auto"
+    memory_budget_mb: int = Field(2048, ge=1)  # what one index's vectors may take, for `auto`
     use_gpu: bool = True  # only when the installed faiss has GPU support
-    nprobe: int = 16
-    hnsw_ef_search: int = 64
+    nprobe: int = Field(16, ge=1)  # inverted lists an IVF search visits
+    hnsw_ef_search: int = Field(64, ge=1)  # candidate list of an HNSW search
 
 
 class TaggerSettings(Section):

@@ -31,7 +31,7 @@ def open_backend(settings: Settings, dims: VectorDims, *, set_aside_damaged: boo
         if settings.es.similar == "faiss":
             from .neighbours import Neighbours
 
-            neighbours = Neighbours(neighbours_folder(settings), dims, factory=settings.index.factory)
+            neighbours = Neighbours(neighbours_folder(settings), dims, index=settings.index)
         try:
             return ESBackend(settings.es, dims, numeric=settings.catalog.numeric_attributes, neighbours=neighbours)
         except BaseException:  # the cluster refused or is gone: nothing stays open
@@ -40,14 +40,14 @@ def open_backend(settings: Settings, dims: VectorDims, *, set_aside_damaged: boo
             raise
     folder = settings.workspace / "search"
     try:
-        return EmbeddedBackend(folder, dims, factory=settings.index.factory, numeric=settings.catalog.numeric_attributes)
+        return EmbeddedBackend(folder, dims, index=settings.index, numeric=settings.catalog.numeric_attributes)
     except Corrupt as exc:
         if not set_aside_damaged:
             raise
         aside = folder.with_name(f"search.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
         folder.rename(aside)
         log.warning("%s; moved to %s, rebuilding it from the store", str(exc).split("; ")[0], aside)
-        return EmbeddedBackend(folder, dims, factory=settings.index.factory, numeric=settings.catalog.numeric_attributes)
+        return EmbeddedBackend(folder, dims, index=settings.index, numeric=settings.catalog.numeric_attributes)
 
 
 def neighbours_folder(settings: Settings) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from shoptag.core.errors import Corrupt, NotFound
+from shoptag.core.settings import IndexSettings
 from shoptag.vectors.faiss_index import VectorIndex
 
 from . import fulltext, vector_log
@@ -32,14 +33,14 @@ class EmbeddedBackend:
 
     name = "embedded"
 
-    def __init__(self, directory: Path, dims: VectorDims, *, factory: str = "auto", numeric: Sequence[str] = ()) -> None:
+    def __init__(self, directory: Path, dims: VectorDims, *, index: IndexSettings = IndexSettings(),
+                 numeric: Sequence[str] = ()) -> None:
         self.directory = Path(directory)
         self.numeric = tuple(numeric)  # declared numeric attributes: indexed as numbers
         self.directory.mkdir(parents=True, exist_ok=True)
         self.dims = dims
-        self.factory = factory
         self._db = self.directory / "search.sqlite"
-        self._log = VectorLog(self.directory, dims, factory)
+        self._log = VectorLog(self.directory, dims, index)
         self._write_lock = threading.Lock()  # one writer at a time in this process (SQLite serialises processes)
         self._vector_lock = threading.Lock()  # FAISS indexes are not safe to read while they change
         self._writer = sqlite3.connect(self._db, isolation_level=None, check_same_thread=False)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from shoptag.core.errors import Corrupt
+from shoptag.core.settings import IndexSettings
 
 from . import vector_log
 from .search_common import VectorDims
@@ -28,11 +29,11 @@ from .vector_log import VectorLog, Vectors
 class Neighbours:
     """The fused vectors of an Elasticsearch index in FAISS, in `directory` (one per cluster and alias)."""
 
-    def __init__(self, directory: Path, dims: VectorDims, factory: str = "auto") -> None:
+    def __init__(self, directory: Path, dims: VectorDims, index: IndexSettings = IndexSettings()) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._db = self.directory / "neighbours.sqlite"
-        self._log = VectorLog(self.directory, dims, factory)
+        self._log = VectorLog(self.directory, dims, index)
         self._lock = threading.Lock()  # FAISS indexes are not safe to read while they change
         self._writer = sqlite3.connect(self._db, isolation_level=None, check_same_thread=False)
         try:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from shoptag.vectors.faiss_index import VectorIndex
+from shoptag.core.settings import IndexSettings
+from shoptag.vectors.faiss_index import VectorIndex, index_options
 
 from .search_common import VectorDims
 
@@ -52,14 +53,17 @@ class VectorLog:
     """Snapshots in `directory` + the log table of the caller's SQLite database; every method takes the
     connection whose transaction it works in."""
 
-    def __init__(self, directory: Path, dims: VectorDims, factory: str = "auto") -> None:
+    def __init__(self, directory: Path, dims: VectorDims, index: IndexSettings) -> None:
         self.directory = directory
         self.dims = dims
-        self.factory = factory
+        self.index = index
 
     def empty(self, version: int = -1, seq: int = 0) -> Vectors:
-        return Vectors(version, VectorIndex(self.dims.text, self.factory), VectorIndex(self.dims.fused, self.factory),
-                       seq=seq)
+        return Vectors(version, self._new(self.dims.text), self._new(self.dims.fused), seq=seq)
+
+    def _new(self, dim: int) -> VectorIndex:
+        """An empty index (`auto`: exact, until a rebuild chooses by size)."""
+        return VectorIndex(dim, **index_options(self.index))
 
     def fresh(self, vectors: Vectors, conn: sqlite3.Connection) -> Vectors:
         """`vectors` brought up to what `conn` sees: a newer snapshot is loaded, then the log after it replayed."""
@@ -133,11 +137,11 @@ class VectorLog:
     def _load(self, version: int) -> Vectors:
         if version == 0:
             return self.empty(0)
-        return Vectors(version, VectorIndex.load(self._path("text", version)),
-                       VectorIndex.load(self._path("fused", version)))
+        return Vectors(version, VectorIndex.load(self._path("text", version), self.index),
+                       VectorIndex.load(self._path("fused", version), self.index))
 
     def _build(self, dim: int, ids: list[str], vectors: list[np.ndarray]) -> VectorIndex:
-        return VectorIndex.build(ids, np.vstack(vectors), self.factory) if ids else VectorIndex(dim, self.factory)
+        return VectorIndex.build(ids, np.vstack(vectors), **index_options(self.index)) if ids else self._new(dim)
 
 
 def _blob(vector: np.ndarray | None) -> bytes | None:

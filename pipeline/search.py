@@ -162,7 +162,7 @@ def query_model(settings: Settings, encoders: Encoders) -> TaggerModel | None:
     """The tagger that understands queries: the workspace's current model, or None while there is none (or it
     was trained for other encoders): search then runs without query tags."""
     try:
-        return load_checked_model(Workspace(settings.workspace).models_dir, encoders)
+        return load_checked_model(Workspace(settings.workspace).models_dir, encoders, settings.index)
     except Conflict:  # none trained yet, or trained for other encoders (`StaleModelError`)
         return None
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoptag.core.errors import Conflict
-from shoptag.core.settings import Settings
+from shoptag.core.settings import IndexSettings, Settings
 from shoptag.indexer.backend import SearchBackend
 from shoptag.store.records import Store, StoredProduct
 from shoptag.tagger.embedding_cache import EmbeddingCache
@@ -50,9 +50,10 @@ def model_version(model: TaggerModel | None, system: TagSystem | None = None) ->
     return version if system is None else f"{version}+{system.created_at:.6f}"
 
 
-def load_checked_model(models_dir: Path, encoders: Encoders) -> TaggerModel:
-    """The current model, refusing one trained with other encoders (its vectors would not compare)."""
-    model = load_model(models_dir)
+def load_checked_model(models_dir: Path, encoders: Encoders, index: IndexSettings) -> TaggerModel:
+    """The current model searching as `index` says, refusing one trained with other encoders (its vectors would
+    not compare)."""
+    model = load_model(models_dir, index=index)
     if model.encoders != encoders.ids():
         raise StaleModelError(
             f"the model was trained with encoders {model.encoders}, the settings give {encoders.ids()}: "
@@ -61,7 +62,7 @@ def load_checked_model(models_dir: Path, encoders: Encoders) -> TaggerModel:
     return model
 
 
-def load_tagging(models_dir: Path, encoders: Encoders) -> tuple[TaggerModel | None, TagSystem | None]:
+def load_tagging(models_dir: Path, encoders: Encoders, index: IndexSettings) -> tuple[TaggerModel | None, TagSystem | None]:
     """The learnt model and the tag system (zero-shot tags, hierarchy, rules); either may be absent, not both."""
     system = load_tag_system(models_dir)
     if system is not None and system.encoders != encoders.ids():
@@ -71,7 +72,7 @@ def load_tagging(models_dir: Path, encoders: Encoders) -> tuple[TaggerModel | No
         )
     if system is not None and current_name(models_dir) is None:
         return None, system
-    return load_checked_model(models_dir, encoders), system
+    return load_checked_model(models_dir, encoders, index), system
 
 
 def tag_batch(
@@ -121,7 +122,7 @@ def tag(
     retag_all: bool = False, show_progress: bool = True,
 ) -> TagReport:
     workspace = Workspace(settings.workspace)
-    model, system = load_tagging(workspace.models_dir, encoders)
+    model, system = load_tagging(workspace.models_dir, encoders, settings.index)
     version = model_version(model, system)
     products = store.products()
     current = store.tagged_hashes()

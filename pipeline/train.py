@@ -78,7 +78,7 @@ def fit_config(settings: Settings) -> FitConfig:
         min_tag_count=t.min_tag_count,
         precision_confidence=t.precision_confidence,
         head=HeadConfig(hidden=t.head_hidden, epochs=t.head_epochs, patience=t.head_patience, seed=t.seed),
-        index_factory=settings.index.factory,
+        index=settings.index,
     )
 
 
@@ -200,7 +200,7 @@ def train_if_better(
     cand = measured(candidate)
     promote_it, reasons, cur, seen = True, [], {}, 0.0
     if current is not None:
-        model = load_checked_model(workspace.models_dir, encoders)
+        model = load_checked_model(workspace.models_dir, encoders, settings.index)
         cur = measured(model)
         promote_it, reasons = judge(cur, cand, r.tolerance, r.tolerance_by_family, r.guard_min_test)
         seen = len(set(model.labelled_ids) & {data.ids[i] for i in rows}) / len(rows)

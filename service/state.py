@@ -98,7 +98,8 @@ class ServiceState:
         if current is None:
             raise Conflict("no trained model in this workspace: run `shoptag train` first")
         if current != self._model_pointer:
-            self._model = load_checked_model(Workspace(self.settings.workspace).models_dir, self.encoders)
+            self._model = load_checked_model(Workspace(self.settings.workspace).models_dir, self.encoders,
+                                             self.settings.index)
             self._model_pointer = current
         assert self._model is not None
         return self._model

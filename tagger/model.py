@@ -26,7 +26,8 @@ import torch
 
 from shoptag.core.errors import BadInput, Conflict, Corrupt, NotFound
 from shoptag.core.files import atomic_write
-from shoptag.vectors.faiss_index import VectorIndex
+from shoptag.core.settings import IndexSettings
+from shoptag.vectors.faiss_index import VectorIndex, index_options
 
 from .fuse import apply_temperature, choose_weights, fit_temperature, fuse_scores, log_loss
 from .head import HeadConfig, TagHead, head_from_state, head_state, predict_head, train_head
@@ -104,7 +105,7 @@ class FitConfig:
     precision_confidence: float = 0.95
     head: HeadConfig = HeadConfig()
     weight_step: float = 0.1
-    index_factory: str = "auto"
+    index: IndexSettings = field(default_factory=IndexSettings)  # the kNN index: factory, memory budget, search
     crossfit_below: int = 3000  # fewer labelled products than this: tune on k-fold out-of-fold scores
     crossfit_folds: int = 5
 
@@ -196,7 +197,7 @@ def _fit_fold(
 ) -> _FoldScores:
     """Fit every source on `train_rows` and score `score_rows` with them."""
     train_ids = [ids[i] for i in train_rows]
-    index = VectorIndex.build(train_ids, vectors[train_rows], config.index_factory)
+    index = VectorIndex.build(train_ids, vectors[train_rows], **index_options(config.index))
     nb_rows, nb_sims = neighbours(
         index, key_rows(index, train_ids), vectors[score_rows], [ids[i] for i in score_rows], 2 * config.knn_k
     )
@@ -306,7 +307,7 @@ def fit_tagger(
     order = pool if crossfit else np.concatenate([fit_rows, val_rows])
     labelled_ids = [ids[i] for i in order]
     if crossfit:
-        index = VectorIndex.build(labelled_ids, vectors[order], config.index_factory)
+        index = VectorIndex.build(labelled_ids, vectors[order], **index_options(config.index))
     else:
         index = folds[0].index
         index.add([ids[i] for i in val_rows], vectors[val_rows])
@@ -515,9 +516,10 @@ def current_name(models_dir: Path) -> str | None:
     return pointer.read_text().strip() if pointer.is_file() else None
 
 
-def load_model(models_dir: Path, name: str | None = None) -> TaggerModel:
-    """The model folder `name`, by default the one `models_dir/current` points at; `Conflict` before the first
-    training, `NotFound` for a name that is not there, `Corrupt` when its files cannot be read back."""
+def load_model(models_dir: Path, name: str | None = None, index: IndexSettings | None = None) -> TaggerModel:
+    """The model folder `name`, by default the one `models_dir/current` points at, its kNN index searching as
+    `index` says (as saved when None); `Conflict` before the first training, `NotFound` for a name that is not
+    there, `Corrupt` when its files cannot be read back."""
     if name is not None and not (models_dir / name / "model.json").is_file():
         raise NotFound(f"no model {name!r} in {models_dir}")
     name = name or current_name(models_dir)
@@ -525,13 +527,13 @@ def load_model(models_dir: Path, name: str | None = None) -> TaggerModel:
         raise Conflict(f"no trained model in {models_dir}: run `shoptag train` first")
     folder = models_dir / name
     try:
-        return _read_model(folder)
+        return _read_model(folder, index)
     except (OSError, EOFError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
         raise Corrupt(f"model {folder} cannot be read ({type(exc).__name__}: {exc}): run `shoptag train` again") \
             from exc
 
 
-def _read_model(folder: Path) -> TaggerModel:
+def _read_model(folder: Path, index: IndexSettings | None) -> TaggerModel:
     meta = json.loads((folder / "model.json").read_text())
     if meta.get("format") != FORMAT_VERSION:
         raise ModelFormatError(
@@ -555,7 +557,7 @@ def _read_model(folder: Path) -> TaggerModel:
         )
     return TaggerModel(
         families,
-        VectorIndex.load(folder / "index.npz"),
+        VectorIndex.load(folder / "index.npz", index),
         json.loads((folder / "labelled_ids.json").read_text()),
         labels,
         meta["encoders"],

@@ -172,7 +172,7 @@ def test_a_model_from_other_encoders_is_refused(trained_sample):
     settings, _, _ = trained_sample
     other = Encoders(settings.encoders.model_copy(update={"text_model": "minilm"}))
     with pytest.raises(StaleModelError):
-        load_checked_model(Workspace(settings.workspace).models_dir, other)
+        load_checked_model(Workspace(settings.workspace).models_dir, other, settings.index)
 
 
 def test_cache_encodes_an_unchanged_text_once_per_model(tmp_path, minilm):

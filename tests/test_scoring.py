@@ -10,7 +10,8 @@ from shoptag.tagger.head import HeadConfig, class_weights, predict_head, train_h
 from shoptag.tagger.product_vector import fuse, query_scale
 from shoptag.tagger.propagate import select_labelled, vote, vote_weights
 from shoptag.tagger.vocab import build_vocabs
-from shoptag.vectors.faiss_index import TRAIN_PER_LIST, VectorIndex
+from shoptag.vectors.faiss_index import VectorIndex
+from shoptag.vectors.index_choice import TRAIN_PER_LIST
 
 
 def test_vote_weights_follow_similarity_and_ignore_padding():

@@ -7,7 +7,6 @@ remove vectors (HNSW) get tombstones that searches skip; the index is compacted 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,20 +15,17 @@ import numpy as np
 
 from shoptag.core.errors import Corrupt
 from shoptag.core.files import atomic_write
+from shoptag.core.settings import IndexSettings
 
-EXACT_LIMIT = 100_000  # below this many vectors exact search is fast enough and needs no training
+from .index_choice import DEFAULT_BUDGET_BYTES, choose_factory, fill, new_index, set_search_params, train
+
 COMPACT_RATIO = 0.2  # rebuild when this share of the vectors is tombstoned
-# k-means sample per inverted list when an IVF index is trained: faiss alone takes up to 256, i.e. all 1M
-# vectors at 4,096 lists, and spends minutes on centroids that 64 per list place as well
-TRAIN_PER_LIST = 64
 
 
-def choose_factory(n: int, dim: int) -> str:
-    """The faiss factory string `auto` stands for at `n` vectors of `dim` dimensions."""
-    if n <= EXACT_LIMIT:
-        return "Flat"
-    nlist = int(2 ** round(math.log2(4 * math.sqrt(n))))
-    return f"IVF{nlist},SQ8"
+def index_options(settings: IndexSettings) -> dict[str, object]:
+    """The `VectorIndex` keyword arguments the `index` settings stand for."""
+    return {"factory": settings.factory, "nprobe": settings.nprobe, "ef_search": settings.hnsw_ef_search,
+            "use_gpu": settings.use_gpu, "budget_bytes": settings.memory_budget_mb * 2**20}
 
 
 def gpu_available() -> bool:
@@ -49,13 +45,14 @@ class VectorIndex:
         ef_search: int = 64,
         use_gpu: bool = False,
         expected_size: int = 0,
+        budget_bytes: int = DEFAULT_BUDGET_BYTES,
     ) -> None:
         self.dim = dim
-        self.factory = choose_factory(expected_size, dim) if factory == "auto" else factory
+        self.factory = choose_factory(expected_size, dim, budget_bytes) if factory == "auto" else factory
         self.nprobe = nprobe
         self.ef_search = ef_search
         self.use_gpu = use_gpu and gpu_available()
-        self._index = faiss.IndexIDMap2(faiss.index_factory(dim, self.factory, faiss.METRIC_INNER_PRODUCT))
+        self._index = new_index(dim, self.factory)
         self._int_of: dict[str, int] = {}
         self._str_of: dict[int, str] = {}
         self._next = 0
@@ -65,7 +62,8 @@ class VectorIndex:
     # ---- building -------------------------------------------------------------------------------------------
     @classmethod
     def build(cls, ids: Sequence[str], vectors: np.ndarray, factory: str = "auto", **kwargs) -> VectorIndex:
-        """A new index over `vectors`, trained on them when the index type needs training."""
+        """A new index over `vectors`, trained on a sample of them when the index type needs training, with
+        `factory` `auto` chosen by size and `budget_bytes` (`index_choice.choose_factory`)."""
         vectors = _as_matrix(vectors)
         index = cls(vectors.shape[1], factory, expected_size=len(ids), **kwargs)
         index.train(vectors)
@@ -77,15 +75,8 @@ class VectorIndex:
         return bool(self._index.is_trained)
 
     def train(self, vectors: np.ndarray) -> None:
-        """Train an index type that needs it (IVF) on `vectors`, or on a fixed random sample of
-        `TRAIN_PER_LIST` per inverted list when there are more."""
-        if self._index.is_trained:
-            return
-        vectors = _as_matrix(vectors)
-        cap = TRAIN_PER_LIST * self.nlist
-        if self.nlist and len(vectors) > cap:
-            vectors = vectors[np.sort(np.random.default_rng(0).choice(len(vectors), cap, replace=False))]
-        self._index.train(vectors)
+        """Train an index type that needs it (IVF, PQ) on a fixed random sample of `vectors`."""
+        train(self._index, _as_matrix(vectors))
 
     @property
     def nlist(self) -> int:
@@ -110,7 +101,7 @@ class VectorIndex:
         for s, i in zip(ids, ints.tolist()):
             self._int_of[s] = i
             self._str_of[i] = s
-        self._index.add_with_ids(vectors, ints)
+        fill(self._index, vectors, ints)
         self._gpu_index = None
 
     def remove(self, ids: Sequence[str]) -> int:
@@ -133,11 +124,10 @@ class VectorIndex:
         """Rebuild without the tombstoned vectors."""
         live = sorted(self._str_of)
         vectors = np.vstack([self._index.reconstruct(i) for i in live]) if live else np.zeros((0, self.dim), "float32")
-        fresh = faiss.IndexIDMap2(faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT))
-        if not fresh.is_trained and len(vectors):
-            fresh.train(vectors)
+        fresh = new_index(self.dim, self.factory)
         if len(vectors):
-            fresh.add_with_ids(vectors, np.asarray(live, dtype=np.int64))
+            train(fresh, vectors)
+            fill(fresh, vectors, np.asarray(live, dtype=np.int64))
         self._index = fresh
         self._tombstones.clear()
 
@@ -211,20 +201,22 @@ class VectorIndex:
     def id_of_key(self, key: int) -> str:
         return self._str_of[key]
 
+    def configure(self, settings: IndexSettings) -> None:
+        """Search with the `index` settings' nprobe, efSearch and GPU choice (a saved index keeps its own
+        until told)."""
+        self.nprobe = settings.nprobe
+        self.ef_search = settings.hnsw_ef_search
+        self.use_gpu = settings.use_gpu and gpu_available()
+        self._gpu_index = None
+
     def _searcher(self) -> faiss.Index:
-        self._apply_search_params(self._index)
+        set_search_params(self._index, self.nprobe, self.ef_search)
         if not self.use_gpu:
             return self._index
         if self._gpu_index is None:
             self._gpu_index = faiss.index_cpu_to_all_gpus(self._index)
+            set_search_params(self._gpu_index, self.nprobe, self.ef_search)
         return self._gpu_index
-
-    def _apply_search_params(self, index: faiss.Index) -> None:
-        inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
-        if isinstance(inner, faiss.IndexIVF):
-            inner.nprobe = self.nprobe
-        elif isinstance(inner, faiss.IndexHNSW):
-            inner.hnsw.efSearch = self.ef_search
 
     # ---- persistence ----------------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -248,14 +240,14 @@ class VectorIndex:
             )
 
     @classmethod
-    def load(cls, path: Path, *, use_gpu: bool = False) -> VectorIndex:
-        """The index saved at `path`; `Corrupt` naming the file when it is missing, cut short, overwritten or
-        holds pickled objects (never unpickled: `allow_pickle=False`); rebuild it."""
+    def load(cls, path: Path, settings: IndexSettings | None = None) -> VectorIndex:
+        """The index saved at `path` (searching as `settings` say, when given); `Corrupt` naming the file when it
+        is missing, cut short, overwritten or holds pickled objects (never unpickled: `allow_pickle=False`);
+        rebuild it."""
         try:
             with np.load(Path(path), allow_pickle=False) as data:
                 meta = json.loads(data["meta"].tobytes().decode())
-                index = cls(meta["dim"], meta["factory"], nprobe=meta["nprobe"], ef_search=meta["ef_search"],
-                            use_gpu=use_gpu)
+                index = cls(meta["dim"], meta["factory"], nprobe=meta["nprobe"], ef_search=meta["ef_search"])
                 index._index = faiss.deserialize_index(data["index"])
                 index._next = int(meta["next"])
                 for i, s in zip(data["ints"].tolist(), data["ids"].tolist()):
@@ -268,6 +260,8 @@ class VectorIndex:
             raise Corrupt(f"{path}: damaged vector index ({type(exc).__name__}: {exc})") from None
         if index._index.d != index.dim or index._index.ntotal < len(index._str_of):
             raise Corrupt(f"{path}: damaged vector index (its FAISS index does not match its id map)")
+        if settings is not None:
+            index.configure(settings)
         return index
 
 
