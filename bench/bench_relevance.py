@@ -89,6 +89,32 @@ def evaluate(backend, queries: list[JudgedQuery], vectors, boosts, boost_weight:
     return out
 
 
+def cosines(settings, store, encoders, queries: list[JudgedQuery], vectors) -> dict[str, list[float]]:
+    """Percentiles (5, 25, 50, 75, 90, 99) of the cosine between each query and the products it grades
+    (relevant) and all the others (irrelevant), and the share of each at or above the search's kNN cutoff: the
+    figures `search.min_similarity = auto` is set from (`pipeline.search.NEIGHBOUR_COSINE`)."""
+    import numpy as np
+
+    from shoptag.pipeline.encode import encode_products
+    from shoptag.pipeline.search import min_similarity
+    from shoptag.pipeline.workspace import Workspace
+
+    products = store.products()
+    cache = Workspace(settings.workspace).open_cache()
+    try:
+        encoded, _ = encode_products(products, encoders, cache, show_progress=False)
+    finally:
+        cache.close()
+    sims = np.asarray(vectors, dtype=np.float32) @ encoded.text.T
+    graded = np.array([[p.id in q.grades for p in products] for q in queries])
+    cutoff = min_similarity(settings)
+    out: dict[str, list[float]] = {}
+    for name, values in (("relevant", sims[graded]), ("irrelevant", sims[~graded])):
+        out[name] = [round(float(v), 3) for v in np.percentile(values, [5, 25, 50, 75, 90, 99])]
+        out[f"{name} at or above the cutoff"] = [round(float(np.mean(values >= cutoff)), 3)] if cutoff is not None else []
+    return out
+
+
 def run_language(language: str, args: argparse.Namespace) -> dict:
     from shoptag.indexer.backends import open_backend
     from shoptag.pipeline.query_tags import as_filters, understand
@@ -107,6 +133,7 @@ def run_language(language: str, args: argparse.Namespace) -> dict:
         dims = _dims(encoders)
         result = {"products": len(records), "queries": len(queries), "text_model": settings.encoders.text_model,
                   "min_similarity": min_similarity(settings),
+                  "cosines": cosines(settings, store, encoders, queries, vectors),
                   "query_tags": [{"query": q.text, "asked": q.tags, "tags": [asdict(t) for t in tags]}
                                  for q, tags in zip(queries, understood)],
                   "backends": {}}
@@ -147,6 +174,7 @@ def markdown(results: dict, started: str) -> str:
                   f"{result['products']:,} products, {result['queries']} queries, {result['text_model']}", "",
                   f"Measured {result.get('run', started)}; kNN similarity cutoff "
                   f"{result.get('min_similarity', 'none (the whole window)')}.", "",
+                  *_cosine_lines(result.get("cosines")),
                   "| backend | method | nDCG@10 | MRR | recall@100 |", "|---|---|---:|---:|---:|"]
         for backend, methods in result["backends"].items():
             best = {m: max(v[m] for v in methods.values()) for m in ("ndcg@10", "mrr", "recall@100")}
@@ -166,6 +194,18 @@ def kept_languages(args: argparse.Namespace) -> dict:
         return {}
     wanted = set(args.languages.split(","))
     return {lang: result for lang, result in json.loads(path.read_text())["results"].items() if lang not in wanted}
+
+
+def _cosine_lines(cosines: dict | None) -> list[str]:
+    """The query-product cosine percentiles as a small table (runs before they were recorded have none)."""
+    if not cosines:
+        return []
+    lines = ["| query-product cosine | p5 | p25 | p50 | p75 | p90 | p99 | share at or above the cutoff |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in ("relevant", "irrelevant"):
+        share = cosines.get(f"{name} at or above the cutoff") or ["-"]
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in cosines[name]) + f" | {share[0]} |")
+    return [*lines, ""]
 
 
 def main() -> None:
