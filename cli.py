@@ -220,6 +220,7 @@ def _print_guard(guard: dict) -> None:
                  for side in (cur, cand)]
         table.add_row(family, str((cand or cur).get("n", "-")), *cells)
     out.print(table)
+    out.print(f"judged: {guard.get('judged', '-')}")
     if guard.get("current_saw_held_out"):
         out.print(f"note: the current model trained on {guard['current_saw_held_out']:.0%} of the held-out products "
                   "(plain `shoptag train`), so its figures are optimistic")

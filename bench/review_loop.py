@@ -92,15 +92,27 @@ def retrain(settings: Settings, encoders: Encoders) -> dict:
         store.close()
     guard = summary["guard"]
     return {"promoted": guard["promoted"], "reasons": guard["reasons"], "held_out": guard["held_out"],
-            "retagged": tagged.tagged}
+            "judged": guard["judged"], "guard_families": guard["families"], "retagged": tagged.tagged}
 
 
 def review_round(client: TestClient, truth: dict, evaluated: set[str], n: int, careless: bool = False) -> dict:
     """`n` decisions on the queue's most valuable items, one request each as the page sends them. The reviewer
-    accepts the top candidate when it is right, else picks the right one or types it; a careless one picks a
-    wrong candidate every time."""
-    items = client.get("/review", params={"limit": 500}).json()["items"]
+    accepts the top candidate when it is right, else picks the right one or types it; a careless one (the
+    deliberately worse candidate) sets a wrong value drawn at random from the family's values every time."""
+    items: list[dict] = []
+    while len(items) < 4 * n:  # pages of the queue as it stands, enough to skip the evaluation products
+        page = client.get("/review", params={"limit": 500, "offset": len(items)}).json()["items"]
+        if not page:
+            break
+        items += page
     counts = {"accept": 0, "pick another": 0, "typed": 0, "wrong": 0}
+    by_family: dict[str, int] = {}
+    rng = np.random.default_rng(7)
+    family_values: dict[str, list[str]] = {}
+    for tags in truth.values():
+        for family, values in tags.items():
+            family_values.setdefault(family, []).extend(values)
+    family_values = {f: sorted(set(v)) for f, v in family_values.items()}
     ids = []
     for item in items:
         true = truth[item["product_id"]].get(item["family"])
@@ -110,8 +122,8 @@ def review_round(client: TestClient, truth: dict, evaluated: set[str], n: int, c
             continue
         values = [c["value"] for c in item["candidates"]]
         if careless:
-            wrong = [v for v in values if v not in true] or ["not-a-real-value"]
-            body, kind = {"action": "correct", "values": [wrong[0]]}, "wrong"
+            wrong = [v for v in family_values[item["family"]] if v not in true]
+            body, kind = {"action": "correct", "values": [str(rng.choice(wrong))]}, "wrong"
         elif values[0] == true[0]:
             body, kind = {"action": "accept"}, "accept"
         else:
@@ -121,7 +133,8 @@ def review_round(client: TestClient, truth: dict, evaluated: set[str], n: int, c
         response.raise_for_status()
         ids += response.json()["decisions"]
         counts[kind] += 1
-    return {"decisions": len(ids), "ids": ids, **counts}
+        by_family[item["family"]] = by_family.get(item["family"], 0) + 1
+    return {"decisions": len(ids), "ids": ids, **counts, "by_family": dict(sorted(by_family.items()))}
 
 
 def main() -> None:
@@ -182,9 +195,13 @@ def markdown(report: dict) -> str:
     ]
     for r in report["rounds"]:
         decisions = "-" if r["round"] == 0 else f"{r['decisions']} ({r['accept']} / {r['pick another']} / {r['typed']} / {r['wrong']})"
-        guard = "promoted" if r["promoted"] else "kept aside: " + "; ".join(r["reasons"])[:160]
+        guard = "promoted" if r["promoted"] else "kept aside: " + "; ".join(r["reasons"])[:300]
         lines.append(f"| {r['round']} | {r['reviewer']} | {decisions} | {r['labelled_products']} | {guard} | "
                      f"{r['coverage_at_target']:.4f} | {r['f1_weighted']:.4f} |")
+    lines += ["", "Decisions per family, and what the guard judged:", ""]
+    for r in report["rounds"][1:]:
+        lines.append(f"- round {r['round']}: " + ", ".join(f"{f} {n}" for f, n in r["by_family"].items())
+                     + f"; guard on {r['held_out']} held-out products, judged: {r['judged']}")
     families = sorted(report["rounds"][0]["families"])
     lines += ["", "Per family, weighted F1 / coverage at target, by round:", "",
               "| family | " + " | ".join(f"round {r['round']}" for r in report["rounds"]) + " |",

@@ -7,6 +7,8 @@ Exit code 3 is not an error: the run finished and some input records were reject
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Collection
 from dataclasses import dataclass
 
 
@@ -16,6 +18,21 @@ class ShoptagError(Exception):
 
 class BadInput(ShoptagError):
     """The input is wrong: arguments, settings, a catalog or corrections file, a request body."""
+
+
+class UnknownFamily(BadInput):
+    """A tag family the workspace does not know (most often a typo): the message names the closest one."""
+
+    def __init__(self, name: str, known: Collection[str]) -> None:
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.5) or difflib.get_close_matches(
+            name.lower(), sorted(known, key=str.lower), n=1, cutoff=0.5)
+        if close:
+            hint = f" (did you mean {close[0]}?)"
+        else:
+            shown = sorted(known)[:20]
+            hint = f" (known: {', '.join(shown)}{', ...' if len(known) > 20 else ''})" if known else " (none are known yet)"
+        super().__init__(f"unknown family {name!r}{hint}")
+        self.family = name
 
 
 class NotFound(ShoptagError):

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..core.errors import BadInput
+from ..core.errors import BadInput, UnknownFamily
 from .documents import SORTS, SearchQuery
 
 CURSOR_FORMAT = 1
@@ -45,6 +45,7 @@ class Known:
 
     numeric: frozenset[str]  # declared numeric attributes
     attributes: frozenset[str]  # keyword attributes some product has
+    families: frozenset[str] | None = None  # tag families the workspace holds (None: not checked)
 
 
 def check_query(query: SearchQuery, limits: Limits, known: Known) -> None:
@@ -73,6 +74,11 @@ def check_query(query: SearchQuery, limits: Limits, known: Known) -> None:
             raise BadInput(f"range facet {name}: 1 to {limits.max_buckets} bucket edges, got {len(edges)}")
         if not all(math.isfinite(e) for e in edges) or any(a >= b for a, b in zip(edges, edges[1:])):
             raise BadInput(f"range facet {name}: edges must be finite and strictly ascending, got {list(edges)}")
+    if known.families is not None:
+        cap = [query.diversity.family] if query.diversity is not None and query.diversity.kind == "cap" else []
+        for family in [*query.filters, *query.facets, *cap]:
+            if family not in known.families:
+                raise UnknownFamily(family, known.families)
     for name in [*query.attributes, *query.attribute_facets]:
         if name not in known.attributes:
             raise BadInput(f"unknown attribute {name!r}" + _choices(known.attributes))

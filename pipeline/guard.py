@@ -2,9 +2,10 @@
 
 Each model is measured as it would tag: its fused, calibrated scores and its own thresholds. Values are compared
 as strings, so two models with different vocabularies are judged on the same truth (a value a model never learnt
-counts as a miss). The candidate is refused when, in any family with enough held-out labels, its weighted F1 or
-its coverage at the target precision is lower than the current model's by more than that family's tolerance, or
-when it drops a family the current model tags.
+counts as a miss). The candidate is refused when, in any family with enough held-out labels (or in the smaller
+families pooled), its weighted F1 or its coverage at the target precision is lower than the current model's by
+more than that family's tolerance, when it drops a family the current model tags, or when no family can be
+compared at all (too few held-out labels: not shown to be no worse).
 """
 
 from __future__ import annotations
@@ -65,21 +66,42 @@ def family_metrics(
     return out
 
 
+POOLED = "families pooled"
+
+
 def judge(
     current: Mapping[str, dict], candidate: Mapping[str, dict], tolerance: float,
     tolerance_by_family: Mapping[str, float], min_test: int,
-) -> tuple[bool, list[str]]:
-    """(promote?, the reasons it may not): a family dropped, or a guarded metric worse beyond its tolerance."""
-    reasons = []
+) -> tuple[bool, list[str], str]:
+    """(promote?, the reasons it may not, what was judged). A family with at least `min_test` held-out labels is
+    judged alone; the smaller ones together, their metrics weighted by held-out labels, when they have `min_test`
+    between them (`tolerance` applies). A dropped family is always a reason. When nothing has enough held-out
+    labels the candidate cannot be shown not to be worse, so it is refused: the current model stays."""
+    reasons, judged, small = [], [], []
     for family, cur in current.items():
         cand = candidate.get(family)
         if cand is None:
             reasons.append(f"{family}: the candidate does not tag this family")
-            continue
-        if cur["n"] < min_test:
-            continue
-        allowed = tolerance_by_family.get(family, tolerance)
-        for metric in GUARDED:
-            if cand[metric] < cur[metric] - allowed:
-                reasons.append(f"{family}: {metric} {cand[metric]:.4f} < current {cur[metric]:.4f} - tolerance {allowed:g}")
-    return not reasons, reasons
+        elif cur["n"] >= min_test:
+            judged.append(family)
+            reasons += _worse(family, cur, cand, tolerance_by_family.get(family, tolerance))
+        else:
+            small.append(family)
+    pooled_n = sum(current[f]["n"] for f in small)
+    if small and pooled_n >= min_test:
+        pool = {side: {m: sum(src[f][m] * current[f]["n"] for f in small) / pooled_n for m in GUARDED}
+                for side, src in (("current", current), ("candidate", candidate))}
+        judged.append(f"{len(small)} {POOLED} ({pooled_n} labels)")
+        reasons += _worse(f"{len(small)} {POOLED}", pool["current"], pool["candidate"], tolerance)
+    if not judged:
+        most = max((c["n"] for c in current.values()), default=0)
+        reasons.append(f"no family has enough held-out labels to compare (need {min_test}, the most is {most}, "
+                       f"{pooled_n} in all): it cannot be shown to be no worse, so the current model stays "
+                       "(`shoptag model promote` uses it anyway)")
+    what = ", ".join(judged) if judged else "nothing"
+    return not reasons, reasons, what
+
+
+def _worse(name: str, cur: Mapping[str, float], cand: Mapping[str, float], allowed: float) -> list[str]:
+    return [f"{name}: {metric} {cand[metric]:.4f} < current {cur[metric]:.4f} - tolerance {allowed:g}"
+            for metric in GUARDED if cand[metric] < cur[metric] - allowed]

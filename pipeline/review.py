@@ -2,8 +2,8 @@
 
 The queue holds every family the model left "needs review" and every auto-accepted tag an audit drew, ordered by
 the expected value of a decision: the chance the model's best guess is wrong (1 − its calibrated score) times the
-product's traffic where behaviour data gives one. A decision is feedback (never overwritten by the model, a
-training label from then on) with an audit row: who, when, what it replaced.
+product's traffic where behaviour data gives one, the families taking turns. A decision is feedback (never
+overwritten by the model, a training label from then on) with an audit row: who, when, what it replaced.
 """
 
 from __future__ import annotations
@@ -74,13 +74,20 @@ def queue(
     store: Store, log: ReviewLog, *, family: str | None = None, tag: str | None = None, limit: int = 50,
     offset: int = 0, traffic: Mapping[str, float] | None = None,
 ) -> tuple[list[QueueItem], int]:
-    """One page of the queue (audit draws first, then by expected value) and how many items match in all.
-    `tag` keeps the items whose top candidate is that value."""
+    """One page of the queue and how many items match in all: audit draws first, then the families take turns,
+    each turn by expected value (every family's most valuable item, then every family's second, …), so a page
+    of decisions teaches every family, not only the one whose scores run lowest (a family of 143 values always
+    has lower top scores than one of 5). `tag` keeps the items whose top candidate is that value."""
     rows = [r for r in log.pending() if (family is None or r.family == family) and (tag is None or r.values[0] == tag)]
     tops = np.array([r.score for r in rows], dtype=np.float64)
     views = None if traffic is None else np.array([traffic.get(r.product_id, 0.0) for r in rows])
     value = priority(tops, views)
     order = sorted(range(len(rows)), key=lambda i: (rows[i].audit_id is None, -value[i], rows[i].product_id, rows[i].family))
+    turn: dict[str, int] = {}
+    rank = [0] * len(rows)
+    for i in order:  # the position of each item within its family's own order
+        rank[i] = turn[rows[i].family] = turn.get(rows[i].family, -1) + 1
+    order.sort(key=lambda i: (rows[i].audit_id is None, rank[i]))  # stable: by value within a turn
     page = [rows[i] for i in order[offset : offset + limit]]
     values = [float(value[i]) for i in order[offset : offset + limit]]
     evidence = log.evidence(page) if page else []

@@ -199,14 +199,16 @@ def train_if_better(
     current = current_name(workspace.models_dir)
     cand = measured(candidate)
     promote_it, reasons, cur, seen = True, [], {}, 0.0
+    judged = "nothing: there is no current model, so the first one is promoted"
     if current is not None:
         model = load_checked_model(workspace.models_dir, encoders, settings.index)
         cur = measured(model)
-        promote_it, reasons = judge(cur, cand, r.tolerance, r.tolerance_by_family, r.guard_min_test)
+        promote_it, reasons, judged = judge(cur, cand, r.tolerance, r.tolerance_by_family, r.guard_min_test)
         seen = len(set(model.labelled_ids) & {data.ids[i] for i in rows}) / len(rows)
     remember_current(workspace.models_dir)
     path = save_model(candidate, workspace.models_dir, make_current=promote_it)
-    verdict = {"promoted": promote_it, "reasons": reasons, "against": current, "held_out": int(len(rows)),
+    verdict = {"promoted": promote_it, "reasons": reasons, "against": current, "judged": judged,
+               "held_out": int(len(rows)),
                "current_saw_held_out": round(seen, 4),  # > 0: the current model trained on some of them
                "families": {f: {"current": cur.get(f), "candidate": cand.get(f)} for f in sorted({*cur, *cand})}}
     write_guard(path, verdict)

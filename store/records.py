@@ -418,6 +418,12 @@ class Store:
             for pid, families in self.effective_tags(ids).items()
         }
 
+    def families(self) -> set[str]:
+        """Every family the store holds a tag, a correction or a "none applies" in."""
+        return {r[0] for r in self._query(
+            "SELECT DISTINCT family FROM tags UNION SELECT DISTINCT family FROM feedback "
+            "UNION SELECT DISTINCT family FROM catalog_none")}
+
     def stream_tags(self, batch: int = 20_000) -> Iterator[tuple[str, str | None, str | None, str | None, str | None, float | None]]:
         """Every product with its tags, (product, family, value, source, status, score) ordered by product
         (a product without tags: one row of Nones). Read through a read-only connection of its own in one
