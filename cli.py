@@ -22,7 +22,7 @@ from typing import Annotated, Any, get_args
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from shoptag.core.errors import OUTCOMES, BadInput, NotFound, ShoptagError, outcome
 
@@ -94,6 +94,17 @@ def _session(config: Path | None, workspace: Path | None, *, create: bool = Fals
     finally:
         if store is not None:
             store.close()
+
+
+def _check_families(settings: Any, store: Any, families: list[str]) -> None:
+    """`UnknownFamily`, naming the closest one, for a family the workspace does not know (most often a typo)."""
+    from shoptag.core.errors import UnknownFamily
+    from shoptag.pipeline.tag_system import known_families
+
+    known = known_families(settings, store.families())
+    for family in families:
+        if family not in known:
+            raise UnknownFamily(family, known)
 
 
 def _plain(value: Any) -> Any:
@@ -276,16 +287,20 @@ def explain(
             out.print(f"[bold]{data['id']}[/] {data['title']}" + (f"  (image {data['image']})" if data["image"] else ""))
             for family, tags in data["tags"].items():
                 for t in tags:
+                    # tags the tag system made carry other evidence (a rule, a path, a zero-shot note): no sources
+                    ev = t.get("evidence") or {}
                     mark = {"accepted": "[green]✔[/]", "review": "[yellow]? needs review[/]",
                             "replaced": "[dim]replaced by a correction[/]"}[t["status"]]
                     score = f"{t['score']:.2f}" if t["score"] is not None else "-"
-                    out.print(f"  {family:>14}: {t['value']}  {mark}  score {score}  ({t['source']})")
-                    ev = t.get("evidence")
-                    if ev:
+                    kind = t["source"] + (", derived" if "derived_from" in ev else "")
+                    out.print(f"  {escape(family):>14}: {escape(t['value'])}  {mark}  score {score}  ({kind})")
+                    if t.get("why"):
+                        out.print(f"{'':18}{escape(t['why'])}")
+                    if ev.get("sources"):
                         sources = ", ".join(f"{k} {v:.2f}" for k, v in ev["sources"].items())
-                        out.print(f"{'':18}sources: {sources}; {ev['modality']}")
-                        for n in ev["neighbours"][:3]:
-                            out.print(f"{'':18}neighbour {n['id']} (weight {n['weight']:.2f}) {n['title']}")
+                        out.print(f"{'':18}sources: {sources}" + (f"; {ev['modality']}" if ev.get("modality") else ""))
+                    for n in ev.get("neighbours", [])[:3]:
+                        out.print(f"{'':18}neighbour {escape(n['id'])} (weight {n['weight']:.2f}) {escape(n['title'])}")
 
         _emit(as_json, data, human)
 
@@ -300,11 +315,12 @@ def feedback(
     """Apply corrections: they become the product's tags, are never overwritten, and train the next model."""
     from shoptag.pipeline.feedback import apply_feedback
     from shoptag.pipeline.search_sync import sync_products
+    from shoptag.pipeline.tag_system import known_families
     from shoptag.pipeline.workspace import Workspace
 
     with _session(config, workspace) as (settings, store):
-        rejects_path = Workspace(settings.workspace).rejects_dir / f"feedback-{file.stem}.jsonl"
-        report = apply_feedback(store, file, rejects_path)
+        report = apply_feedback(store, file, Workspace(settings.workspace).rejects_dir,
+                                known_families(settings, store.families()))
         sync_products(settings, store, report.product_ids)
         summary = {k: v for k, v in asdict(report).items() if k != "product_ids"}  # --json stays a summary
         _emit(as_json, summary, lambda: out.print(
@@ -544,6 +560,7 @@ def review(
     from shoptag.pipeline.workspace import Workspace
 
     with _session(config, workspace) as (settings, store):
+        _check_families(settings, store, [family] if family else [])
         items, total = queue(store, open_review_log(store), family=family, tag=tag_value, limit=limit,
                              traffic=traffic(Workspace(settings.workspace)))
 
@@ -574,6 +591,7 @@ def audit(
     from shoptag.pipeline.review import audit_result, draw_audit
 
     with _session(config, workspace) as (settings, store):
+        _check_families(settings, store, [family])
         log = open_review_log(store)
         drawn = None if results else draw_audit(log, family, n, seed=settings.tagger.seed)
         found = [audit_result(log, a[0]) for a in log.audits() if a[1] == family]
@@ -608,7 +626,9 @@ def model_list(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json
         models = list_models(Workspace(settings.workspace).models_dir)
 
         def human() -> None:
-            table = Table("model", "status", "trained", "labelled", "families", "guard")
+            width = max((len(m.name) for m in models), default=5)  # names are typed back: never cut one
+            table = Table(Column("model", no_wrap=True, min_width=width), Column("status", no_wrap=True),
+                          Column("trained", no_wrap=True), "labelled", "families", Column("guard", ratio=1))
             for m in models:
                 guard = "-" if m.guard is None else ("passed" if m.guard["promoted"] else "; ".join(m.guard["reasons"]))
                 table.add_row(m.name, m.status, datetime.fromtimestamp(m.created_at).strftime("%Y-%m-%d %H:%M:%S"),
@@ -842,6 +862,7 @@ def export(
         if value not in get_args(allowed):
             raise BadInput(f"bad {name} {value!r}: expected one of {', '.join(get_args(allowed))}")
     with _session(config, workspace) as (settings, store):
+        _check_families(settings, store, family or [])
         report = run(store, out_file, fmt, status, family)  # type: ignore[arg-type]
         summary = f"exported {report.products} products, {report.tags} tags in {report.seconds:.2f} s ({report.products_per_second:,.0f} products/s)"
         if out_file is None:

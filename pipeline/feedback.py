@@ -3,12 +3,15 @@ never overwritten by the model and is a training label from then on."""
 
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from shoptag.catalog.feedback import read_corrections
 from shoptag.catalog.records import Reject
 from shoptag.catalog.rejects import write_rejects
+from shoptag.core.errors import UnknownFamily
 from shoptag.store.records import Store
 
 
@@ -20,17 +23,26 @@ class FeedbackReport:
     rejects_file: str | None = None
 
 
-def apply_feedback(store: Store, path: Path, rejects_path: Path) -> FeedbackReport:
+def apply_feedback(store: Store, path: Path, rejects_dir: Path, families: Set[str]) -> FeedbackReport:
+    """Apply the corrections of `path`; a line naming an unknown product, or a family outside `families` (the
+    closest one named: most often a typo), is a reject in `rejects_dir`. A workspace that knows no family yet
+    takes any: those corrections are its first labels."""
     corrections, rejects = read_corrections(path)
     items = [(line, c.id, c.family, c.values) for line, c in corrections]
-    known = [i for i in items if store.has_product(i[1])]
-    rejects += [Reject(line, pid, f"unknown product id {pid!r}", f"{family}={values}") for line, pid, family, values in items
-                if not store.has_product(pid)]
+    known = []
+    for line, pid, family, values in items:
+        if not store.has_product(pid):
+            rejects.append(Reject(line, pid, f"unknown product id {pid!r}", f"{family}={values}"))
+        elif families and family not in families:
+            rejects.append(Reject(line, pid, str(UnknownFamily(family, families)), f"{family}={values}"))
+        else:
+            known.append((line, pid, family, values))
     report = FeedbackReport()
     report.applied = store.add_feedback([(pid, family, values) for _, pid, family, values in known], origin=str(path))
     report.product_ids = sorted({pid for _, pid, _, _ in known})
     report.rejected = len(rejects)
     if rejects:
+        rejects_path = rejects_dir / f"feedback-{datetime.now():%Y%m%d-%H%M%S-%f}.jsonl"
         rejects_path.parent.mkdir(parents=True, exist_ok=True)
         write_rejects(sorted(rejects, key=lambda r: r.line or 0), rejects_path)
         report.rejects_file = str(rejects_path)

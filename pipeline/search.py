@@ -21,6 +21,8 @@ from shoptag.indexer.search_common import has_words
 from shoptag.store.records import Store
 from shoptag.tagger.model import TaggerModel
 
+from shoptag.taxonomy.tree import LEVEL_MARK, level_values
+
 from .encode import Encoders
 from .query_tags import MODES, QueryTag, as_filters, understand
 from shoptag.core.settings import Settings
@@ -150,12 +152,22 @@ def limits(settings: Settings) -> Limits:
 
 
 def known_names(settings: Settings, store: Store, query: SearchQuery) -> Known:
-    """The numeric attributes the catalog declares and the keyword attributes its products have; the store is
-    asked only when `query` names a keyword attribute (it reads every product's attributes)."""
+    """The numeric attributes the catalog declares, the keyword attributes its products have and the tag
+    families it holds (a path-valued family's levels too); the store is asked only about the kinds of name
+    `query` uses (keyword attributes: it reads every product's attributes)."""
     numeric = frozenset(settings.catalog.numeric_attributes)
-    if not (query.attributes or query.attribute_facets):
-        return Known(numeric=numeric, attributes=frozenset())
-    return Known(numeric=numeric, attributes=frozenset(store.attribute_names() - numeric))
+    attributes = frozenset(store.attribute_names() - numeric) if query.attributes or query.attribute_facets else frozenset()
+    named = {*query.filters, *query.facets, *([query.diversity.family] if query.diversity and query.diversity.family else [])}
+    return Known(numeric=numeric, attributes=attributes, families=searchable_families(store, named) if named else None)
+
+
+def searchable_families(store: Store, named: set[str]) -> frozenset[str]:
+    """The tag families search knows: the store's, and the levels of the path-valued ones among `named`
+    (`category@2`: only those families' values are read)."""
+    families = store.families()
+    for base in {n.rpartition(LEVEL_MARK)[0] for n in named - families if LEVEL_MARK in n} & families:
+        families |= {level for value in store.values_of(base) for level, _ in level_values(base, value)}
+    return frozenset(families)
 
 
 def query_model(settings: Settings, encoders: Encoders) -> TaggerModel | None:

@@ -6,17 +6,29 @@ from collections.abc import Mapping, Sequence
 
 from shoptag.indexer.documents import DocTag, SearchDoc
 from shoptag.store.records import Store, StoredProduct
+from shoptag.taxonomy.tree import level_values
 
 from .encode import ProductVectors
 
 
 def doc_tags(tags: Mapping[str, Sequence[tuple[str, str, float]]]) -> dict[str, list[DocTag]]:
-    """A product's winning tags (from `Store.effective_tags`) as search sees them; empty families dropped."""
-    return {
+    """A product's winning tags (from `Store.effective_tags`) as search sees them; empty families dropped.
+    A path-valued tag (``Apparel > Topwear > Tshirts``) also gives one family per level (`level_values`:
+    ``category@1 = Apparel``, ``category@2 = Apparel > Topwear``, …), so filters and facets work on any level
+    with every backend."""
+    out = {
         family: [DocTag(value, float(score), source) for value, source, score in values]
         for family, values in tags.items()
         if values
     }
+    levels: dict[str, dict[str, DocTag]] = {}
+    for family, values in tags.items():
+        for value, source, score in values:
+            for level, prefix in level_values(family, value):
+                kept = levels.setdefault(level, {}).get(prefix)
+                if kept is None or score > kept.score:
+                    levels[level][prefix] = DocTag(prefix, float(score), source)
+    return out | {level: list(by_value.values()) for level, by_value in levels.items() if level not in out}
 
 
 def search_docs(

@@ -45,8 +45,8 @@ def suggest_tags(
         vectors, _ = encode_products(products, encoders, cache, show_progress=show_progress)
     finally:
         cache.close()
-    known = {v.casefold() for families in store.effective_tags().values() for values in families.values() for v, _, _ in values}
-    known |= {t.value.casefold() for t in declared_tags(settings)}
+    # every value a family holds (the model's "needs review" candidates too) and every declared one: a suggestion is new
+    known = {v for family in store.families() for v in store.values_of(family)} | {t.value for t in declared_tags(settings)}
     merged = suggest({p: found[p] for p in phrases}, encoders.text.encode(phrases, query=True), vectors.text,
                      known=known, limit=limit)
     return _save(workspace.root, [

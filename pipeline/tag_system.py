@@ -77,6 +77,12 @@ def declared_tags(settings: Settings) -> list[DeclaredTag]:
     return out + (read_declared(accepted) if accepted.is_file() else [])
 
 
+def known_families(settings: Settings, families_in_store: set[str]) -> set[str]:
+    """The families a correction or a command may name: those the store holds, the taxonomy's levels and the
+    declared tags' families (a new family starts in the catalog, the taxonomy or a tags file)."""
+    return families_in_store | set(settings.taxonomy.levels) | {t.family for t in declared_tags(settings)}
+
+
 def level_prompts(tax: Taxonomy, levels: Sequence[str]) -> tuple[dict[str, list[TagPrompt]], list[list[str]]]:
     """Per level family the names at that depth (synonyms and descriptions merged), and the allowed paths,
     cut at the number of levels."""
@@ -224,6 +230,15 @@ def save_tag_system(system: TagSystem, models_dir: Path) -> Path:
 
 def remove_tag_system(models_dir: Path) -> None:
     shutil.rmtree(models_dir / SYSTEM_DIR, ignore_errors=True)
+
+
+def tag_system_stamp(models_dir: Path) -> int | None:
+    """What identifies the saved tag system (its file's modification time; None: there is none): a process that
+    keeps one loaded reloads it when this changes."""
+    try:
+        return (models_dir / SYSTEM_DIR / "system.json").stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 def load_tag_system(models_dir: Path) -> TagSystem | None:

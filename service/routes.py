@@ -12,7 +12,7 @@ from pydantic import Field, StringConstraints
 
 from shoptag.catalog.feedback import MAX_NAME_CHARS, Correction
 from shoptag.catalog.records import MAX_ID_CHARS
-from shoptag.core.errors import BadInput, Conflict, NotFound
+from shoptag.core.errors import BadInput, NotFound
 from shoptag.indexer import storefront
 from shoptag.indexer.documents import Hit
 from shoptag.pipeline import recommend as recs
@@ -138,11 +138,8 @@ def search(
     request = SearchRequest(text=q, tags=tag, attributes=attr, ranges=range_, facets=facet, attribute_facets=attr_facet,
                             range_facets=range_facet, size=size, offset=from_, cursor=cursor, sort=sort,
                             highlight=highlight, diversity=diversity, query_tags=query_tags)
-    try:
-        model = state.model()
-    except Conflict:  # no model trained yet, or one for other encoders: search runs without query tags
-        model = None
-    answer = run_search(request, state.settings, state.store, state.backend, state.encoders, model)
+    # no model trained yet, or one for other encoders: search runs without query tags
+    answer = run_search(request, state.settings, state.store, state.backend, state.encoders, state.query_model())
     results = answer.results
     return SearchOut(
         total=results.total, total_relation=results.total_relation, hits=hits_out(personalised(state, results.hits, user)), cursor=results.cursor,

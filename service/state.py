@@ -21,7 +21,8 @@ from shoptag.pipeline.encode import Encoders, encode_products
 from shoptag.pipeline.recommend import RecsCache
 from shoptag.pipeline.reindex import converge
 from shoptag.pipeline.search_sync import open_search, sync_search
-from shoptag.pipeline.tag import StaleModelError, load_checked_model
+from shoptag.pipeline.tag import load_tagging
+from shoptag.pipeline.tag_system import TagSystem, tag_system_stamp
 from shoptag.pipeline.train import train_if_better
 from shoptag.pipeline.workspace import Workspace
 from shoptag.store.records import Store
@@ -49,7 +50,8 @@ class ServiceState:
     recs: RecsCache
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     _model: TaggerModel | None = None
-    _model_pointer: str | None = None
+    _system: TagSystem | None = None
+    _loaded: tuple[str | None, int | None] | None = None  # (model pointer, tag system stamp) of what is loaded
     _decided: int = 0  # review decisions since the last scheduled retraining
     _retraining: threading.Thread | None = None
 
@@ -66,9 +68,8 @@ class ServiceState:
                     RecsCache(settings, store, encoders))
         try:
             state.recover()
-            if state.model_name() is not None:
-                with suppress(StaleModelError):  # a stale model is reported by the first POST, not fatal here
-                    state.model()  # loaded now rather than by the first POST
+            with suppress(Conflict):  # none yet, or a stale model: reported by the first POST, not fatal here
+                state.tagging()  # loaded now rather than by the first POST
         except BaseException:
             state.close()
             raise
@@ -92,21 +93,29 @@ class ServiceState:
         """The name of the workspace's current model, None before `shoptag train`."""
         return current_name(Workspace(self.settings.workspace).models_dir)
 
-    def model(self) -> TaggerModel:
-        """The current model; a model trained while the service runs is picked up at the next write."""
-        current = self.model_name()
-        if current is None:
+    def tagging(self) -> tuple[TaggerModel | None, TagSystem | None]:
+        """The current model and tag system, loaded as `shoptag tag` loads them (`load_tagging`), so products
+        posted here get the same zero-shot tags, path-consistent levels and rules as a catalog tagged by the
+        CLI. What `train` saves while the service runs is picked up at the next write."""
+        models_dir = Workspace(self.settings.workspace).models_dir
+        key = (self.model_name(), tag_system_stamp(models_dir))
+        if key == (None, None):
             raise Conflict("no trained model in this workspace: run `shoptag train` first")
-        if current != self._model_pointer:
-            self._model = load_checked_model(Workspace(self.settings.workspace).models_dir, self.encoders,
-                                             self.settings.index)
-            self._model_pointer = current
-        assert self._model is not None
-        return self._model
+        if key != self._loaded:
+            self._model, self._system = load_tagging(models_dir, self.encoders, self.settings.index)
+            self._loaded = key
+        return self._model, self._system
+
+    def query_model(self) -> TaggerModel | None:
+        """The learnt model for query understanding; None while there is none (or it is stale)."""
+        try:
+            return self.tagging()[0]
+        except Conflict:
+            return None
 
     def learn(self, ids: list[str]) -> None:
         """People's labels of `ids` join the loaded model's kNN vote at once (call inside `writing`)."""
-        if self._model is None or self.model_name() != self._model_pointer:
+        if self._model is None or self._loaded is None or self.model_name() != self._loaded[0]:
             return  # the next model loaded was trained on them
         products = self.store.products(ids)
         vectors, _ = encode_products(products, self.encoders, self.cache, show_progress=False)

@@ -4,11 +4,12 @@ Each runs inside `ServiceState.writing`, so the store and the search index chang
 from __future__ import annotations
 
 from shoptag.catalog.records import Product
-from shoptag.core.errors import NotFound
+from shoptag.core.errors import NotFound, UnknownFamily
 from shoptag.pipeline.explain import explain
 from shoptag.pipeline.ingest import stored
 from shoptag.pipeline.reindex import backend_key
 from shoptag.pipeline.tag import tag_batch
+from shoptag.pipeline.tag_system import known_families
 
 from .state import ServiceState
 
@@ -16,7 +17,7 @@ from .state import ServiceState
 def add_products(state: ServiceState, products: list[Product]) -> list[dict]:
     """Store the products (replacing any with the same id, catalog tags included), tag them now, index them.
     Tags people gave (catalog or feedback) are kept. Returns each product's tags with their evidence."""
-    model = state.model()
+    model, system = state.tagging()
     rows = [stored(p) for p in products]
     with state.writing([p.id for p in products]):
         with state.store.transaction() as db:
@@ -24,7 +25,7 @@ def add_products(state: ServiceState, products: list[Product]) -> list[dict]:
             for p in products:
                 state.store.set_catalog_tags(db, p.id, {family: list(values) for family, values in p.tags.items()})
         decisions = tag_batch(model, state.store, state.encoders, state.cache, rows, state.backend,
-                              backend_key(state.settings, state.backend))
+                              backend_key(state.settings, state.backend), system)
         explained = [explain(state.store, p.id) for p in products]
     state.metrics.tagged(decisions.values())
     state.metrics.products.labels("added").inc(len(products))
@@ -44,8 +45,13 @@ def delete_product(state: ServiceState, product_id: str) -> bool:
 
 def apply_corrections(state: ServiceState, items: list[tuple[str, str, list[str]]]) -> list[str]:
     """Record corrections (appended to the feedback log, never lost) and re-index the products they touch.
-    All or nothing: raises `UnknownProducts` and applies none when any product is unknown."""
+    All or nothing: raises `UnknownProducts` (or `UnknownFamily`: a family the workspace does not know, most
+    often a typo) and applies none when any product (family) is unknown."""
     ids = sorted({pid for pid, _, _ in items})
+    families = known_families(state.settings, state.store.families())
+    unknown = sorted({f for _, f, _ in items} - families) if families else []
+    if unknown:  # the first, with the family closest to it: nothing is applied
+        raise UnknownFamily(unknown[0], families)
     with state.writing(ids):
         unknown = [pid for pid in ids if not state.store.has_product(pid)]
         if unknown:

@@ -424,6 +424,10 @@ class Store:
             "SELECT DISTINCT family FROM tags UNION SELECT DISTINCT family FROM feedback "
             "UNION SELECT DISTINCT family FROM catalog_none")}
 
+    def values_of(self, family: str) -> set[str]:
+        """The distinct values a family holds among the tags."""
+        return {r[0] for r in self._query("SELECT DISTINCT value FROM tags WHERE family = ?", (family,))}
+
     def stream_tags(self, batch: int = 20_000) -> Iterator[tuple[str, str | None, str | None, str | None, str | None, float | None]]:
         """Every product with its tags, (product, family, value, source, status, score) ordered by product
         (a product without tags: one row of Nones). Read through a read-only connection of its own in one

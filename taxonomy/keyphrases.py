@@ -1,7 +1,7 @@
 """Candidate tag phrases mined from product titles and descriptions, with the products each occurs in.
 
-Chinese text: jieba's TF-IDF and TextRank keywords of each product; other text: word n-grams (1-3 words) that
-neither start nor end with a stop word. A phrase must occur in `min_products` products to be a candidate.
+Text with Chinese characters: jieba's TF-IDF and TextRank keywords of each product; other text: word n-grams
+(1-3 words) that neither start nor end with a stop word. A phrase must occur in `min_products` products to be a candidate.
 """
 
 from __future__ import annotations
@@ -16,13 +16,6 @@ _CJK = re.compile(r"[\u3400-\u9fff]")
 _WORD = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*", re.UNICODE)
 KEYWORDS_PER_PRODUCT = 8
 NOUNISH = ("n", "nr", "ns", "nt", "nz", "vn", "an", "eng")
-
-
-def is_chinese(texts: Sequence[str]) -> bool:
-    """Whether a catalog's text is mostly Chinese (decides the keyphrase method)."""
-    sample = "".join(texts[:500])
-    letters = sum(ch.isalpha() for ch in sample)
-    return letters > 0 and len(_CJK.findall(sample)) / letters > 0.3
 
 
 def _chinese_phrases(text: str) -> set[str]:
@@ -47,13 +40,16 @@ def _english_phrases(text: str, max_words: int = 3) -> set[str]:
 
 def mine_phrases(texts: Sequence[str], min_products: int = 3) -> dict[str, list[int]]:
     """Candidate phrase -> rows of the products whose text contains it (phrases a tag name may not be are
-    left out)."""
-    chinese = is_chinese(texts)
+    left out). Each text is mined by its own script: jieba where it has Chinese characters, n-grams elsewhere,
+    so a catalog of Chinese and English products gets both."""
     rows: dict[str, list[int]] = defaultdict(list)
+    chinese: set[str] = set()
     for row, text in enumerate(texts):
-        for phrase in _chinese_phrases(text) if chinese else _english_phrases(text):
+        found = _chinese_phrases(text) if _CJK.search(text) else _english_phrases(text)
+        for phrase in found:
             rows[phrase].append(row)
-    if chinese:  # a keyword of some products is also in other titles where it was not ranked in the top few
-        for phrase in [p for p, r in rows.items() if len(r) >= min_products]:
-            rows[phrase] = [row for row, text in enumerate(texts) if phrase in text]
+        chinese |= {p for p in found if _CJK.search(p)}
+    # a Chinese keyword of some products is also in other titles where it was not ranked in the top few
+    for phrase in [p for p in chinese if len(rows[p]) >= min_products]:
+        rows[phrase] = [row for row, text in enumerate(texts) if phrase in text]
     return {p: r for p, r in rows.items() if len(r) >= min_products and tag_name_problem(p) is None}

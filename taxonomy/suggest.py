@@ -42,6 +42,12 @@ def _stem(phrase: str) -> str:
     return " ".join([*words[:-1], last])
 
 
+def same_name(phrase: str) -> str:
+    """What makes a phrase the same as a tag value: case, hyphens and a plural ending ignored ("T-Shirts",
+    "t shirt")."""
+    return _stem(" ".join(phrase.casefold().replace("-", " ").split()))
+
+
 def cluster_phrases(phrases: Sequence[str], vectors: np.ndarray, weights: Sequence[int], max_distance: float) -> np.ndarray:
     """Cluster id per phrase. Phrases with the same stem are one group first, seen through the vector of its
     most frequent member (`weights`: products per phrase); groups then merge by average-link clustering of
@@ -69,7 +75,9 @@ def suggest(
     phrase_rows: Mapping[str, Sequence[int]], phrase_vectors: np.ndarray, product_vectors: np.ndarray, *,
     max_distance: float = MAX_DISTANCE, known: set[str] = frozenset(), limit: int = 50,
 ) -> list[Suggestion]:
-    """Suggested tags, best first: phrases ranked by coherence × log coverage, merged into clusters."""
+    """Suggested tags, best first: phrases ranked by coherence × log coverage, merged into clusters; a cluster
+    with a member that is already a tag value (`known`, compared by `same_name`) is left out."""
+    known = {same_name(k) for k in known}
     phrases = list(phrase_rows)
     rows = [list(phrase_rows[p]) for p in phrases]
     coh = coherence(phrase_vectors, product_vectors, rows)
@@ -80,7 +88,7 @@ def suggest(
     for label in np.unique(labels):
         members = sorted(np.flatnonzero(labels == label), key=lambda i: (-len(rows[i]), phrases[i]))
         names = [phrases[i] for i in members]
-        if any(name.casefold() in known for name in names):
+        if any(same_name(name) in known for name in names):
             continue
         covered = sorted(set().union(*(rows[i] for i in members)))
         if len(covered) > 0.5 * n_products:  # on most products it says nothing

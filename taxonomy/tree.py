@@ -121,6 +121,23 @@ def split_path(label: str) -> list[str]:
     return [clean_name(p) for p in parts]
 
 
+LEVEL_SEPARATORS = (" > ", " » ", " → ")  # " / " is left out: flat values use it ("Shirts / Blouses")
+LEVEL_MARK = "@"  # `category@2`: level 2 of the path-valued family `category`
+
+
+def level_values(family: str, value: str) -> list[tuple[str, str]]:
+    """A path-valued tag as one tag per level, each a family of its own: ``category = "A > B > C"`` gives
+    (category@1, A), (category@2, A > B), (category@3, A > B > C). A level's value is the path down to it, so
+    two categories of the same name under different parents stay apart. A flat value gives nothing."""
+    used = [s for s in LEVEL_SEPARATORS if s in value]
+    if len(used) != 1:
+        return []
+    names = [clean_name(n) for n in value.split(used[0])]
+    if not all(names):
+        return []
+    return [(f"{family}{LEVEL_MARK}{k}", " > ".join(names[:k])) for k in range(1, len(names) + 1)]
+
+
 def _strip_id(text: str) -> str:
     for pattern in (_GOOGLE, _SHOPIFY):
         m = pattern.match(text)

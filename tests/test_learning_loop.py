@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from shoptag.cli import app
 from shoptag.pipeline.encode import Encoders
+from shoptag.pipeline.guard import judge
 from shoptag.pipeline.registry import list_models
 from shoptag.pipeline.tag import tag
 from shoptag.pipeline.train import train_if_better
@@ -45,6 +46,7 @@ def test_guard_promotes_refuses_and_rollback_keeps_people_tags(loop):
 
     _, first = train_if_better(settings, store, encoders, show_progress=False)
     assert first["guard"]["promoted"] and first["guard"]["against"] is None
+    assert first["guard"]["judged"].startswith("nothing: there is no current model")
     _, same = train_if_better(settings, store, encoders, show_progress=False)  # same labels: not worse
     assert same["guard"]["promoted"], same["guard"]["reasons"]
     good = current_name(models)
@@ -63,6 +65,9 @@ def test_guard_promotes_refuses_and_rollback_keeps_people_tags(loop):
     kept = worse["model"].rsplit("/", 1)[-1]
     statuses = {m["name"]: m["status"] for m in cli(settings, "model", "list")}
     assert statuses[kept] == "kept aside" and statuses[good] == "current"
+    table = CliRunner().invoke(app, ["model", "list", "--workspace", str(settings.workspace)],
+                               env={"SHOPTAG_CONFIG": str(settings.workspace / "none.toml"), "COLUMNS": "80"})
+    assert table.exit_code == 0 and all(name in table.output for name in statuses), table.output  # never cut
 
     # promote it by hand, then roll back: one switch each; people's tags stay through re-tagging
     unlabelled = sorted(set(store.product_ids()) - set(store.known_tags()))[0]
@@ -91,3 +96,29 @@ def test_review_and_audit_commands(loop):
     assert audit["drawn"]["drawn"] == min(3, audit["drawn"]["population"])
     assert audit["audits"][-1]["measured_precision"] is None
     assert cli(settings, "review", "--limit", "3")["items"][0]["kind"] == "audit"
+
+
+def test_with_too_few_held_out_labels_to_compare_the_candidate_is_kept_aside(loop):
+    settings, store, encoders = loop
+    models = Workspace(settings.workspace).models_dir
+    before = current_name(models)
+    strict = settings.model_copy(update={"review": settings.review.model_copy(update={"guard_min_test": 100_000})})
+    _, summary = train_if_better(strict, store, encoders, show_progress=False)
+    guard = summary["guard"]
+    assert not guard["promoted"] and guard["judged"] == "nothing" and current_name(models) == before
+    assert guard["reasons"][-1].startswith("no family has enough held-out labels to compare (need 100000")
+
+
+def test_the_guard_judges_small_families_together_and_refuses_a_worse_candidate():
+    current = {"colour": {"f1_weighted": 0.8, "coverage_at_target": 0.5, "n": 30},
+               "season": {"f1_weighted": 0.6, "coverage_at_target": 0.4, "n": 12},
+               "usage": {"f1_weighted": 0.7, "coverage_at_target": 0.3, "n": 10}}
+    same = {f: dict(m) for f, m in current.items()}
+    assert judge(current, same, 0.01, {}, 20) == (True, [], "colour, 2 families pooled (22 labels)")
+    worse = {**same, "season": {**current["season"], "f1_weighted": 0.4}}  # alone too small to judge
+    promote, reasons, _ = judge(current, worse, 0.01, {}, 20)
+    assert not promote and reasons == ["2 families pooled: f1_weighted 0.5364 < current 0.6455 - tolerance 0.01"]
+    assert judge(current, worse, 0.2, {}, 20)[0]  # within a looser tolerance
+    assert not judge(current, {**same, "colour": {**current["colour"], "coverage_at_target": 0.45}}, 0.01, {}, 20)[0]
+    promote, reasons, what = judge(current, same, 0.01, {}, 60)  # pooled 52 < 60: nothing can be compared
+    assert (promote, what) == (False, "nothing") and reasons[0].startswith("no family has enough held-out labels")

@@ -229,3 +229,28 @@ def test_upsert_reports_a_rejected_product_and_writes_the_rest(search_backend, c
     report = search_backend.upsert([bad, *catalog_docs[1:]])
     assert [pid for pid, _ in report.failed] == ["bad-dims"]
     assert report.written == len(catalog_docs) - 1 == search_backend.count()
+
+
+def test_path_valued_tags_filter_and_facet_on_every_level(search_backend):
+    """`category = "Apparel > Topwear > Tshirts"` is searchable per level (`category@1`, `category@2`, …),
+    the level's value being the path down to it, with the same answers from every backend."""
+    from fixtures_search import make_doc
+
+    from shoptag.pipeline.search_docs import doc_tags
+
+    paths = {"p1": "Apparel > Topwear > Tshirts", "p2": "Apparel > Topwear > Shirts",
+             "p3": "Apparel > Bottomwear > Jeans", "p4": "Footwear > Shoes > Sneakers", "p5": "Accessories"}
+    docs = [dataclasses.replace(make_doc(pid, f"cotton item {pid}", "", "top", {}, seed=i),
+                                tags=doc_tags({"category": [(path, "manual", 1.0)]}))
+            for i, (pid, path) in enumerate(paths.items())]
+    assert set(docs[0].tags) == {"category", "category@1", "category@2", "category@3"}
+    assert set(docs[4].tags) == {"category"}  # a flat value has no levels
+    assert search_backend.upsert(docs).ok
+    top = search_backend.search(SearchQuery(text="cotton", filters={"category@1": ["Apparel"]},
+                                            facets=("category@2", "category@1")))
+    assert sorted(ids(top)) == ["p1", "p2", "p3"]
+    assert dict(top.facets["category@2"]) == {"Apparel > Topwear": 2, "Apparel > Bottomwear": 1}
+    second = search_backend.search(SearchQuery(text="cotton", filters={"category@2": ["Apparel > Topwear"]}))
+    assert sorted(ids(second)) == ["p1", "p2"]
+    every = search_backend.search(SearchQuery(text="cotton", facets=("category@1",)))
+    assert dict(every.facets["category@1"]) == {"Apparel": 3, "Footwear": 1}

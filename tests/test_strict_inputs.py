@@ -219,3 +219,25 @@ def test_an_image_sent_as_bytes_is_named_by_its_size_not_a_buffer_repr():
     with pytest.raises(ImageDecodeError) as caught:
         open_image(b"not a picture", position=3)
     assert str(caught.value) == "cannot read image item 3 <13 bytes>: not an image in a format Pillow reads"
+
+
+def test_a_misspelt_family_is_an_error_naming_the_closest_one(cli, tmp_path):
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text("".join(json.dumps({"id": f"P{i}", "title": f"Cotton shirt {i}", "tags": {"colour": ["Red"]}}) + "\n"
+                               for i in range(3)))
+    assert cli("ingest", str(catalog)).exit_code == 0
+    for args in (["search", "shirt", "--tag", "colur=Blue"], ["search", "shirt", "--facet", "colr"],
+                 ["audit", "--family", "colr"], ["review", "--family", "Colour"], ["export", "--family", "color"]):
+        result = cli(*args)
+        assert result.exit_code == OUTCOMES[BadInput].exit_code, (args, result.output)
+        assert "unknown family" in result.output and "(did you mean colour?)" in result.output, (args, result.output)
+    corrections = tmp_path / "feedback.jsonl"
+    corrections.write_text(json.dumps({"id": "P1", "family": "colur", "values": ["Blue"]}) + "\n"
+                           + json.dumps({"id": "P2", "family": "colour", "values": ["Blue"]}) + "\n")
+    result = cli("feedback", str(corrections), "--json")
+    assert result.exit_code == EXIT_REJECTS, result.output
+    report = json.loads(result.stdout)
+    assert (report["applied"], report["rejected"]) == (1, 1)
+    assert "feedback-feedback" not in report["rejects_file"]
+    (reject,) = [json.loads(line) for line in open(report["rejects_file"], encoding="utf-8")]
+    assert reject["line"] == 1 and reject["reason"] == "unknown family 'colur' (did you mean colour?)"

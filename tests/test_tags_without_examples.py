@@ -91,6 +91,29 @@ def test_zero_labels_with_a_taxonomy_trains_says_so_and_tags_for_review(unlabell
 
 
 @pytest.mark.slow
+def test_products_posted_to_the_service_get_the_tag_system_as_the_cli_gives_it(unlabelled) -> None:
+    """POST /products runs the stage `shoptag tag` runs: zero-shot candidates, one path over the levels, rules
+    (a workspace with no labels has no learnt model, only the tag system: the service tags with that)."""
+    from fastapi.testclient import TestClient
+
+    from shoptag.pipeline.tag_system import load_tag_system
+    from shoptag.service.app import create_app
+
+    settings, store, _ = unlabelled
+    if load_tag_system(Workspace(settings.workspace).models_dir) is None:  # run alone: train as the test above
+        train(settings, store, Encoders(settings.encoders), show_progress=False)
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/products", json={"id": "posted-1", "title": "儿童牛仔裤 蓝色 弹力"})
+    assert response.status_code == 200, response.text
+    tags = {t.family: t for t in store.tags_of("posted-1")}
+    assert (tags["audience"].value, tags["audience"].status, tags["audience"].source) == ("kids", "accepted", "model")
+    assert tags["category"].status == "review" and "zero_shot" in tags["category"].evidence
+    assert (tags["department"].value, tags["category"].value) == ("服装", "牛仔裤")  # a path of the taxonomy
+    assert tags["category"].evidence["path"] == "服装 > 牛仔裤"
+    store.delete_products(["posted-1"])
+
+
+@pytest.mark.slow
 def test_reviewed_examples_make_the_family_train_and_children_imply_parents(unlabelled) -> None:
     settings, store, truth = unlabelled
     encoders = Encoders(settings.encoders)
@@ -112,6 +135,14 @@ def test_reviewed_examples_make_the_family_train_and_children_imply_parents(unla
             derived.append(pid)
     assert explain(store, derived[0])["tags"]["department"][0]["why"].startswith("derived: category=")
     assert derived  # the trained family is confident somewhere, and its parent follows
+    # `shoptag explain` prints tags the tag system made (a rule's, a derived one) with their reason
+    kids = next(p.id for p in store.products() if "儿童" in p.title)
+    for pid, expected in ((derived[0], ["(model, derived)", "derived: category="]), (kids, ["rule on line 1"])):
+        result = CliRunner().invoke(app, ["explain", pid, "--workspace", str(settings.workspace)],
+                                    env={"SHOPTAG_CONFIG": str(settings.workspace / "none.toml")})
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.split())
+        assert all(e in text for e in expected), text
 
 
 @pytest.mark.slow
