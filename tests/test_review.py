@@ -192,7 +192,8 @@ def test_a_decision_votes_in_the_next_tagging_at_once(served):
 
 def test_the_service_retrains_after_n_decisions(review_workspace, tmp_path):
     settings = copy_of(review_workspace, tmp_path / "ws")
-    settings = settings.model_copy(update={"review": settings.review.model_copy(update={"retrain_after": 2})})
+    # any tolerance: this is about the schedule (the current model saw the 5 held-out products, the guard is strict)
+    settings = settings.model_copy(update={"review": settings.review.model_copy(update={"retrain_after": 2, "tolerance": 1.0})})
     models = Workspace(settings.workspace).models_dir
     before = {p.name for p in models.glob("tagger-*")}
     with thread_server(settings) as url, httpx.Client(base_url=url, timeout=120, headers=AUTH) as client:
