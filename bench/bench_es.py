@@ -200,7 +200,7 @@ def main() -> None:
     data = fashion_vectors(args.work, args.data_dir, catalog_limit(args.quick), "cpu")
     docs = documents(data, 500 if args.quick else args.docs)
     dim = data.encoders.text.dim
-    load = workload(data.texts[: len(docs)], data.ids[: len(docs)], data.encoders.text, 20 if args.quick else 50)
+    load = workload(data.texts[: len(docs)], data.ids[: len(docs)], data.encoders.text, 20 if args.quick else 25)
     with noida(args.work / "noida") as url:
         settings = data.settings.model_copy(update={"es": data.settings.es.model_copy(update={"url": url})})
         backend = open_backend(settings, VectorDims(text=dim, image=None, fused=dim))
