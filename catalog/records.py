@@ -23,6 +23,7 @@ import json
 import math
 import unicodedata
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -101,10 +102,12 @@ class Reject:
     raw: str
 
 
-def parse_record(record: dict[str, Any], base: Path, settings: CatalogSettings) -> Product:
+def parse_record(record: dict[str, Any], base: Path, settings: CatalogSettings,
+                 decoding: AbstractContextManager[Any] = nullcontext()) -> Product:
     """One record that did not come from a file (e.g. a JSON object sent to the service), validated exactly as
-    a catalog line is; raises `InvalidRecord` naming the field at fault. Relative image paths resolve from `base`."""
-    return _product(record, None, base, settings)
+    a catalog line is; raises `InvalidRecord` naming the field at fault. Relative image paths resolve from `base`.
+    Its image is decoded inside `decoding` (the service bounds how many decode at once)."""
+    return _product(record, None, base, settings, decoding)
 
 
 def normalize_text(text: str) -> str:
@@ -143,13 +146,14 @@ def _raw_id(record: dict[str, Any] | InvalidRecord) -> str | None:
     return str(value).strip() or None
 
 
-def _product(record: dict[str, Any], line: int | None, base: Path, settings: CatalogSettings) -> Product:
+def _product(record: dict[str, Any], line: int | None, base: Path, settings: CatalogSettings,
+             decoding: AbstractContextManager[Any] = nullcontext()) -> Product:
     product_id = _id(record.get("id"))
     title = _text(record, "title", settings)
     description = _text(record, "description", settings)
     attributes = _attributes(record, settings)
     tags = _tags(record.get("tags"))
-    image, image_hash = _image(record.get("image"), base, settings)
+    image, image_hash = _image(record.get("image"), base, settings, decoding)
     if not title and not description and image is None:
         raise InvalidRecord("nothing to tag: no title, description or image")
     product = Product(
@@ -254,7 +258,8 @@ def _tags(value: Any) -> dict[str, tuple[str, ...]]:
     return tags
 
 
-def _image(value: Any, base: Path, settings: CatalogSettings) -> tuple[str | None, str | None]:
+def _image(value: Any, base: Path, settings: CatalogSettings,
+           decoding: AbstractContextManager[Any]) -> tuple[str | None, str | None]:
     """(absolute path or URL, sha256 of the bytes); a local file must exist, fit the limit and decode fully."""
     if value is None:
         return None, None
@@ -282,7 +287,8 @@ def _image(value: Any, base: Path, settings: CatalogSettings) -> tuple[str | Non
         raise InvalidRecord(f"image: file not found: {path}") from None
     except OSError as exc:
         raise InvalidRecord(f"image: cannot read {path} ({exc.strerror or exc})") from None
-    _check_decodes(data, path, settings.max_image_pixels)
+    with decoding:
+        _check_decodes(data, path, settings.max_image_pixels)
     return str(path), hashlib.sha256(data).hexdigest()
 
 

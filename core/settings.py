@@ -178,6 +178,9 @@ class ServiceSettings(Section):
     # Folder that image paths sent to `POST /products` are resolved in (and must stay inside); unset: products
     # sent to the service cannot name local images, so a client can never make the server read its files.
     image_root: Path | None = None
+    # Images `POST /products` decodes at once (to validate them) across all requests: each may take up to
+    # catalog.max_image_pixels × 4 bytes, so this bounds the memory concurrent big images can take.
+    max_image_decodes: int = Field(2, ge=1)
 
 
 class ReviewSettings(Section):

@@ -164,7 +164,7 @@ def post_products(state: State, body: Annotated[ProductIn | Annotated[list[Produ
     """Validate, store, tag and index products now; they are in `/similar` and `/search` once this answers."""
     items = body if isinstance(body, list) else [body]
     checked_batch(len(items), state.settings)
-    products, problems = validated_products(items, state.settings)
+    products, problems = validated_products(items, state.settings, state.decodes)
     if problems:
         state.metrics.rejects.inc(len(problems))
         raise HTTPException(422, problems)

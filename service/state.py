@@ -31,6 +31,7 @@ from shoptag.tagger.embedding_cache import EmbeddingCache
 from shoptag.tagger.model import TaggerModel, current_name, learn_labels
 from shoptag.tagger.segmenter import configure_segmenter
 
+from .decodes import DecodeGate
 from .journal import WriteJournal
 from .metrics import ServiceMetrics
 
@@ -48,6 +49,7 @@ class ServiceState:
     metrics: ServiceMetrics
     review: ReviewLog
     recs: RecsCache
+    decodes: DecodeGate  # images validated at once, across requests
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     _model: TaggerModel | None = None
     _system: TagSystem | None = None
@@ -65,7 +67,7 @@ class ServiceState:
         store = workspace.open_store()
         state = cls(settings, store, workspace.open_cache(), encoders, open_search(settings, encoders, set_aside_damaged=True),
                     WriteJournal(workspace.root / "service-pending-writes.json"), metrics, open_review_log(store),
-                    RecsCache(settings, store, encoders))
+                    RecsCache(settings, store, encoders), DecodeGate(settings.service.max_image_decodes))
         try:
             state.recover()
             with suppress(Conflict):  # none yet, or a stale model: reported by the first POST, not fatal here

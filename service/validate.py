@@ -9,6 +9,7 @@ from shoptag.catalog.records import InvalidRecord, Product, parse_record
 from shoptag.core.errors import BadInput
 from shoptag.core.settings import Settings
 
+from .decodes import DecodeGate
 from .schemas import ProductIn
 
 
@@ -20,8 +21,9 @@ def checked_batch(size: int, settings: Settings) -> None:
                        "(service.max_batch): split it")
 
 
-def validated_products(items: list[ProductIn], settings: Settings) -> tuple[list[Product], list[str]]:
-    """The products, or the reasons (one per bad item, naming its position and id) when any is bad."""
+def validated_products(items: list[ProductIn], settings: Settings, decodes: DecodeGate) -> tuple[list[Product], list[str]]:
+    """The products, or the reasons (one per bad item, naming its position and id) when any is bad; images are
+    decoded through `decodes`, so concurrent requests never decode more than its limit at once."""
     root = settings.service.image_root
     products: list[Product] = []
     problems: list[str] = []
@@ -30,7 +32,7 @@ def validated_products(items: list[ProductIn], settings: Settings) -> tuple[list
         record = item.record()
         try:
             _check_image_path(record, root)
-            product = parse_record(record, root or settings.workspace, settings.catalog)
+            product = parse_record(record, root or settings.workspace, settings.catalog, decodes)
             if product.id in seen:
                 raise InvalidRecord(f"duplicate id {product.id!r}: also item {seen[product.id]} of this batch")
         except InvalidRecord as exc:
