@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install browser demo test bench bench-quality bench-search bench-recs bench-review clean
+.PHONY: install browser demo test bench bench-quality bench-search bench-recs bench-review bench-scale gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[es,serve,test,multilingual,bench]"
+	$(BIN)/pip install -q -e ".[es,serve,test,multilingual,bench,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -52,6 +52,15 @@ bench-recs: install
 # guarded retraining, coverage at the target precision and weighted F1 per round: bench/results/review_loop.md
 bench-review: install
 	$(BIN)/python bench/review_loop.py --products 5000
+
+# The kNN tagging stage, local engine vs Ray (local cluster), on 100k and 1M synthetic products and the 44k fashion
+# catalog: products/s, peak memory of driver and workers: bench/results/scale.md (docs/SCALE.md plans from it)
+bench-scale: install
+	$(BIN)/python bench/scale.py
+
+# The GPU path on a CUDA machine in at most 8 minutes (GPU encode, GPU kNN, CLIP training); prints a table
+gpu-check: install
+	bash bench/gpu_check.sh
 
 clean:
 	rm -rf shoptag-workspace bench/work .pytest_cache

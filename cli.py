@@ -44,6 +44,10 @@ err = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file (default: ./shoptag.toml).")]
 WorkspaceOpt = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (SHOPTAG_WORKSPACE).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="local (this process) or ray (Ray Data; pip install 'shoptag[ray]').")]
+RayAddressOpt = Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to join (HOST:PORT, ray://HOST:PORT, auto); default: a local Ray on this machine's cores.")]
+RayWorkersOpt = Annotated[int | None, typer.Option("--ray-workers", min=1, help="Ray actors (default: one per GPU, else one per CPU).")]
+ShardSizeOpt = Annotated[int, typer.Option("--shard-size", min=1, help="Products per Ray shard (the unit of work and of resume).")]
 
 
 def mapped_errors(run: Callable[..., None]) -> Callable[..., None]:
@@ -134,6 +138,21 @@ def _backend(settings, encoders, *, set_aside_damaged: bool = False):
     from shoptag.pipeline.search_sync import open_search
 
     return open_search(settings, encoders, set_aside_damaged=set_aside_damaged)
+
+
+def _ray_options(engine: str, address: str | None, workers: int | None, shard_size: int):
+    """The Ray engine's options, or None for the local engine."""
+    if engine not in ("local", "ray"):
+        raise BadInput(f"bad --engine {engine!r}: expected local or ray")
+    if engine == "local":
+        if address is not None or workers is not None:
+            raise BadInput("--ray-address and --ray-workers need --engine ray")
+        return None
+    from shoptag.pipeline.ray_cluster import RayOptions, check
+
+    options = RayOptions(address, workers, shard_size)
+    check(options)
+    return options
 
 
 def _tag_filters(items: list[str] | None) -> dict[str, list[str]]:
@@ -246,16 +265,27 @@ def tag(
     config: ConfigOpt = None,
     workspace: WorkspaceOpt = None,
     retag_all: Annotated[bool, typer.Option("--all", help="Retag every product, not only new or changed ones.")] = False,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_workers: RayWorkersOpt = None,
+    shard_size: ShardSizeOpt = 1000,
     as_json: JsonOpt = False,
 ) -> None:
     """Tag every product that is new or changed since it was last tagged, and update search."""
-    from shoptag.pipeline.tag import tag as run
-
+    ray_options = _ray_options(engine, ray_address, ray_workers, shard_size)
     with _session(config, workspace) as (settings, store):
         encoders = _encoders(settings)
         backend = _backend(settings, encoders, set_aside_damaged=True)
         try:
-            report = run(settings, store, encoders, backend, retag_all=retag_all, show_progress=not as_json)
+            if ray_options is None:
+                from shoptag.pipeline.tag import tag as run
+
+                report = run(settings, store, encoders, backend, retag_all=retag_all, show_progress=not as_json)
+            else:
+                from shoptag.pipeline.ray_engine import tag as run_on_ray
+
+                report = run_on_ray(settings, store, encoders, backend, ray_options, retag_all=retag_all,
+                                    show_progress=not as_json)
         finally:
             backend.close()
 
@@ -506,16 +536,26 @@ def reindex(
     incremental: Annotated[bool, typer.Option("--incremental", help="Send only products changed since the last reindex.")] = False,
     backend_name: Annotated[str | None, typer.Option("--backend", help="embedded or es (default: from settings).")] = None,
     rollback: Annotated[bool, typer.Option("--rollback", help="Elasticsearch: put the index the last full reindex replaced back live.")] = False,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_workers: RayWorkersOpt = None,
+    shard_size: ShardSizeOpt = 1000,
     config: ConfigOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Rebuild the search index from the store with zero downtime (Elasticsearch: new index + alias swap).
     A damaged embedded index is set aside and rebuilt; --incremental also repairs what the index lacks."""
-    from shoptag.pipeline.reindex import converge
+    from shoptag.pipeline.reindex import build_docs, converge
     from shoptag.pipeline.reindex import reindex as run
     from shoptag.pipeline.reindex import rollback as roll_back
 
+    ray_options = _ray_options(engine, ray_address, ray_workers, shard_size)
+    builder = build_docs
+    if ray_options is not None:
+        from shoptag.pipeline.ray_engine import doc_builder
+
+        builder = doc_builder(ray_options)
     if backend_name not in (None, "embedded", "es"):
         err.print(f"[red]bad --backend {backend_name!r}[/]: expected embedded or es")
         raise typer.Exit(EXIT_USAGE)
@@ -532,8 +572,8 @@ def reindex(
         encoders = _encoders(settings)
         backend = _backend(settings, encoders, set_aside_damaged=True)
         try:
-            report = (converge(settings, store, encoders, backend) if incremental
-                      else run(settings, store, encoders, backend, show_progress=not as_json))
+            report = (converge(settings, store, encoders, backend, builder) if incremental
+                      else run(settings, store, encoders, backend, show_progress=not as_json, builder=builder))
         finally:
             backend.close()
         _emit(as_json, report, lambda: out.print(

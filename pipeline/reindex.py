@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from shoptag.core.settings import Settings
 from shoptag.indexer.backend import SearchBackend
@@ -85,12 +85,18 @@ def build_docs(
         cache.close()
 
 
+DocBuilder = Callable[
+    [Store, Sequence[StoredProduct], Encoders, Settings, Mapping[str, Mapping[str, Sequence[tuple[str, str, float]]]], bool],
+    Iterator[SearchDoc],
+]
+
+
 def reindex(
     settings: Settings, store: Store, encoders: Encoders, backend: SearchBackend, *,
-    incremental: bool = False, show_progress: bool = True,
+    incremental: bool = False, show_progress: bool = True, builder: DocBuilder = build_docs,
 ) -> dict:
     """Send every product (or, incrementally, the changed ones) to the backend and delete the ones gone from
-    the store; record what it now holds."""
+    the store; record what it now holds. `builder` makes the documents (the Ray engine encodes on a cluster)."""
     key = backend_key(settings, backend)
     seq = store.change_seq()  # first: what changes while this runs is left for the next run
     model_ids = encoders.ids()
@@ -111,7 +117,7 @@ def reindex(
         previous = store.indexed_hashes(key, candidates)
         gone = [pid for pid in previous if pid not in hashes]
         products = [p for p in products if previous.get(p.id) != hashes[p.id]]
-    report = backend.reindex(build_docs(store, products, encoders, settings, tags, show_progress), incremental=incremental)
+    report = backend.reindex(builder(store, products, encoders, settings, tags, show_progress), incremental=incremental)
     failed = {pid for pid, _ in report.failed}
     if not incremental and failed:
         return {"sent": len(products), "written": report.written, "deleted": 0, "failed": report.failed,
@@ -139,13 +145,14 @@ def popularity_to_search(settings: Settings, store: Store, encoders: Encoders) -
         backend.close()
 
 
-def converge(settings: Settings, store: Store, encoders: Encoders, backend: SearchBackend) -> dict:
+def converge(settings: Settings, store: Store, encoders: Encoders, backend: SearchBackend,
+             builder: DocBuilder = build_docs) -> dict:
     """Send the backend what it lacks after whatever happened before (a killed `tag`, a full disk, a failed
     write): first incrementally, by the document hashes the store recorded; then, should the backend still
     count other products than the store (its files were replaced or lost), by a full rebuild."""
-    report = reindex(settings, store, encoders, backend, incremental=True, show_progress=False)
+    report = reindex(settings, store, encoders, backend, incremental=True, show_progress=False, builder=builder)
     held, stored = backend.count(), store.count_products()
     if held != stored:
         log.warning("search index holds %d products, the store %d: rebuilding it from the store", held, stored)
-        report = reindex(settings, store, encoders, backend, show_progress=False)
+        report = reindex(settings, store, encoders, backend, show_progress=False, builder=builder)
     return report

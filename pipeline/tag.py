@@ -20,7 +20,7 @@ from shoptag.store.records import Store, StoredProduct
 from shoptag.tagger.embedding_cache import EmbeddingCache
 from shoptag.tagger.model import TagDecision, TaggerModel, current_name, decide, load_model, score_sources
 
-from .encode import Encoders, encode_products
+from .encode import Encoders, ProductVectors, encode_products
 from .progress import progress_bar
 from .reindex import backend_key, converge, doc_hash
 from .search_sync import index_products
@@ -75,16 +75,14 @@ def load_tagging(models_dir: Path, encoders: Encoders, index: IndexSettings) -> 
     return load_checked_model(models_dir, encoders, index), system
 
 
-def tag_batch(
+def score_batch(
     model: TaggerModel | None, store: Store, encoders: Encoders, cache: EmbeddingCache, products: Sequence[StoredProduct],
-    backend: SearchBackend | None = None, index_key: str | None = None, system: TagSystem | None = None,
-) -> dict[str, list[TagDecision]]:
-    """Tag `products` now: score, decide, apply the tag system, write tags (never over people's tags), update
-    search and, with `index_key`, record in the store what the backend received.
-    Returns the decisions written: families people tagged keep their tags and are left out."""
+    system: TagSystem | None = None,
+) -> tuple[dict[str, list[TagDecision]], ProductVectors]:
+    """The decisions for `products` and their vectors, writing nothing but the embedding cache: the part of
+    tagging that any number of processes may run side by side (the Ray engine's workers do)."""
     vectors, _ = encode_products(products, encoders, cache, show_progress=False)
     scores = score_sources(model, vectors.fused, [p.text for p in products], [p.id for p in products]) if model else {}
-    version = model_version(model, system)
     decisions: dict[str, list[TagDecision]] = {p.id: [] for p in products}
     if model:
         # families people tagged are skipped before evidence is built; the tag system sees every family
@@ -100,6 +98,16 @@ def tag_batch(
             for pid, families in store.effective_tags([p.id for p in products]).items()
         }
         decisions = apply_tag_system(system, model, scores, decisions, products, vectors, human)
+    return decisions, vectors
+
+
+def write_batch(
+    store: Store, encoders: Encoders, products: Sequence[StoredProduct], decisions: dict[str, list[TagDecision]],
+    vectors: ProductVectors, version: str, backend: SearchBackend | None = None, index_key: str | None = None,
+) -> dict[str, list[TagDecision]]:
+    """Write scored `products`: tags (never over people's tags) and their tagged hash in one transaction,
+    then search and, with `index_key`, what the backend received. Returns the decisions written: families
+    people tagged keep their tags and are left out."""
     with store.transaction() as db:
         for p in products:
             written = store.set_model_tags(
@@ -115,6 +123,31 @@ def tag_batch(
             store.set_indexed(index_key, {p.id: doc_hash(p.content_hash, tags.get(p.id, {}), encoders.ids(),
                                                          popularity.get(p.id)) for p in products})
     return decisions
+
+
+def tag_batch(
+    model: TaggerModel | None, store: Store, encoders: Encoders, cache: EmbeddingCache, products: Sequence[StoredProduct],
+    backend: SearchBackend | None = None, index_key: str | None = None, system: TagSystem | None = None,
+) -> dict[str, list[TagDecision]]:
+    """Tag `products` now: score, decide, apply the tag system, write (see `write_batch`)."""
+    decisions, vectors = score_batch(model, store, encoders, cache, products, system)
+    return write_batch(store, encoders, products, decisions, vectors, model_version(model, system), backend, index_key)
+
+
+def count_decisions(report: TagReport, decisions: dict[str, list[TagDecision]], tagged: int) -> None:
+    """Add a written batch to the run's counts."""
+    for ds in decisions.values():
+        for d in ds:
+            counts = report.by_family.setdefault(d.family, {"accepted": 0, "review": 0})
+            counts[d.status] += 1
+    report.tagged += tagged
+
+
+def finish_report(report: TagReport) -> TagReport:
+    """The run's totals over its families."""
+    report.accepted = sum(c["accepted"] for c in report.by_family.values())
+    report.review = sum(c["review"] for c in report.by_family.values())
+    return report
 
 
 def tag(
@@ -134,16 +167,10 @@ def tag(
         with progress_bar("tag", len(todo), show_progress) as advance:
             for start in range(0, len(todo), BATCH):
                 batch = todo[start : start + BATCH]
-                for decisions in tag_batch(model, store, encoders, cache, batch, backend, key, system).values():
-                    for d in decisions:
-                        counts = report.by_family.setdefault(d.family, {"accepted": 0, "review": 0})
-                        counts[d.status] += 1
-                report.tagged += len(batch)
+                count_decisions(report, tag_batch(model, store, encoders, cache, batch, backend, key, system), len(batch))
                 advance(len(batch))
     finally:
         cache.close()
     if backend is not None:
         report.search_repaired = converge(settings, store, encoders, backend)["sent"]
-    report.accepted = sum(c["accepted"] for c in report.by_family.values())
-    report.review = sum(c["review"] for c in report.by_family.values())
-    return report
+    return finish_report(report)

@@ -430,20 +430,37 @@ class Store:
 
     def stream_tags(self, batch: int = 20_000) -> Iterator[tuple[str, str | None, str | None, str | None, str | None, float | None]]:
         """Every product with its tags, (product, family, value, source, status, score) ordered by product
-        (a product without tags: one row of Nones). Read through a read-only connection of its own in one
-        read transaction, so a long export sees one consistent catalog and never holds the store's lock."""
+        (a product without tags: one row of Nones)."""
+        yield from self._stream(
+            "SELECT p.id, t.family, t.value, t.source, t.status, t.score FROM products p "
+            "LEFT JOIN tags t ON t.product_id = p.id ORDER BY p.id", batch,
+        )
+
+    def stream_tagged_hashes(self, batch: int = 20_000) -> Iterator[tuple[str, str, str | None]]:
+        """(id, content hash, tagged hash) of every product in id order: what a distributed run shards by,
+        holding one batch of ids at a time."""
+        yield from self._stream("SELECT id, content_hash, tagged_hash FROM products ORDER BY id", batch)
+
+    def _stream(self, sql: str, batch: int) -> Iterator[tuple]:
+        """Rows of `sql` through a read-only connection of its own in one read transaction, so a long read sees
+        one consistent catalog and never holds the store's lock."""
         db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=60, isolation_level=None)
         try:
             db.execute("BEGIN")
-            cursor = db.execute(
-                "SELECT p.id, t.family, t.value, t.source, t.status, t.score FROM products p "
-                "LEFT JOIN tags t ON t.product_id = p.id ORDER BY p.id"
-            )
+            cursor = db.execute(sql)
             while rows := cursor.fetchmany(batch):
                 yield from rows
             db.execute("COMMIT")
         finally:
             db.close()
+
+    def products_between(self, first: str, last: str) -> list[tuple[StoredProduct, str | None]]:
+        """The products with ids from `first` to `last` (inclusive, id order) and their tagged hashes: one shard."""
+        rows = self._query(
+            "SELECT id, title, description, attributes, image, text, text_hash, image_hash, content_hash, tagged_hash "
+            "FROM products WHERE id BETWEEN ? AND ? ORDER BY id", (first, last),
+        )
+        return [(StoredProduct(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8]), r[9]) for r in rows]
 
     def _feedback_cleared(self, ids: Sequence[str] | None = None) -> list[tuple[str, str]]:
         """(product, family) pairs whose latest feedback says no value applies."""
