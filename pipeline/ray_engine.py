@@ -89,10 +89,9 @@ class _ShardEncoder(_Worker):
         return {"result": np.array(out, dtype=object)}
 
 
-def _results(items: list[dict], worker: type, constructor: dict, options: RayOptions, show_progress: bool) -> Iterator:
+def _results(items: list[dict], worker: type, constructor: dict, options: RayOptions) -> Iterator:
     """Run `worker` over the shards `items` on an actor pool; the unpickled results, one shard at a time."""
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = show_progress
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the run shows its own bar
     size, gpu = _pool(options.workers)
     # Ray Data restarts a killed actor and retries the shards it held (its actor pools' default
     # max_restarts=-1, max_task_retries=-1); only the driver writes, so a retried shard is written once
@@ -102,6 +101,11 @@ def _results(items: list[dict], worker: type, constructor: dict, options: RayOpt
     )
     for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
         yield pickle.loads(batch["result"][0])
+
+
+def _portable(settings: Settings) -> Settings:
+    """The settings as a worker needs them: the workspace as an absolute path (workers run in other folders)."""
+    return settings.model_copy(update={"workspace": settings.workspace.resolve()})
 
 
 def cut_shards(store: Store, version: str, retag_all: bool, shard_size: int) -> tuple[list[dict], int, int]:
@@ -137,10 +141,10 @@ def tag(
     key = backend_key(settings, backend) if backend is not None else None
     if shards:
         connect(options)
-        constructor = {"settings": settings, "shared": [ray.put((model, system))], "version": version,
+        constructor = {"settings": _portable(settings), "shared": [ray.put((model, system))], "version": version,
                        "retag_all": retag_all}
         with progress_bar("tag", todo, show_progress) as advance:
-            for products, decisions, vectors in _results(shards, _ShardTagger, constructor, options, show_progress):
+            for products, decisions, vectors in _results(shards, _ShardTagger, constructor, options):
                 if products:
                     written = write_batch(store, encoders, products, decisions, vectors, version, backend, key)
                     count_decisions(report, written, len(products))
@@ -162,7 +166,7 @@ def doc_builder(options: RayOptions):
         ids = [p.id for p in products]
         shards = [{"ids": ids[i : i + options.shard_size]} for i in range(0, len(ids), options.shard_size)]
         with progress_bar("build documents", len(products), show_progress) as advance:
-            for batch, vectors in _results(shards, _ShardEncoder, {"settings": settings}, options, show_progress):
+            for batch, vectors in _results(shards, _ShardEncoder, {"settings": _portable(settings)}, options):
                 yield from search_docs(store, batch, vectors, encoders.ids(), tags)
                 advance(len(batch))
 

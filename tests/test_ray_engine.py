@@ -40,7 +40,14 @@ FAMILIES = ("gender", "masterCategory", "subCategory")  # fewer families, less t
 
 @pytest.fixture(scope="module")
 def ray_address():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):  # Ray gives its raylet 30 s to register: a machine busy with other work may miss it
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -187,3 +194,25 @@ def test_an_unreachable_cluster_is_one_line_and_exit_1(trained, tmp_path) -> Non
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach the Ray cluster at 127.0.0.1:9" in lines[0], run.stderr
     assert _untagged(settings.workspace) == PRODUCTS
+
+
+def test_a_reindex_encoded_on_ray_holds_the_local_reindexs_neighbours(ray_address, trained, tmp_path) -> None:
+    from shoptag.pipeline.ray_engine import doc_builder
+    from shoptag.pipeline.reindex import reindex
+    from shoptag.pipeline.search_sync import open_search
+
+    similar = {}
+    for name, builder in (("local", None), ("ray", doc_builder(RayOptions(workers=2, shard_size=150)))):
+        settings = _copy(trained, tmp_path / name)
+        store, encoders = Workspace(settings.workspace).open_store(), Encoders(settings.encoders)
+        backend = open_search(settings, encoders)
+        try:
+            report = reindex(settings, store, encoders, backend, show_progress=False,
+                             **({"builder": builder} if builder else {}))
+            assert (report["sent"], report["written"], report["failed"]) == (PRODUCTS, PRODUCTS, [])
+            assert backend.count() == PRODUCTS
+            similar[name] = [[h.id for h in backend.similar(pid, k=5)] for pid in store.product_ids()[:50]]
+        finally:
+            backend.close()
+            store.close()
+    assert similar["ray"] == similar["local"]
