@@ -226,6 +226,10 @@ def train(
             if summary["families"]:
                 out.print(table)
             out.print(f"{summary['labelled']} labelled products; model saved to {summary['model']}")
+            if summary.get("review_only"):
+                stuck = summary["review_only"]
+                tuned = ", ".join(f"{family} (tuned on {n})" for family, n in stuck["families"].items())
+                out.print(f"no tag can be accepted yet in {tuned}: {stuck['why']}")
             guard = summary.get("guard")
             if guard is not None:
                 _print_guard(guard)
@@ -378,7 +382,14 @@ def evaluate(
 ) -> None:
     """Held-out evaluation of TF-IDF+LR, kNN-only, head-only, zero-shot CLIP (with an image tower) and fused
     tagging on the grouped split (near-duplicates on one side) or on labels you hold out."""
-    from shoptag.pipeline.evaluate import METHOD_ORDER, Modality, bucket_rows, for_modality, summary_rows
+    from shoptag.pipeline.evaluate import (
+        METHOD_ORDER,
+        Modality,
+        bucket_rows,
+        for_modality,
+        precision_note,
+        summary_rows,
+    )
     from shoptag.pipeline.evaluate import evaluate as run
 
     if modality not in (None, *get_args(Modality)):
@@ -390,9 +401,7 @@ def evaluate(
         if modality:
             results["modality"] = modality
         precision_notes = [
-            f"{family}: accepted tags precision {fam['accepted_precision']:.4f} against target "
-            f"{results['target_precision']} ({'met' if fam['meets_target'] else 'MISSED'})"
-            for family, fam in results["families"].items()
+            precision_note(family, fam, results["precision_confidence"]) for family, fam in results["families"].items()
         ]
         groups = results["split_groups"]
         split_note = (

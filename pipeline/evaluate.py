@@ -27,6 +27,7 @@ from shoptag.tagger.metrics import (
     classification_metrics,
     coverage_at_precision,
     expected_calibration_error,
+    fewest_to_certify,
     frequency_buckets,
     multilabel_metrics,
     reliability_curve,
@@ -143,7 +144,7 @@ def evaluate_model(
             }
             methods[method] = metrics
         test_values = [v for i in test_rows for v in data.tags[i].get(family) or ()]
-        fused_precision = methods["fused"]["precision_at_target"]
+        fused = methods["fused"]
         results[family] = {
             "multilabel": multilabel,
             "classes": len(vocab),
@@ -152,12 +153,52 @@ def evaluate_model(
             # test tags the vocabulary has never seen: no method can emit them, so they are not scored
             "test_unseen_values": int(sum(vocab.index(v) is None for v in test_values)),
             "target_precision": target_precision,
-            "accepted_precision": fused_precision,
-            "meets_target": bool(fused_precision >= target_precision) if fused_precision == fused_precision else None,
+            **precision_verdict(fused, int(val_has.sum()), target_precision, confidence),
             "weights": fm.weights,
             "methods": methods,
         }
     return results
+
+
+def precision_verdict(fused: Mapping[str, float], validation_n: int, target: float, confidence: float) -> dict:
+    """What the accepted tags' test precision says: ``met`` / ``missed`` the target; ``too few labels`` when the
+    validation products are fewer than the `fewest_to_certify` any threshold needs (nothing can be accepted, and
+    a precision of nothing is no number to compare); ``nothing accepted`` when there were enough but no tag was
+    accepted on test. `meets_target` is None in the last two cases."""
+    emitted, precision = int(fused["n_emitted_at_target"]), fused["precision_at_target"]
+    needed = fewest_to_certify(target, confidence)
+    if emitted:
+        verdict = "met" if precision >= target else "missed"
+    elif needed is None or validation_n < needed:
+        verdict = "too few labels"
+    else:
+        verdict = "nothing accepted"
+    return {
+        "accepted_precision": precision if emitted else None,
+        "accepted_tags": emitted,
+        "meets_target": verdict == "met" if emitted else None,
+        "precision_verdict": verdict,
+        "validation_labelled": validation_n,
+        "fewest_to_certify": needed,
+    }
+
+
+def precision_note(family: str, fam: Mapping, confidence: float) -> str:
+    """One line on a family's accepted-tag precision against the target, for people."""
+    target, verdict = fam["target_precision"], fam["precision_verdict"]
+    if verdict in ("met", "missed"):
+        return (f"{family}: accepted tags precision {fam['accepted_precision']:.4f} against target {target} "
+                f"({verdict.upper() if verdict == 'missed' else verdict}; {fam['accepted_tags']} tags accepted "
+                f"of {fam['test_size']} test products)")
+    needs = (f"{fam['fewest_to_certify']} right answers in a row" if fam["fewest_to_certify"] is not None
+             else "more than any count")
+    if verdict == "too few labels":
+        return (f"{family}: too few held-out labels to certify precision {target} (validation n="
+                f"{fam['validation_labelled']}, test n={fam['test_size']}; {needs} are needed at {confidence:.0%} "
+                "confidence): no tag accepted, every tag goes to review; label more products")
+    return (f"{family}: no tag accepted on the {fam['test_size']} test products: on validation (n="
+            f"{fam['validation_labelled']}) no threshold reaches precision {target} at {confidence:.0%} confidence, "
+            "so every tag goes to review")
 
 
 def evaluate(

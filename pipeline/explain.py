@@ -29,7 +29,7 @@ def explain(store: Store, product_id: str) -> dict:
                 **t.evidence,
                 "neighbours": [{**n, "title": titles.get(n["id"], "")} for n in t.evidence.get("neighbours", [])],
             }
-        if t.evidence and (why := _why(t.evidence)):
+        if t.evidence and (why := _why(t.evidence, t.status, t.score)):
             entry["why"] = why
         families.setdefault(t.family, []).append(entry)
     return {
@@ -40,8 +40,9 @@ def explain(store: Store, product_id: str) -> dict:
     }
 
 
-def _why(evidence: dict) -> str | None:
-    """One line for tags the tag system made or changed (the details stay in the evidence)."""
+def _why(evidence: dict, status: str, score: float | None) -> str | None:
+    """One line for tags the tag system made or changed, and for a model's tag left to review: below its
+    threshold, or no threshold at all (the details stay in the evidence)."""
     if "rule" in evidence:
         return f"rule on line {evidence['rule']['line']}: {evidence['rule']['rule']}"
     if "blocked_by_rule" in evidence:
@@ -50,4 +51,10 @@ def _why(evidence: dict) -> str | None:
         return f"derived: {evidence['derived_from']} implies it (path {evidence['path']})"
     if "zero_shot" in evidence:
         return "zero-shot from the tag's name: needs a person's review"
+    if status == "review" and "threshold" in evidence:
+        if evidence["threshold"] is None:
+            return ("needs review: no threshold is certified for this tag yet: its validation labels were too few "
+                    "(or too often wrong) to show the precision target at the confidence bound; label more products")
+        if score is not None:
+            return f"needs review: score {score:.2f} is below this tag's threshold {evidence['threshold']:.2f}"
     return None

@@ -13,6 +13,7 @@ from shoptag.core.errors import BadInput
 from shoptag.core.settings import Settings
 from shoptag.store.records import Store
 from shoptag.tagger.head import HeadConfig
+from shoptag.tagger.metrics import fewest_to_certify
 from shoptag.tagger.model import FitConfig, TaggerModel, current_name, fit_tagger, save_model
 from shoptag.tagger.split import GroupedSplit, grouped_split
 from shoptag.tagger.vocab import build_vocabs
@@ -156,11 +157,29 @@ def train(
         remember_current(workspace.models_dir)
         path = save_model(model, workspace.models_dir)
         record(workspace.models_dir, path.name, "train")
-        summary = _summary(model, path, data, split)
+        summary = _summary(model, path, data, split, settings)
     return model, summary | _tag_system(settings, store, encoders, workspace, the_plan, show_progress)
 
 
-def _summary(model: TaggerModel, path: Path, data: LabelledSet, split: GroupedSplit) -> dict:
+def review_only(model: TaggerModel, settings: Settings) -> dict | None:
+    """The families where no tag can be accepted yet, with the labelled products they were tuned on, and why:
+    too few tuning labels to certify the precision target, or too many of them were got wrong. None: none."""
+    t = settings.tagger
+    stuck = {family: fm.report.get("tuned_on") for family, fm in model.families.items()
+             if not np.isfinite(fm.thresholds).any()}
+    if not stuck:
+        return None
+    needed = fewest_to_certify(t.target_precision, t.precision_confidence)
+    return {
+        "families": stuck,
+        "why": (f"no threshold showed precision {t.target_precision} at {t.precision_confidence:.0%} confidence "
+                f"(that needs at least {needed} right answers in a row per tag or pooled group of rare tags): "
+                "every tag of these families goes to review; label more products"),
+    }
+
+
+def _summary(model: TaggerModel, path: Path, data: LabelledSet, split: GroupedSplit, settings: Settings) -> dict:
+    stuck = review_only(model, settings)
     return {
         "model": str(path),
         "labelled": len(data.ids),
@@ -172,9 +191,11 @@ def _summary(model: TaggerModel, path: Path, data: LabelledSet, split: GroupedSp
                 "weights": fm.weights,
                 "temperature": round(fm.temperature, 3),
                 "tags_never_emitted": int(np.sum(~np.isfinite(fm.thresholds))),
+                "tuned_on": fm.report.get("tuned_on"),
             }
             for family, fm in model.families.items()
         },
+        **({"review_only": stuck} if stuck else {}),
     }
 
 
@@ -215,4 +236,4 @@ def train_if_better(
     if promote_it:
         record(workspace.models_dir, path.name, "train")
     system = _tag_system(settings, store, encoders, workspace, the_plan, show_progress) if promote_it else {}
-    return candidate, {**_summary(candidate, path, data, split), "guard": verdict, **system}
+    return candidate, {**_summary(candidate, path, data, split, settings), "guard": verdict, **system}

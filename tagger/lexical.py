@@ -8,6 +8,7 @@ words by jieba, other text by word characters, and character 2-4-grams (``char_w
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -27,6 +28,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
 
 from .text_features import FamilyColumns, TextCounts
+
+log = logging.getLogger("shoptag.tagger")
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_OR_WORD = re.compile(f"([{_CJK}]+)|([^\\W{_CJK}]+)")  # a CJK run, or a run of other word characters
@@ -107,15 +110,13 @@ class _SparseOneVsRest:
     @classmethod
     def fit(cls, x: sp.csr_matrix, y: np.ndarray, C: float, class_weight: str | None, n_jobs: int) -> _SparseOneVsRest:
         """Fit every tag; fits that stop at LIBLINEAR's iteration limit (common for tags with two or three
-        examples among many n-grams) are counted in one warning, not one warning each."""
+        examples among many n-grams) are counted in one log line, not one warning each."""
         blocks = [b for b in np.array_split(np.arange(y.shape[1]), 4 * max(n_jobs, 1)) if len(b)]
         fitted = Parallel(n_jobs=n_jobs)(delayed(_fit_l1_block)(x, y[:, b], C, class_weight) for b in blocks)
         unconverged = sum(n for _, _, n in fitted)
-        if unconverged:
-            warnings.warn(
-                f"lexical source: {unconverged} of {y.shape[1]} tag fits stopped at the iteration limit "
-                "(their coefficients are still usable)", ConvergenceWarning, stacklevel=2,
-            )
+        if unconverged:  # a fact for the log, not a warning for a user: nothing to do about it
+            log.info("lexical source: %d of %d tag fits stopped at the iteration limit (their coefficients are "
+                     "still usable)", unconverged, y.shape[1])
         return cls(sp.hstack([c for c, _, _ in fitted], format="csc"), np.concatenate([b for _, b, _ in fitted]))
 
     def predict_proba(self, x: sp.csr_matrix) -> np.ndarray:
@@ -183,9 +184,14 @@ class LexicalClassifier:
             classes = np.unique(y)
             self._columns, self._always = (classes, classes[:0]) if len(classes) > 1 else (classes[:0], classes)
             if len(classes) > 1:
-                self._model = LogisticRegression(
-                    C=self.C, class_weight=self.class_weight, tol=self.tol, max_iter=self.max_iter
-                ).fit(x, y)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", ConvergenceWarning)
+                    self._model = LogisticRegression(
+                        C=self.C, class_weight=self.class_weight, tol=self.tol, max_iter=self.max_iter
+                    ).fit(x, y)
+                if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+                    log.info("lexical source: the %d-class fit stopped at %d iterations (still usable)",
+                             len(classes), self.max_iter)
         return self
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:

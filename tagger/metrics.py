@@ -124,6 +124,7 @@ def coverage_at_precision(scores: np.ndarray, y_true: np.ndarray, thresholds: np
         "precision": n_correct / n_emitted if n_emitted else float("nan"),
         "recall": n_correct / int(truth.sum()) if truth.any() else float("nan"),
         "n_covered": int(emitted.any(axis=1).sum()),
+        "n_emitted": n_emitted,
     }
 
 
@@ -138,6 +139,18 @@ def precision_lower_bound(correct: np.ndarray, total: np.ndarray, confidence: fl
     centre = p + z * z / (2 * total)
     spread = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
     return (centre - spread) / (1 + z * z / total)
+
+
+def fewest_to_certify(target_precision: float, confidence: float) -> int | None:
+    """The fewest validation candidates, all of them right, whose `precision_lower_bound` reaches
+    `target_precision`: with fewer, no threshold can be certified and every tag goes to review. None when no
+    count does (a target of 1 at a confidence above 0). All right, the Wilson bound is n / (n + z²)."""
+    if confidence <= 0:
+        return 1
+    if target_precision >= 1:
+        return None
+    z2 = float(norm.ppf(confidence)) ** 2
+    return max(1, int(np.ceil(target_precision * z2 / (1 - target_precision) - 1e-9)))
 
 
 def lowest_threshold(

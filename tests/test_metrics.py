@@ -12,6 +12,7 @@ from shoptag.tagger.metrics import (
     emitted_tags,
     evaluate_scores,
     expected_calibration_error,
+    fewest_to_certify,
     frequency_buckets,
     lowest_threshold,
     multilabel_metrics,
@@ -151,6 +152,29 @@ def test_a_few_right_answers_do_not_prove_the_target_with_a_confidence_bound():
     scores, correct = np.linspace(1, 0.5, 10), np.ones(10, dtype=bool)
     assert lowest_threshold(scores, correct, 0.9) == pytest.approx(0.5)
     assert lowest_threshold(scores, correct, 0.9, confidence=0.95) == np.inf
+
+
+@pytest.mark.parametrize("target, confidence", [(0.9, 0.95), (0.8, 0.95), (0.95, 0.99), (0.9, 0.8)])
+def test_fewest_to_certify_is_the_count_where_all_right_first_reaches_the_target(target, confidence):
+    n = fewest_to_certify(target, confidence)
+    assert precision_lower_bound(n, n, confidence) >= target > precision_lower_bound(n - 1, n - 1, confidence)
+    scores = np.linspace(1, 0.5, n)
+    assert lowest_threshold(scores, np.ones(n, bool), target, confidence) == pytest.approx(0.5)
+    assert lowest_threshold(scores[1:], np.ones(n - 1, bool), target, confidence) == np.inf
+
+
+def test_fewest_to_certify_edge_cases():
+    assert fewest_to_certify(0.9, 0.95) == 25  # the figure the docs and messages quote
+    assert fewest_to_certify(0.9, 0.0) == 1  # the point estimate: one right answer is 100 %
+    assert fewest_to_certify(1.0, 0.95) is None  # no count of right answers bounds precision at 1
+
+
+def test_coverage_counts_emitted_tags():
+    scores = np.array([[0.9, 0.8, 0.1], [0.2, 0.3, 0.1]])
+    m = coverage_at_precision(scores, np.array([[1, 0, 0], [0, 1, 0]]), np.array([0.5, 0.5, 0.5]))
+    assert m["n_emitted"] == 2 and m["n_covered"] == 1 and m["precision"] == pytest.approx(0.5)
+    nothing = coverage_at_precision(scores, np.array([0, 1]), np.full(3, np.inf))
+    assert nothing["n_emitted"] == 0 and np.isnan(nothing["precision"])
 
 
 def test_bounded_thresholds_hold_the_target_on_new_data_where_point_estimates_do_not():
