@@ -49,6 +49,9 @@ class EmbeddedBackend:
             self._writer.executescript(fulltext.SCHEMA)
             self._writer.executescript(vector_log.SCHEMA)
             self._vectors = self._log.fresh(self._log.empty(), self._writer)
+            # the one read connection, used under `_vector_lock` (a connection per search cost more than FTS5)
+            self._reader = sqlite3.connect(f"file:{self._db}?mode=ro", uri=True, isolation_level=None,
+                                           check_same_thread=False)
         except (sqlite3.DatabaseError, Corrupt) as exc:
             self._writer.close()
             detail = str(exc) if isinstance(exc, Corrupt) else f"{self._db}: damaged search store ({exc})"
@@ -214,6 +217,7 @@ class EmbeddedBackend:
             return fulltext.count(conn)
 
     def close(self) -> None:
+        self._reader.close()
         self._writer.close()
 
     def _knn(
@@ -225,7 +229,11 @@ class EmbeddedBackend:
         scope: fulltext.Scope,
         exclude: str | None = None,
     ) -> list[tuple[str, float]]:
-        """The `k` nearest products passing `scope`: oversample FAISS, keep what passes, widen until enough."""
+        """The `k` nearest products passing `scope`: oversample FAISS, keep what passes, widen until enough
+        (without filters, FAISS's own top `k`)."""
+        if not (scope.tags or scope.attributes or scope.ranges):
+            ids, sims = index.search(np.asarray(vector)[None, :], min(k, len(index)), exclude=[exclude])
+            return [(pid, float(sim)) for pid, sim in zip(ids[0], sims[0])]
         fetch = 4 * k
         while True:
             ids, sims = index.search(np.asarray(vector)[None, :], min(fetch, len(index)), exclude=[exclude])
@@ -237,15 +245,15 @@ class EmbeddedBackend:
 
     @contextmanager
     def _snapshot(self) -> Iterator[tuple[sqlite3.Connection, Vectors]]:
-        """A read-only connection inside one read transaction, and the vector indexes of the same version."""
-        conn = sqlite3.connect(f"file:{self._db}?mode=ro", uri=True, isolation_level=None)
-        try:
-            conn.execute("BEGIN")
-            with self._vector_lock:
-                self._vectors = self._log.fresh(self._vectors, conn)
-                yield conn, self._vectors
-        finally:
-            conn.close()
+        """The read-only connection inside one read transaction, and the vector indexes of the same version."""
+        with self._vector_lock:
+            self._reader.execute("BEGIN")
+            try:
+                self._vectors = self._log.fresh(self._vectors, self._reader)
+                yield self._reader, self._vectors
+            finally:
+                if self._reader.in_transaction:
+                    self._reader.execute("ROLLBACK")
 
 
 class _Abort(Exception):

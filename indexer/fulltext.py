@@ -204,12 +204,32 @@ def text_ranked(conn: sqlite3.Connection, match: str, scope: Scope, limit: int, 
     # check on each match instead
     sql, params = filter_sql(scope, "+d.rid")
     boost, boost_params = boost_sql(boosts, boost_weight)
+    if not sql and not boost_params:
+        top = _fts_top(conn, match, limit)
+        if top is not None:
+            return top
     return conn.execute(
         f"""SELECT d.id, -{BM25} + {boost} AS score FROM docs_fts CROSS JOIN docs d ON d.rid = docs_fts.rowid
             WHERE docs_fts MATCH ?{sql}
             ORDER BY score DESC, d.id LIMIT ?""",
         [*boost_params, match, *params, limit],
     ).fetchall()
+
+
+def _fts_top(conn: sqlite3.Connection, match: str, limit: int) -> list[tuple[str, float]] | None:
+    """`text_ranked` without filters or boosts: the top `limit` taken inside FTS5, then only those joined to
+    `docs` (joining every match first cost half the search). None when a tie straddles the cut, where the id
+    order (which needs the join) decides."""
+    if limit <= 0:
+        return []
+    rows = conn.execute(f"SELECT rowid, -{BM25} AS score FROM docs_fts WHERE docs_fts MATCH ? ORDER BY score DESC"
+                        " LIMIT ?", [match, limit + 1]).fetchall()
+    if len(rows) > limit and rows[limit][1] == rows[limit - 1][1]:
+        return None
+    rows = rows[:limit]
+    ids = dict(conn.execute("SELECT rid, id FROM docs WHERE rid IN (SELECT value FROM json_each(?))",
+                            [json.dumps([rid for rid, _ in rows])]))
+    return sorted(((ids[rid], score) for rid, score in rows), key=lambda hit: (-hit[1], hit[0]))
 
 
 def text_candidates(match: str, scope: Scope) -> tuple[str, list]:

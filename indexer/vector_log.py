@@ -2,8 +2,8 @@
 
 Every write appends its vectors to the ``vector_log`` table in the same transaction as the rows it belongs to
 (the caller's connection), so a crash leaves rows and vectors in step and a small write costs a few KB, not a
-rewrite of the whole index. Every `SNAPSHOT_EVERY` logged changes (and on a full rebuild) the indexes are saved
-as snapshot N+1 (``text.N.faiss`` / ``fused.N.faiss``), after the files are safely on disk, and the log up to it
+rewrite of the whole index. When the log holds `SNAPSHOT_EVERY` changes and `SNAPSHOT_SHARE` of the index size,
+or has been growing for `SNAPSHOT_SECONDS` (and on a full rebuild), the indexes are saved as snapshot N+1 (``text.N.faiss`` / ``fused.N.faiss``), after the files are safely on disk, and the log up to it
 is dropped in the same transaction. Readers load the snapshot their SQLite read transaction names and replay
 the log after it, so another process's writes show up at the next query.
 """
@@ -11,6 +11,7 @@ the log after it, so another process's writes show up at the next query.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,11 @@ from shoptag.vectors.faiss_index import VectorIndex, index_options
 from .search_common import VectorDims
 
 KEEP_VERSIONS = 2  # vector snapshots kept on disk, so a reader holding the previous one can still load it
-SNAPSHOT_EVERY = 1000  # logged vector changes between two snapshots
+# a snapshot rewrites the whole index, so one per write batch made tagging 20k products save both indexes 20
+# times: the log grows with the index (amortised, each vector is rewritten a few times), and is bounded in age
+SNAPSHOT_EVERY = 1000  # fewest logged vector changes worth a snapshot
+SNAPSHOT_SHARE = 0.5  # ... and at least this share of the index size
+SNAPSHOT_SECONDS = 300.0  # or: any logged change once the snapshot is this old
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -96,11 +101,18 @@ class VectorLog:
         vectors.fused = self._build(self.dims.fused, *fused)
 
     def commit(self, conn: sqlite3.Connection, vectors: Vectors, *, snapshot: bool = False) -> None:
-        """Inside the write transaction, before COMMIT: save a snapshot when asked or when the log has grown to
-        `SNAPSHOT_EVERY` changes."""
+        """Inside the write transaction, before COMMIT: save a snapshot when asked, when the log has grown to
+        `SNAPSHOT_EVERY` changes and `SNAPSHOT_SHARE` of the index, or when it is older than `SNAPSHOT_SECONDS`."""
         logged = vectors.seq - conn.execute("SELECT value FROM meta WHERE key = 'log_seq'").fetchone()[0]
-        if snapshot or logged >= SNAPSHOT_EVERY:
+        if snapshot or logged >= max(SNAPSHOT_EVERY, SNAPSHOT_SHARE * len(vectors.fused)) or (
+                logged and self._snapshot_age(conn) >= SNAPSHOT_SECONDS):
             self._save_snapshot(conn, vectors)
+
+    def _snapshot_age(self, conn: sqlite3.Connection) -> float:
+        """Seconds since the current snapshot was written (0 before the first: the size rule decides)."""
+        version = self.version(conn)
+        path = self._path("fused", version)
+        return time.time() - path.stat().st_mtime if version and path.is_file() else 0.0
 
     def discard_next(self, conn: sqlite3.Connection) -> None:
         """After a rollback: remove the snapshot files a failed commit may have written."""

@@ -85,11 +85,11 @@ def score_batch(
     scores = score_sources(model, vectors.fused, [p.text for p in products], [p.id for p in products]) if model else {}
     decisions: dict[str, list[TagDecision]] = {p.id: [] for p in products}
     if model:
-        # families people tagged are skipped before evidence is built; the tag system sees every family
-        people = store.people_families([p.id for p in products]) if system is None else {}
+        # families people tagged get no evidence (they are not written); a tag system still weighs their decisions
+        people = store.people_families([p.id for p in products])
         decided = decide(
             model, scores, [vectors.modality(row) for row in range(len(products))],
-            [people.get(p.id, ()) for p in products],
+            [people.get(p.id, ()) for p in products], decide_skipped=system is not None,
         )
         decisions = {p.id: d for p, d in zip(products, decided)}
     if system is not None:

@@ -364,17 +364,20 @@ class TagDecision:
 
 def decide(
     model: TaggerModel, scores: Mapping[str, FamilyScores], modalities: Sequence[str],
-    skip: Sequence[Collection[str]] | None = None,
+    skip: Sequence[Collection[str]] | None = None, *, decide_skipped: bool = False,
 ) -> list[list[TagDecision]]:
     """The tags of each product of a scored batch: a tag is accepted when its calibrated score reaches its
     threshold; a family with no accepted tag gets its best candidate marked "review", never a guess.
 
     `skip[i]` names the families product i already has people's tags in: nothing is decided there, so no
-    evidence is built only to be dropped."""
+    evidence is built only to be dropped; with `decide_skipped` (a tag system weighs every family's decision)
+    they are decided, with empty evidence."""
     out: list[list[TagDecision]] = [[] for _ in modalities]
     for family, fs in scores.items():
         fm = model.families[family]
-        rows = np.arange(len(modalities)) if skip is None else np.flatnonzero([family not in s for s in skip])
+        explained = np.ones(len(modalities), dtype=bool) if skip is None else np.array(
+            [family not in s for s in skip], dtype=bool)
+        rows = np.arange(len(modalities)) if decide_skipped else np.flatnonzero(explained)
         fused = fs.fused[rows]
         best = fused.argmax(1) if len(rows) else np.zeros(0, dtype=np.int64)
         if fm.vocab.multilabel:
@@ -387,10 +390,14 @@ def decide(
             at, cols = np.arange(len(rows)), best
             review = ~(fused[at, cols] >= fm.thresholds[cols])
         at = rows[at]
-        evidence = _evidence(model, fs, family, at, cols, [modalities[r] for r in at])
+        keep = explained[at]
+        evidence: list[dict] = [{} for _ in range(len(at))]
+        for i, ev in zip(np.flatnonzero(keep).tolist(),
+                         _evidence(model, fs, family, at[keep], cols[keep], [modalities[r] for r in at[keep]])):
+            evidence[i] = ev
         values, scores_of = fm.vocab.values, fs.fused[at, cols].tolist()
         for r, col, score, is_review, ev in zip(at.tolist(), cols.tolist(), scores_of, review.tolist(), evidence):
-            if is_review:
+            if is_review and explained[r]:
                 top = np.argsort(-fs.fused[r], kind="stable")[:REVIEW_CANDIDATES]
                 ev["candidates"] = [{"value": values[c], "score": round(float(fs.fused[r, c]), 4)} for c in top]
             out[r].append(TagDecision(family, values[col], score, "review" if is_review else "accepted", ev))
