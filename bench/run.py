@@ -46,6 +46,7 @@ def jobs(max_scale: int, quick: bool, text_models: str, es_docs: int = 2000) -> 
         Job("knn", "bench_knn.py", per_device=True),
         Job("search", "bench_search.py"),
         Job("es", "bench_es.py", ("--docs", str(es_docs))),
+        Job("ratios", "bench_ratios.py"),
     ]
 
 
@@ -140,7 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--only", action="append", help="run only this benchmark (repeatable): "
-                        "reindex, encoders, knn, search, es, scaling")
+                        "reindex, encoders, knn, search, es, scaling, ratios")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="cuda: device-dependent benchmarks run on the CPU and the GPU, with ratios")
     parser.add_argument("--max-scale", type=int, default=1_000_000, help="largest synthetic catalog for scaling")
