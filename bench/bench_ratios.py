@@ -421,8 +421,9 @@ def markdown(rows: list[dict], breakdown: dict, recall: list[dict], started: str
     lines = [
         "# shoptag against its raw libraries",
         "",
-        f"Run {started} on {machine('cpu')} with `bench/run.py --only ratios` ({args.repeats} alternated repeats"
-        " of each pair; median seconds and min–max spread). Raw samples in `ratios.json`.",
+        f"Run {started} on {machine('cpu')} with `bench/bench_ratios.py{' --quick' if args.quick else ''}`"
+        f" ({args.repeats} alternated repeats of each pair; median seconds and min–max spread; `--quick`: the first"
+        " 2,000 fashion products, tag on 1,000). Raw samples in `ratios.json`.",
         "",
         "| path | n | shoptag median (spread) s | raw median (spread) s | raw | ratio | goal | met | check |",
         "|---|---:|---|---|---|---:|---|---|---|",
