@@ -37,19 +37,30 @@ def tag_trends(tag_matrix: sp.csr_matrix, recent: np.ndarray, previous: np.ndarr
     return [Trend(float(a), float(b), float((a + 1.0) / (b + 1.0))) for a, b in zip(r, p, strict=True)]
 
 
+def monthly_units(items: np.ndarray, times: np.ndarray, quantity: np.ndarray, n_items: int) -> np.ndarray:
+    """items × 12: units sold per calendar month (January first), whatever the year."""
+    month = times.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) % 12
+    qty = np.clip(quantity, 0, None)
+    return np.bincount(items * 12 + month, weights=qty, minlength=n_items * 12).reshape(n_items, 12)
+
+
 def seasonal_lift(items: np.ndarray, times: np.ndarray, quantity: np.ndarray, months: tuple[int, ...],
                   n_items: int) -> tuple[np.ndarray, np.ndarray]:
     """Per item: units sold, and the lift of its share of units sold in `months` over the whole shop's share
     (lift 3: the item sells three times as much of its volume in those months as the shop does)."""
-    month = (times.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64) % 12) + 1
-    in_season = np.isin(month, months)
-    qty = np.clip(quantity, 0, None)
-    total = np.bincount(items, weights=qty, minlength=n_items)
-    seasonal = np.bincount(items[in_season], weights=qty[in_season], minlength=n_items)
-    shop_share = seasonal.sum() / total.sum() if total.sum() > 0 else 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lift = np.where((total > 0) & (shop_share > 0), (seasonal / np.maximum(total, 1e-12)) / shop_share, 0.0)
+    total, lift, _, _ = season_shares(monthly_units(items, times, quantity, n_items), months)
     return total, lift
+
+
+def season_shares(monthly: np.ndarray, months: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """From `monthly_units`: per item its units, its lift, its share of units in `months`; and the shop's share."""
+    total = monthly.sum(axis=1)
+    seasonal = monthly[:, [m - 1 for m in months]].sum(axis=1)
+    shop_share = float(seasonal.sum() / total.sum()) if total.sum() > 0 else 0.0
+    share = seasonal / np.maximum(total, 1e-12)
+    lift = share / shop_share if shop_share > 0 else np.zeros_like(share)
+    lift = np.where(total > 0, lift, 0.0)
+    return total, lift, share, shop_share
 
 
 def copurchase_share(similarity: sp.csr_matrix, has_tag: np.ndarray) -> np.ndarray:

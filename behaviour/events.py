@@ -100,14 +100,14 @@ def _parse_times(col: pa.ChunkedArray) -> np.ndarray:
     """Epoch seconds per row, -1 where the text is no time: ISO 8601 (with a zone or naive = UTC) or epoch seconds."""
     text = pc.utf8_trim_whitespace(col)
     out = np.full(len(text), -1, dtype=np.int64)
-    try:
-        ts = text.cast(pa.timestamp("s", tz="UTC"))
-        values = ts.to_numpy(zero_copy_only=False)
+    for whole in (pa.timestamp("s", tz="UTC"), pa.timestamp("s")):  # every cell with a zone, or every cell naive
+        try:
+            values = text.cast(whole).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
         ok = ~np.isnat(values)
         out[ok] = values[ok].astype("datetime64[s]").astype(np.int64)
         return out
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
     for fmt in TIME_FORMATS:
         parsed = pc.strptime(text, format=fmt, unit="s", error_is_null=True).to_numpy(zero_copy_only=False)
         ok = (out < 0) & ~np.isnat(parsed)
@@ -160,41 +160,48 @@ def _numbers(col: pa.ChunkedArray | None, n: int, default: float) -> tuple[np.nd
     return values, bad
 
 
-def _optional(col: pa.ChunkedArray | None, n: int) -> list[str | None]:
+def _trimmed(col: pa.ChunkedArray | None, n: int) -> pa.ChunkedArray:
+    """Text without surrounding blanks; null where the cell is empty or the column absent."""
     if col is None:
-        return [None] * n
-    return [v.strip() or None if v is not None else None for v in col.to_pylist()]
+        return pa.chunked_array([pa.nulls(n, pa.string())])
+    text = pc.utf8_trim_whitespace(col)
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
 
 
-def _reason(i: int, checks: list[tuple[np.ndarray, str]], type_text: list[str], items: list[str | None]) -> str:
+def _reason(i: int, checks: list[tuple[np.ndarray, str]], type_text: str | None, item: str | None) -> str:
     """The first failed check of row i, worded for the rejects file."""
     for mask, name in checks:
         if mask[i]:
             if name == "type":
-                return f"unknown event type {type_text[i][:40]!r} (one of {', '.join(EVENT_TYPES)})"
+                return f"unknown event type {(type_text or '')[:40]!r} (one of {', '.join(EVENT_TYPES)})"
             if name == "unknown item":
-                return f"unknown item {(items[i] or '')[:80]!r} (not in the catalog)"
+                return f"unknown item {(item or '')[:80]!r} (not in the catalog)"
             return name
     raise AssertionError("row has no failed check")
 
 
+def _mask(values: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
 def validate(table: pa.Table, lines: np.ndarray, known_items: set[str] | None) -> tuple[EventBatch, list[Reject]]:
     """Columns of one chunk → the good events and one reject per bad line (`lines`: each row's line number).
-    Checks run on whole columns; only bad rows are looked at one by one, to word their reason."""
+    Checks run on whole columns (pyarrow); only bad rows are looked at one by one, to word their reason, and only
+    good rows become Python values."""
     n = table.num_rows
     times = _parse_times(_strings(table, "time"))
-    type_text = [(v or "").strip().lower() for v in _strings(table, "type").to_pylist()]
-    types = np.array([TYPE_CODE.get(t, -1) for t in type_text], dtype=np.int8)
-    items = _optional(_strings(table, "item"), n)
-    queries = _optional(_strings(table, "query"), n)
+    type_text = pc.utf8_lower(_trimmed(_strings(table, "type"), n))
+    types = pc.fill_null(pc.index_in(type_text, value_set=pa.array(EVENT_TYPES)), -1).to_numpy(
+        zero_copy_only=False).astype(np.int8)
+    items = _trimmed(_strings(table, "item"), n)
+    queries = _trimmed(_strings(table, "query"), n)
     quantity, bad_qty = _numbers(_strings(table, "quantity"), n, 1.0)
     price, bad_price = _numbers(_strings(table, "price"), n, float("nan"))
     search = types == TYPE_CODE["search"]
-    has_item = np.array([i is not None for i in items], dtype=bool)
-    has_query = np.array([q is not None for q in queries], dtype=bool)
-    known = np.ones(n, dtype=bool) if known_items is None else np.array(
-        [i in known_items for i in items], dtype=bool)
-    blank = np.array([not t for t in type_text], dtype=bool) & (times < 0) & ~has_item
+    has_item, has_query = _mask(pc.is_valid(items)), _mask(pc.is_valid(queries))
+    known = np.ones(n, dtype=bool) if known_items is None else _mask(
+        pc.is_in(items, value_set=pa.array(list(known_items), pa.string())))
+    blank = ~_mask(pc.is_valid(type_text)) & (times < 0) & ~has_item
     # a clock error in the future would make every real event look old to retention and to the time decay
     future = times > time.time() + FUTURE_SLACK_S
     checks = [
@@ -210,17 +217,21 @@ def validate(table: pa.Table, lines: np.ndarray, known_items: set[str] | None) -
     ]
     bad = np.logical_or.reduce([mask for mask, _ in checks])
     good = np.flatnonzero(~bad)
+    keep = pa.array(~bad)
 
-    def kept(values: list) -> list:
-        return [values[i] for i in good.tolist()]
+    def kept(values: pa.ChunkedArray) -> list:
+        return values.filter(keep).to_pylist()
 
     batch = EventBatch(
         line=lines[good], time=times[good], type=types[good],
-        user=kept(_optional(_strings(table, "user"), n)), session=kept(_optional(_strings(table, "session"), n)),
+        user=kept(_trimmed(_strings(table, "user"), n)), session=kept(_trimmed(_strings(table, "session"), n)),
         item=kept(items), query=kept(queries), quantity=quantity[good], price=price[good],
-        key=kept(_optional(_strings(table, "id"), n)),
+        key=kept(_trimmed(_strings(table, "id"), n)),
     )
-    rejects = [Reject(int(lines[i]), items[i], _reason(i, checks, type_text, items)) for i in np.flatnonzero(bad)]
+    wrong = np.flatnonzero(bad)
+    wrong_types, wrong_items = type_text.take(wrong).to_pylist(), items.take(wrong).to_pylist()
+    rejects = [Reject(int(lines[i]), item, _reason(i, checks, kind, item))
+               for i, kind, item in zip(wrong.tolist(), wrong_types, wrong_items, strict=True)]
     return batch, rejects
 
 
@@ -238,20 +249,21 @@ class _QuotedLines(io.RawIOBase):
     with numpy, and only lines with an odd count one by one."""
 
     def __init__(self, raw: BinaryIO, malformed: dict[int, Reject]) -> None:
-        self.raw, self.malformed, self.pending, self.first_line = raw, malformed, b"", 1
+        self.raw, self.malformed, self.first_line = raw, malformed, 1
+        self.pending, self.offset = memoryview(b""), 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        while not self.pending:
+        while self.offset >= len(self.pending):
             block = self.raw.read(CSV_BLOCK)
             if not block:
                 return 0
-            self.pending = self._blank_unclosed(block + self.raw.readline())
-        n = min(len(buffer), len(self.pending))
-        buffer[:n] = self.pending[:n]
-        self.pending = self.pending[n:]
+            self.pending, self.offset = memoryview(self._blank_unclosed(block + self.raw.readline())), 0
+        n = min(len(buffer), len(self.pending) - self.offset)
+        buffer[:n] = self.pending[self.offset:self.offset + n]
+        self.offset += n
         return n
 
     def _blank_unclosed(self, block: bytes) -> bytes:

@@ -48,17 +48,22 @@ def profile_vector(history: np.ndarray, vectors: np.ndarray) -> np.ndarray | Non
 
 
 def cobought_scores(history: np.ndarray, similarity: sp.csr_matrix) -> np.ndarray:
-    """The user's history pushed through the item-item matrix: Σᵢ history[i] · similarity[i, j] for every j."""
-    return np.asarray(similarity.T @ history).ravel()
+    """The user's history pushed through the item-item matrix: Σᵢ history[i] · similarity[i, j] for every j. Only
+    the rows of the user's own items are read (tens, not the catalog)."""
+    nz = np.flatnonzero(history)
+    return np.asarray(similarity[nz].T @ history[nz]).ravel()
 
 
-def neighbour_scores(history: np.ndarray, users: sp.csr_matrix, k: int, exclude: int | None = None) -> np.ndarray:
-    """Similarity-weighted mean of the k users most like this one (rows of `users` are unit length); `exclude`:
+def neighbour_scores(history: np.ndarray, users: sp.csr_matrix, users_by_item: sp.csr_matrix, k: int,
+                     exclude: int | None = None) -> np.ndarray:
+    """Similarity-weighted mean of the k users most like this one (rows of `users` are unit length;
+    `users_by_item` is its transpose as rows, so only the columns of the user's own items are read); `exclude`:
     the user's own row, when they are in the matrix."""
-    norm = np.linalg.norm(history)
-    if norm == 0 or users.shape[0] == 0:
+    nz = np.flatnonzero(history)
+    if not len(nz) or users.shape[0] == 0:
         return np.zeros(users.shape[1])
-    sims = np.asarray(users @ (np.log1p(history) / np.linalg.norm(np.log1p(history)))).ravel()
+    weights = np.log1p(history[nz])
+    sims = np.asarray(users_by_item[nz].T @ (weights / np.linalg.norm(weights))).ravel()
     if exclude is not None:
         sims[exclude] = -1.0
     top = np.argpartition(-sims, k - 1)[:k] if len(sims) > k else np.arange(len(sims))

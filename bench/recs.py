@@ -73,7 +73,8 @@ def per_user_parts(model, columns, position_users, cutoff, half_life, similar_us
         history = np.clip(history_vector(items[start:end], weights[start:end], len(model.item_ids)), 0, None)
         cobought = cobought_scores(history, model.similarity)
         content = content_scores(model, profile_vector(history, model.vectors))
-        neighbours = neighbour_scores(history, model.users, similar_users, model.user_row(int(user)))
+        neighbours = neighbour_scores(history, model.users, model.users_by_item, similar_users,
+                                      model.user_row(int(user)))
         parts.append((history, cobought, content, neighbours))
     return parts
 

@@ -218,6 +218,15 @@ class BehaviourSettings(BaseModel):
     # `user=` on search and similar: how much the user's profile may move a hit (0: not at all)
     rerank_strength: float = Field(0.3, ge=0.0)
     trend_days: int = Field(28, ge=1)  # demand per tag: units in this many days vs. the same span before
+    # tags derived from behaviour (always "needs review", docs/BEHAVIOUR.md): the family seasons are written in,
+    # and an item's least units and least lift of its season share over the shop's for a season's tag
+    seasonal_family: str = Field("season", min_length=1)
+    seasonal_min_units: float = Field(50.0, ge=1.0)
+    seasonal_min_lift: float = Field(3.0, gt=1.0)
+    # a value the tagger scored at most this far under its threshold, on a product of which at least this share
+    # of the co-purchase weight goes to products carrying the value, is proposed for review
+    near_miss_margin: float = Field(0.15, gt=0.0, le=1.0)
+    near_miss_min_share: float = Field(0.3, gt=0.0, le=1.0)
 
 
 class Settings(BaseSettings):

@@ -7,6 +7,7 @@ idempotency key). User and session ids are pseudonymised before anything is writ
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -74,19 +75,18 @@ def _rows(batch: EventBatch, pseudonym: Pseudonymizer, origin: int | None) -> li
     prices = [None if p != p else p for p in batch.price.tolist()]  # NaN → NULL
     columns = (batch.time.tolist(), batch.type.tolist(), users, sessions, batch.item, batch.query,
                batch.quantity.tolist(), prices)
-    fields = list(zip(*columns, strict=True))
-    if origin is not None:
-        keys = [(origin, line) for line in batch.line.tolist()]
+    if origin is not None:  # one pass, no intermediate tuples: this is most of a file's ingest time
+        rows = list(zip(itertools.repeat(origin), batch.line.tolist(), *columns))
     else:
         seen: Counter[tuple] = Counter()
-        keys = []
-        for f in fields:
-            keys.append(content_key(f, seen[f]))
+        rows = []
+        for f in zip(*columns, strict=True):
+            rows.append((*content_key(f, seen[f]), *f))
             seen[f] += 1
     for i, own in enumerate(batch.key):
         if own:
-            keys[i] = own_id_key(own)
-    return [(*k, *f) for k, f in zip(keys, fields, strict=True)]
+            rows[i] = (*own_id_key(own), *rows[i][2:])
+    return rows
 
 
 def _write_rejects(path: Path, rejects: Sequence[Reject]) -> None:

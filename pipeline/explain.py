@@ -1,8 +1,11 @@
-"""Why a product has its tags: each tag's score, sources, fusion weights and the neighbours that voted."""
+"""Why a product has its tags: each tag's score, sources, fusion weights and the neighbours that voted; for tags
+derived from behaviour, the sales or co-purchase evidence."""
 
 from __future__ import annotations
 
 from shoptag.core.errors import NotFound
+
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 from shoptag.store.records import Store
 
 
@@ -25,10 +28,10 @@ def explain(store: Store, product_id: str) -> dict:
         status = "replaced" if t.source == "catalog" and t.family in corrected else t.status
         entry = {"value": t.value, "source": t.source, "status": status, "score": t.score}
         if t.evidence:
-            entry["evidence"] = {
-                **t.evidence,
-                "neighbours": [{**n, "title": titles.get(n["id"], "")} for n in t.evidence.get("neighbours", [])],
-            }
+            entry["evidence"] = dict(t.evidence)
+            if "neighbours" in t.evidence:
+                entry["evidence"]["neighbours"] = [{**n, "title": titles.get(n["id"], "")}
+                                                   for n in t.evidence["neighbours"]]
         if t.evidence and (why := _why(t.evidence, t.status, t.score)):
             entry["why"] = why
         families.setdefault(t.family, []).append(entry)
@@ -49,6 +52,15 @@ def _why(evidence: dict, status: str, score: float | None) -> str | None:
         return f"needs review: blocked by the rule on line {evidence['blocked_by_rule']['line']}"
     if "derived_from" in evidence:
         return f"derived: {evidence['derived_from']} implies it (path {evidence['path']})"
+    if evidence.get("derived") == "seasonal":
+        months = "–".join(MONTHS[m - 1] for m in (evidence["months"][0], evidence["months"][-1]))
+        return (f"derived from sales dates: {evidence['season_share']:.0%} of its {evidence['units']:g} units sold "
+                f"in {months}, against {evidence['shop_season_share']:.0%} for the shop (lift "
+                f"{evidence['lift']:.1f}); needs a person's review")
+    if evidence.get("derived") == "copurchase":
+        return (f"bought with products carrying it ({evidence['share']:.0%} of its co-purchase weight) and scored "
+                f"{evidence['tagger_score']:.2f}, just under its threshold {evidence['threshold']:.2f}; needs a "
+                "person's review")
     if "zero_shot" in evidence:
         return "zero-shot from the tag's name: needs a person's review"
     if status == "review" and "threshold" in evidence:

@@ -31,6 +31,7 @@ from shoptag.core.files import atomic_write
 from shoptag.core.settings import BehaviourSettings, Settings
 from shoptag.store.records import Store
 
+from . import derived_tags
 from .encode import Encoders, encode_products
 from .events import EventLog, open_event_log
 from .workspace import Workspace
@@ -63,6 +64,14 @@ class RecsModel:
     # (family, value, units in the last `trend_days`, units in the window before) per accepted tag value
     demand: list[tuple[str, str, float, float]] = field(default_factory=list)
     _position: dict[str, int] | None = None
+    _users_by_item: sp.csr_matrix | None = None
+
+    @property
+    def users_by_item(self) -> sp.csr_matrix:
+        """items × users (the transpose of `users`, as rows): a user's neighbours from their own items' columns."""
+        if self._users_by_item is None:
+            self._users_by_item = self.users.T.tocsr()
+        return self._users_by_item
 
     @property
     def position(self) -> dict[str, int]:
@@ -118,21 +127,22 @@ def build(settings: Settings, store: Store, encoders: Encoders, log: EventLog, *
     version = log.store.version()
     columns = log.store.columns(POSITIVE)
     model = fit(columns, np.array([p.id for p in products], dtype=object), vectors.fused, settings.behaviour, version)
-    model.demand = tag_demand(store, model, columns, settings.behaviour.trend_days)
-    save(model, workspace.recs_path)
-    store.set_popularity(dict(zip(model.item_ids.tolist(), model.popularity.tolist(), strict=True)))
-    return model
-
-
-def tag_demand(store: Store, model: RecsModel, columns: EventColumns, window_days: int
-               ) -> list[tuple[str, str, float, float]]:
-    """Units sold per accepted tag value in the last `window_days` before the newest event and in the window
-    before that: which tags are trending up or down."""
     items = np.array([model.position.get(i, -1) if i is not None else -1 for i in columns.item.tolist()],
                      dtype=np.int64)
     sold = (items >= 0) & (columns.type == TYPE_CODE["purchase"])
-    recent, previous = demand.windowed_sales(items[sold], columns.time[sold], columns.quantity[sold], model.newest,
-                                             window_days, len(model.item_ids))
+    purchases = (items[sold], columns.time[sold], columns.quantity[sold])
+    model.demand = tag_demand(store, model, purchases, settings.behaviour.trend_days)
+    save(model, workspace.recs_path)
+    store.set_popularity(dict(zip(model.item_ids.tolist(), model.popularity.tolist(), strict=True)))
+    derived_tags.derive(store, model.item_ids, model.position, model.similarity, purchases, settings.behaviour)
+    return model
+
+
+def tag_demand(store: Store, model: RecsModel, purchases: tuple[np.ndarray, np.ndarray, np.ndarray],
+               window_days: int) -> list[tuple[str, str, float, float]]:
+    """Units sold per accepted tag value in the last `window_days` before the newest event and in the window
+    before that: which tags are trending up or down. `purchases`: (catalog positions, times, quantities)."""
+    recent, previous = demand.windowed_sales(*purchases, model.newest, window_days, len(model.item_ids))
     keys: dict[tuple[str, str], int] = {}
     rows, cols = [], []
     for pid, families in store.effective_tags().items():
@@ -247,7 +257,7 @@ def recommend(settings: Settings, model: RecsModel, log: EventLog, user: str | N
     known = bool(history.any())
     if known:
         content = content_scores(model, profile_vector(history, model.vectors))
-        neighbours = neighbour_scores(history, model.users, s.similar_users, own_row)
+        neighbours = neighbour_scores(history, model.users, model.users_by_item, s.similar_users, own_row)
         weights = Weights(s.weight_repeat, s.weight_cobought, s.weight_content, s.weight_popular, s.weight_neighbours)
         parts = score_parts(history, cobought_scores(history, model.similarity), model.popularity, content,
                             neighbours, weights)

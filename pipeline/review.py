@@ -44,6 +44,7 @@ class QueueItem:
     neighbours: list[dict]  # [{"id", "weight", "title"}]
     priority: float
     audit_id: int | None = None
+    behaviour: list[dict] = field(default_factory=list)  # values behaviour proposes here, each with its evidence
 
 
 @dataclass
@@ -54,11 +55,17 @@ class DecisionIn:
     values: list[str] = field(default_factory=list)  # for "correct": the right values
 
 
-def priority(scores: np.ndarray, traffic: np.ndarray | None = None) -> np.ndarray:
+def priority(scores: np.ndarray, traffic: np.ndarray | None = None, copurchase: np.ndarray | None = None
+             ) -> np.ndarray:
     """Expected value of a decision: uncertainty (1 − calibrated top score: the chance the model's best guess is
-    wrong) × (1 + traffic), so products shoppers see come first and, without behaviour data, the least sure."""
-    uncertainty = 1.0 - np.clip(scores, 0.0, 1.0)
-    return uncertainty if traffic is None else uncertainty * (1.0 + np.asarray(traffic, dtype=np.float64))
+    wrong) × (1 + traffic) × (1 + co-purchase share), so products shoppers see come first, then those whose
+    co-purchases say the model narrowly missed a tag, and, without behaviour data, the least sure."""
+    value = 1.0 - np.clip(scores, 0.0, 1.0)
+    if traffic is not None:
+        value = value * (1.0 + np.asarray(traffic, dtype=np.float64))
+    if copurchase is not None:
+        value = value * (1.0 + np.asarray(copurchase, dtype=np.float64))
+    return value
 
 
 def traffic(workspace: Workspace) -> dict[str, float] | None:
@@ -81,7 +88,7 @@ def queue(
     rows = [r for r in log.pending() if (family is None or r.family == family) and (tag is None or r.values[0] == tag)]
     tops = np.array([r.score for r in rows], dtype=np.float64)
     views = None if traffic is None else np.array([traffic.get(r.product_id, 0.0) for r in rows])
-    value = priority(tops, views)
+    value = priority(tops, views, np.array([r.copurchase for r in rows], dtype=np.float64))
     order = sorted(range(len(rows)), key=lambda i: (rows[i].audit_id is None, -value[i], rows[i].product_id, rows[i].family))
     turn: dict[str, int] = {}
     rank = [0] * len(rows)
@@ -91,11 +98,12 @@ def queue(
     page = [rows[i] for i in order[offset : offset + limit]]
     values = [float(value[i]) for i in order[offset : offset + limit]]
     evidence = log.evidence(page) if page else []
+    derived = log.behaviour_evidence(page) if page else []
     products = {p.id: p for p in store.products(sorted({r.product_id for r in page}))}
     voters = sorted({n["id"] for ev in evidence for n in ev.get("neighbours", [])})
     titles = {p.id: p.title for p in store.products(voters)} if voters else {}
     items = []
-    for row, ev, v in zip(page, evidence, values):
+    for row, ev, v, proposed in zip(page, evidence, values, derived):
         product = products.get(row.product_id)
         if product is None:
             continue
@@ -105,6 +113,7 @@ def queue(
             bool(product.image), candidates or [{"value": x, "score": round(row.score, 4)} for x in row.values],
             round(row.score, 4), ev.get("threshold"), ev.get("sources", {}),
             [{**n, "title": titles.get(n["id"], "")} for n in ev.get("neighbours", [])], round(v, 6), row.audit_id,
+            proposed,
         ))
     return items, len(rows)
 
@@ -143,8 +152,10 @@ def undo(log: ReviewLog, reviewer: str, decision_id: int | None = None) -> Decis
 
 def bulk_targets(log: ReviewLog, family: str, min_score: float, tag: str | None = None) -> list[tuple[str, str]]:
     """(product, family) of every queued "needs review" item of `family` whose top candidate (optionally `tag`)
-    scores at least `min_score`."""
+    scores at least `min_score`; tags derived from behaviour alone have no calibrated score and are left to a
+    person's look."""
     return [(r.product_id, r.family) for r in log.pending() if r.audit_id is None and r.family == family
+            and not r.derived_only
             and round(r.score, 4) >= min_score and (tag is None or r.values[0] == tag)]
 
 

@@ -39,10 +39,12 @@ class ProductIn(BaseModel):
 
 class TagOut(BaseModel):
     value: str
-    source: str  # feedback | catalog | model
+    source: str  # feedback | catalog | model | behaviour
     status: str  # accepted | review | replaced (a catalog tag a correction overrode)
     score: float | None
-    evidence: dict[str, Any] | None = None  # model tags: source scores, fusion weights, voting neighbours
+    evidence: dict[str, Any] | None = None  # model tags: source scores, fusion weights, voting neighbours;
+    # behaviour tags: monthly sales share and lift, or co-purchase share and the tagger's score
+    why: str | None = None  # one line, for tags rules, the taxonomy or behaviour made
 
 
 class ProductOut(BaseModel):

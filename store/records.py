@@ -474,6 +474,31 @@ class Store:
     def tagged_hashes(self) -> dict[str, str | None]:
         return dict(self._query("SELECT id, tagged_hash FROM products"))
 
+    def model_review_evidence(self) -> list[tuple[str, str, dict]]:
+        """(product, family, evidence) of every model tag left "needs review" (its candidates and thresholds)."""
+        return [(pid, family, json.loads(ev)) for pid, family, ev in self._query(
+            "SELECT product_id, family, evidence FROM tags WHERE source = 'model' AND status = 'review' "
+            "AND evidence IS NOT NULL ORDER BY product_id, family")]
+
+    def replace_derived_tags(self, kind: str, tags: Sequence[tuple[str, str, str, float | None, dict]]) -> int:
+        """Replace the behaviour-derived tags of one kind (`evidence.derived`): (product, family, value, score,
+        evidence), always "needs review". A family people have tagged (or said none applies in) and a value the
+        product already has accepted are skipped: people's word wins. Returns how many were written."""
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("DELETE FROM tags WHERE source = 'behaviour' AND json_extract(evidence, '$.derived') = ?",
+                       (kind,))
+            owned = set(db.execute(
+                "SELECT product_id, family FROM tags WHERE source IN ('feedback', 'catalog') UNION "
+                "SELECT product_id, family FROM feedback UNION SELECT product_id, family FROM catalog_none"))
+            accepted = set(db.execute("SELECT product_id, family, value FROM tags WHERE status = 'accepted'"))
+            rows = [(pid, family, value, score, json.dumps({**evidence, "derived": kind}, ensure_ascii=False), now)
+                    for pid, family, value, score, evidence in tags
+                    if (pid, family) not in owned and (pid, family, value) not in accepted]
+            db.executemany(f"INSERT OR REPLACE INTO tags ({TAG_COLUMNS}) VALUES (?, ?, ?, 'behaviour', 'review', ?, ?, "
+                           "?)", rows)
+        return len(rows)
+
     def review_queue(self, limit: int = 100) -> list[tuple[str, str, str, float]]:
         return self._query(
             "SELECT product_id, family, value, score FROM tags WHERE status = 'review' ORDER BY score DESC LIMIT ?",

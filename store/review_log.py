@@ -86,13 +86,19 @@ class Decision:
 
 @dataclass(frozen=True)
 class ReviewRow:
-    """One (product, family) waiting for a person: the model's value(s) there and its (lowest) score."""
+    """One (product, family) waiting for a person: the model's value(s) there and its (lowest) score, and the
+    values behaviour proposes there (after the model's)."""
 
     product_id: str
     family: str
     values: list[str]  # "needs review": the top candidate; an audit draw: the values the model accepted
     score: float
     audit_id: int | None  # set when the row was drawn by an audit (its tags are auto-accepted)
+    copurchase: float = 0.0  # the largest co-purchase share of a value behaviour proposes here (0: none)
+    derived_only: bool = False  # every value comes from behaviour: no calibrated score (never bulk-accepted)
+
+
+UNSCORED = 0.5  # a tag derived from behaviour without a calibrated score counts as a coin toss in the queue
 
 
 def open_review_log(store: Store) -> ReviewLog:
@@ -122,7 +128,8 @@ class ReviewLog:
     def pending(self, product_ids: Sequence[str] | None = None) -> list[ReviewRow]:
         """Every model "needs review" family, and every audit draw nobody has decided yet (of `product_ids` only,
         when given). Evidence is left out: `evidence` reads it for the few items a page shows."""
-        review_sql = ("SELECT product_id, family, value, score FROM tags WHERE status = 'review' AND source = 'model'")
+        review_sql = ("SELECT product_id, family, value, score, source, json_extract(evidence, '$.share') FROM tags "
+                      "WHERE status = 'review' AND source IN ('model', 'behaviour')")
         audit_sql = (
             "SELECT a.audit_id, a.product_id, a.family, t.value, t.score FROM audit_items a "
             "JOIN tags t ON t.product_id = a.product_id AND t.family = a.family AND t.source = 'model' "
@@ -134,12 +141,22 @@ class ReviewLog:
         else:
             review = self.store.rows_for(review_sql + " AND product_id IN ({ids})", product_ids)
             audit = self.store.rows_for(audit_sql + " AND a.product_id IN ({ids})", product_ids)
-        grouped: dict[tuple[str, str, int | None], tuple[list[str], float]] = {}
-        for audit_id, pid, family, *tag in [(None, *r) for r in review] + audit:
-            values, low = grouped.get((pid, family, audit_id), ([], 1.0))
-            grouped[(pid, family, audit_id)] = ([*values, tag[0]], min(low, tag[1] if tag[1] is not None else 1.0))
-        return [ReviewRow(pid, family, values, score, audit_id)
-                for (pid, family, audit_id), (values, score) in sorted(grouped.items(), key=lambda kv: kv[0][:2])]
+        # the model's rows first in each group: "accept" takes the first value. The score is the model's lowest;
+        # behaviour's values add their co-purchase share, and give the score only where the model has no row
+        review = sorted(review, key=lambda r: r[4] != "model")
+        grouped: dict[tuple[str, str, int | None], dict] = {}
+        for audit_id, pid, family, value, score, source, share in (
+                [(None, *r) for r in review] + [(*r, "model", None) for r in audit]):
+            group = grouped.setdefault((pid, family, audit_id), {"values": [], "model": [], "derived": [], "share": 0.0})
+            group["values"].append(value)
+            if source == "model":
+                group["model"].append(1.0 if score is None else score)
+            else:
+                group["derived"].append(UNSCORED if score is None else score)
+                group["share"] = max(group["share"], share or 0.0)
+        return [ReviewRow(pid, family, g["values"], min(g["model"] or g["derived"]), audit_id, g["share"],
+                          not g["model"])
+                for (pid, family, audit_id), g in sorted(grouped.items(), key=lambda kv: kv[0][:2])]
 
     def evidence(self, rows: Sequence[ReviewRow]) -> list[dict]:
         """The stored evidence of each row's best model tag ({} when it has none)."""
@@ -149,6 +166,15 @@ class ReviewLog:
                 "ORDER BY score", sorted({r.product_id for r in rows})):
             found[(pid, family)] = json.loads(ev) if ev else {}  # the highest score comes last and wins
         return [found.get((r.product_id, r.family), {}) for r in rows]
+
+    def behaviour_evidence(self, rows: Sequence[ReviewRow]) -> list[list[dict]]:
+        """Per row, the values behaviour proposes in its family, each with its evidence (`value` added)."""
+        found: dict[tuple[str, str], list[dict]] = {}
+        for pid, family, value, ev in self.store.rows_for(
+                "SELECT product_id, family, value, evidence FROM tags WHERE source = 'behaviour' AND status = 'review' "
+                "AND product_id IN ({ids}) ORDER BY value", sorted({r.product_id for r in rows})):
+            found.setdefault((pid, family), []).append({"value": value, **(json.loads(ev) if ev else {})})
+        return [found.get((r.product_id, r.family), []) if r.audit_id is None else [] for r in rows]
 
     # ---- decisions ------------------------------------------------------------------------------------------
     def decide(

@@ -399,7 +399,9 @@ def decide(
         for r, col, score, is_review, ev in zip(at.tolist(), cols.tolist(), scores_of, review.tolist(), evidence):
             if is_review and explained[r]:
                 top = np.argsort(-fs.fused[r], kind="stable")[:REVIEW_CANDIDATES]
-                ev["candidates"] = [{"value": values[c], "score": round(float(fs.fused[r, c]), 4)} for c in top]
+                ev["candidates"] = [{"value": values[c], "score": round(float(fs.fused[r, c]), 4),
+                                     "threshold": float(fm.thresholds[c]) if np.isfinite(fm.thresholds[c]) else None}
+                                    for c in top]
             out[r].append(TagDecision(family, values[col], score, "review" if is_review else "accepted", ev))
     return out
 

@@ -11,6 +11,8 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 import scipy.sparse as sp
 
@@ -19,7 +21,13 @@ from shoptag.behaviour.events import EVENT_TYPES
 from shoptag.behaviour.recommend import rerank, top_k
 from shoptag.core.errors import NotFound
 from shoptag.core.settings import load_settings
+from shoptag.pipeline import derived_tags
 from shoptag.pipeline import recommend as recs
+from shoptag.pipeline.datasets import behaviour_events, default_data_dir
+from shoptag.pipeline.explain import explain
+from shoptag.pipeline.review import DecisionIn, bulk_targets, decide, queue
+from shoptag.service.schemas import ProductOut
+from shoptag.store.review_log import open_review_log
 from shoptag.pipeline.encode import Encoders
 from shoptag.pipeline.events import append_events, ingest_events, open_event_log
 from shoptag.pipeline.ingest import ingest
@@ -259,3 +267,78 @@ def test_seasonal_lift_and_near_misses():
     share = demand.copurchase_share(sim, np.array([0, 1, 1, 0]))
     assert share[0] == pytest.approx(0.9)
     assert demand.near_miss(np.array([0.55, 0.9, 0.9, 0.1]), 0.6, share, 0.1, 0.5).tolist() == [0]
+
+
+def test_seasonal_tags_from_real_sales_dates_need_review_and_show_their_evidence(behaviour_workspace):
+    settings, store = behaviour_workspace
+    table = pacsv.read_csv(behaviour_events(default_data_dir()))
+    position = {pid: i for i, pid in enumerate(store.product_ids())}
+    item_ids = np.array(store.product_ids(), dtype=object)
+    bought = [t == "purchase" and i in position for t, i in zip(table.column("event_type").to_pylist(),
+                                                                 table.column("item_id").to_pylist())]
+    rows = table.filter(pa.array(bought))
+    items = np.array([position[i] for i in rows.column("item_id").to_pylist()])
+    times = rows.column("event_time").to_numpy().astype("datetime64[s]").astype(np.int64)
+    tags = derived_tags.seasonal_tags(item_ids, items, times, rows.column("quantity").to_numpy().astype(float),
+                                      settings.behaviour)
+    titles = {p.id: p.title.upper() for p in store.products()}
+    says = [("CHRISTMAS" in titles[pid]) for pid, *_ in tags]
+    selling = np.bincount(items, weights=rows.column("quantity").to_numpy(), minlength=len(item_ids)) >= 50
+    base = np.mean(["CHRISTMAS" in titles[pid] for pid in item_ids[selling]])
+    assert len(tags) > 100 and np.mean(says) > 3 * base  # the dates alone find the Christmas trade
+    assert store.replace_derived_tags("seasonal", tags) == len(tags)
+
+    pid = next(pid for (pid, *_), yes in zip(tags, says, strict=True) if yes)
+    shown = explain(store, pid)["tags"]["season"][0]
+    assert (shown["value"], shown["source"], shown["status"], shown["score"]) == ("christmas", "behaviour", "review",
+                                                                                    None)
+    evidence = shown["evidence"]
+    assert len(evidence["monthly_share"]) == 12 and sum(evidence["monthly_share"]) == pytest.approx(1, abs=0.01)
+    assert evidence["lift"] >= 3 and shown["why"].startswith("derived from sales dates")
+    assert ProductOut.model_validate(explain(store, pid)).tags["season"][0].why == shown["why"]  # GET /products
+
+    log = open_review_log(store)
+    queued, total = queue(store, log, family="season", limit=5)
+    assert total == len(tags) and queued[0].behaviour[0]["derived"] == "seasonal"
+    assert bulk_targets(log, "season", 0.0) == []  # no calibrated score: a person looks at each
+    decide(store, log, [DecisionIn(pid, "season", "reject")], "tester")  # not Christmas, says a person
+    assert store.replace_derived_tags("seasonal", tags) == len(tags) - 1  # and it is not proposed again
+    assert [t.source for t in store.tags_of(pid) if t.family == "season"] == []
+
+
+def test_near_misses_bought_with_a_tag_go_to_review_first(built):
+    """Real co-purchases of the slice: products whose title says HEART carry motif=heart (the catalog's word);
+    every other bought product has the tagger's "needs review" for motif with heart just under its threshold.
+    Those mostly bought with heart products are proposed heart, with the share as evidence, and come first."""
+    settings, store, log, model = built
+    titles = {p.id: p.title.upper() for p in store.products()}
+    hearts = {pid for pid, t in titles.items() if "HEART" in t}
+    has_tag = np.array([pid in hearts for pid in model.item_ids.tolist()], dtype=float)
+    share = demand.copurchase_share(model.similarity, has_tag)
+    others = [pid for i, pid in enumerate(model.item_ids.tolist()) if pid not in hearts and
+              model.similarity[i].nnz]
+    with store.transaction() as db:
+        for pid in hearts:
+            store.set_catalog_tags(db, pid, {"motif": ["heart"]})
+        for pid in others:
+            candidates = [{"value": "star", "score": 0.5, "threshold": 0.7},
+                          {"value": "heart", "score": 0.5, "threshold": 0.6}]
+            store.set_model_tags(db, pid, [("motif", "star", "review", 0.5, {"candidates": candidates,
+                                                                              "threshold": 0.7})], "h")
+    report = derived_tags.derive(store, model.item_ids, model.position, model.similarity,
+                                 (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)), settings.behaviour)
+    expected = {pid for pid in others if share[model.position[pid]] >= settings.behaviour.near_miss_min_share}
+    assert expected and report.copurchase == len(expected) and report.seasonal == 0
+    proposed = {pid for pid in others for t in store.tags_of(pid) if t.source == "behaviour"}
+    assert proposed == expected
+
+    queued, total = queue(store, open_review_log(store), family="motif", limit=len(others))
+    assert total == len(others)
+    first = queued[: len(expected)]
+    assert {q.product_id for q in first} == expected  # same tagger score: the co-purchase evidence orders them
+    top = first[0]
+    assert top.candidates[0]["value"] == "star" and top.behaviour[0]["value"] == "heart"
+    assert top.behaviour[0]["share"] == pytest.approx(share[model.position[top.product_id]], abs=1e-3)
+    assert set(b["id"] for b in top.behaviour[0]["bought_with"]) <= hearts
+    shown = next(t for t in explain(store, top.product_id)["tags"]["motif"] if t["source"] == "behaviour")
+    assert shown["status"] == "review" and shown["why"].startswith("bought with products carrying it")

@@ -83,7 +83,7 @@ def test_decisions_are_feedback_visible_at_once_and_audited(served):
 
     tags = client.get(f"/products/{accept['product_id']}").json()["tags"][accept["family"]]
     assert tags == [{"value": accept["candidates"][0]["value"], "source": "feedback", "status": "accepted",
-                     "score": 1.0, "evidence": None}]
+                     "score": 1.0, "evidence": None, "why": None}]
     assert facet_count(client, correct["family"], other) == before + 1  # search facets see it at once
     assert reject["family"] not in client.get(f"/products/{reject['product_id']}").json()["tags"]
     queued = {(i["product_id"], i["family"]) for i in client.get("/review", params={"limit": 500}).json()["items"]}

@@ -107,7 +107,7 @@ def test_health_docs_and_reads(client):
 
     tags = client.get("/products/sp-001").json()["tags"]
     assert tags["category"][0] == {"value": "Jeans", "source": "catalog", "status": "accepted", "score": 1.0,
-                                   "evidence": None}
+                                   "evidence": None, "why": None}
 
 
 def test_unknown_ids_are_404(client):
@@ -158,7 +158,7 @@ def test_feedback_wins_and_survives_a_later_post(client):
     changed = product("fb-jeans", "Men's slim fit stretch denim jeans, dark blue, new season")
     reposted = client.post("/products", json=changed, headers=AUTH).json()["products"][0]
     assert reposted["tags"]["colour"] == [{"value": "Purple", "source": "feedback", "status": "accepted",
-                                           "score": 1.0, "evidence": None}]
+                                           "score": 1.0, "evidence": None, "why": None}]
     assert client.get("/products/fb-jeans").json()["tags"]["colour"][0]["value"] == "Purple"
     assert search_ids(client, "", tag="colour=Purple") == ["fb-jeans"]
 
