@@ -230,6 +230,11 @@ def train(
                 stuck = summary["review_only"]
                 tuned = ", ".join(f"{family} (tuned on {n})" for family, n in stuck["families"].items())
                 out.print(f"no tag can be accepted yet in {tuned}: {stuck['why']}")
+            for family, n in summary.get("not_learnt", {}).items():
+                out.print(f"not learnt in {family}: {n['values']} values ({n['labels']} labels, e.g. "
+                          f"{', '.join(map(repr, n['examples']))}): "
+                          + ("too few examples in the training split" if n["family_learnt"] else
+                             "the family has too few values to learn") + "; label more to teach them")
             guard = summary.get("guard")
             if guard is not None:
                 _print_guard(guard)

@@ -246,7 +246,7 @@ def load_tag_system(models_dir: Path) -> TagSystem | None:
     if not (folder / "system.json").is_file():
         return None
     meta = json.loads((folder / "system.json").read_text())
-    arrays = np.load(folder / "vectors.npz")
+    arrays = np.load(folder / "vectors.npz", allow_pickle=False)
     families = {}
     for i, f in enumerate(meta["zero_shot"]):
         prompts = [TagPrompt(v, tuple(s), d) for v, s, d in f["prompts"]]

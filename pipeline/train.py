@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import partial
@@ -178,11 +179,30 @@ def review_only(model: TaggerModel, settings: Settings) -> dict | None:
     }
 
 
+def not_learnt(model: TaggerModel, tags: list[dict[str, list[str]]]) -> dict[str, dict]:
+    """Per family, the labelled values the model cannot emit: too few examples (`tagger.min_tag_count`), seen only
+    in the validation split, or a family with too few values to learn. They stay people's tags; more labels teach
+    them at the next training. Said in the summary, never dropped silently."""
+    seen: dict[str, Counter[str]] = {}
+    for product_tags in tags:
+        for family, values in product_tags.items():
+            seen.setdefault(family, Counter()).update(values)
+    out = {}
+    for family, counts in sorted(seen.items()):
+        fm = model.families.get(family)
+        missing = [v for v, _ in counts.most_common() if fm is None or fm.vocab.index(v) is None]
+        if missing:
+            out[family] = {"values": len(missing), "labels": sum(counts[v] for v in missing),
+                           "family_learnt": fm is not None, "examples": missing[:5]}
+    return out
+
+
 def _summary(model: TaggerModel, path: Path, data: LabelledSet, split: GroupedSplit, settings: Settings) -> dict:
     stuck = review_only(model, settings)
     return {
         "model": str(path),
         "labelled": len(data.ids),
+        "not_learnt": not_learnt(model, data.tags),
         "split": {"groups": split.groups, "products_in_shared_groups": split.merged_products},
         "families": {
             family: {

@@ -8,26 +8,26 @@ words by jieba, other text by word characters, and character 2-4-grams (``char_w
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import re
-import tempfile
 import unicodedata
 import warnings
 from pathlib import Path
 
 import jieba
-import joblib
 import numpy as np
 import scipy.sparse as sp
 from joblib import Parallel, delayed
 from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
 
-from .text_features import FamilyColumns, TextCounts
+from shoptag.core.files import atomic_write
+
+from .text_features import PARTS, FamilyColumns, TextCounts
 
 log = logging.getLogger("shoptag.tagger")
 
@@ -224,26 +224,73 @@ class LexicalClassifier:
         self._features = FamilyColumns.of(self._features, counts)
 
     def save(self, path: Path) -> Path:
-        """Write the fitted classifier with joblib, atomically (a temporary file, then rename).
-
-        Joblib files are pickles: load only files you wrote yourself.
-        """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            joblib.dump(self, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        """Write a classifier that shares text counts as plain arrays (an `.npz`, never a pickle), atomically.
+        Its features are columns of the shared counts, saved once per model with `save_counts`."""
+        if not isinstance(self._features, FamilyColumns):
+            raise RuntimeError("save needs a classifier that shares text counts (see share)")
+        tfidf = {name: {k: getattr(t, k) for k in ("norm", "use_idf", "smooth_idf", "sublinear_tf")}
+                 for name, t in self._features.tfidf.items()}
+        meta = {"n_classes": self.n_classes, "multilabel": self.multilabel, "tfidf": tfidf,
+                "kind": {LogisticRegression: "multinomial", _SparseOneVsRest: "one-vs-rest"}.get(type(self._model), "none")}
+        arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), "columns": self._columns,
+                  "always": self._always}
+        for name in PARTS:
+            arrays[f"features_{name}"] = self._features.columns[name]
+            arrays[f"idf_{name}"] = self._features.tfidf[name].idf_
+        if isinstance(self._model, LogisticRegression):
+            arrays |= {"coef": self._model.coef_, "intercept": self._model.intercept_, "classes": self._model.classes_}
+        elif isinstance(self._model, _SparseOneVsRest):
+            coef = self._model.coef
+            arrays |= {"coef_data": coef.data, "coef_indices": coef.indices, "coef_indptr": coef.indptr,
+                       "coef_shape": np.array(coef.shape), "intercept": self._model.intercept}
+        with atomic_write(Path(path)) as fh:
+            np.savez(fh, **arrays)
+        return Path(path)
 
     @classmethod
     def load(cls, path: Path) -> LexicalClassifier:
-        """Read a classifier written by `save`."""
-        model = joblib.load(Path(path))
-        if not isinstance(model, cls):
-            raise TypeError(f"{path} holds a {type(model).__name__}, not a LexicalClassifier")
+        """Read a classifier written by `save`; it scores the counts of the model's `load_counts`. Loaded with
+        `allow_pickle=False`: a file holding pickled objects raises ValueError and runs nothing."""
+        with np.load(Path(path), allow_pickle=False) as data:
+            meta = json.loads(data["meta"].tobytes().decode())
+            model = cls()
+            model.n_classes, model.multilabel = int(meta["n_classes"]), bool(meta["multilabel"])
+            model._columns, model._always = data["columns"], data["always"]
+            tfidf = {}
+            for name in PARTS:
+                tfidf[name] = TfidfTransformer(**meta["tfidf"][name])
+                tfidf[name].idf_ = data[f"idf_{name}"]
+            model._features = FamilyColumns({name: data[f"features_{name}"] for name in PARTS}, tfidf)
+            if meta["kind"] == "multinomial":
+                lr = LogisticRegression(C=model.C, tol=model.tol, max_iter=model.max_iter)
+                lr.coef_, lr.intercept_, lr.classes_ = data["coef"], data["intercept"], data["classes"]
+                lr.n_features_in_ = lr.coef_.shape[1]
+                model._model = lr
+            elif meta["kind"] == "one-vs-rest":
+                coef = sp.csc_matrix((data["coef_data"], data["coef_indices"], data["coef_indptr"]),
+                                     shape=tuple(data["coef_shape"].tolist()))
+                model._model = _SparseOneVsRest(coef, data["intercept"])
         return model
+
+
+def save_counts(counts: TextCounts, path: Path) -> None:
+    """The shared counters' vocabularies (each part's terms in column order) as JSON, atomically."""
+    parts = {}
+    for name, counter in counts.counters.items():
+        terms = [""] * len(counter.vocabulary_)
+        for term, column in counter.vocabulary_.items():
+            terms[column] = term
+        parts[name] = terms
+    with atomic_write(Path(path), "w", encoding="utf-8") as fh:
+        json.dump({"parts": parts}, fh, ensure_ascii=False)
+
+
+def load_counts(path: Path) -> TextCounts:
+    """Counters written by `save_counts`: the lexical analyzers with the saved vocabularies."""
+    parts = json.loads(Path(path).read_text(encoding="utf-8"))["parts"]
+    counts = TextCounts(_vectorizer(min_df=1))
+    if set(parts) != set(counts.counters):
+        raise ValueError(f"{path}: text counts for parts {sorted(parts)}, expected {sorted(counts.counters)}")
+    for name, terms in parts.items():
+        counts.counters[name].vocabulary_ = {term: column for column, term in enumerate(terms)}
+    return counts

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import time
 import zipfile
@@ -19,7 +18,6 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
-import joblib
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -31,7 +29,7 @@ from shoptag.vectors.faiss_index import VectorIndex, index_options
 
 from .fuse import apply_temperature, choose_weights, fit_temperature, fuse_scores, log_loss
 from .head import HeadConfig, TagHead, head_from_state, head_state, predict_head, train_head
-from .lexical import LexicalClassifier, shared_counts
+from .lexical import LexicalClassifier, load_counts, save_counts, shared_counts
 from .metrics import choose_thresholds
 from .product_vector import query_scale
 from .propagate import select_labelled, vote, vote_weights
@@ -42,8 +40,9 @@ from .vocab import FamilyVocab, build_vocabs
 KNN_TEMPERATURES = (0.01, 0.02, 0.05, 0.1, 0.2)
 EVIDENCE_NEIGHBOURS = 5
 REVIEW_CANDIDATES = 5  # a "needs review" family keeps its best few values, so a reviewer can pick another
-# 2: the lexical families read one shared `TextCounts` (lexical-text.joblib) instead of each its own vectorizer
-FORMAT_VERSION = 2
+# 2: the lexical families read one shared `TextCounts` instead of each its own vectorizer
+# 3: the lexical source is plain arrays (lexical-*.npz) and a JSON vocabulary (lexical-text.json), never a pickle
+FORMAT_VERSION = 3
 
 
 class ModelFormatError(Conflict):
@@ -498,9 +497,9 @@ def save_model(model: TaggerModel, models_dir: Path, *, make_current: bool = Tru
     torch.save({family: head_state(fm.head) for family, fm in model.families.items()}, tmp / "heads.pt")
     for family, fm in model.families.items():
         if fm.lexical is not None:
-            fm.lexical.save(tmp / f"lexical-{_safe(family)}.joblib")
+            fm.lexical.save(tmp / f"lexical-{_safe(family)}.npz")
     if model.text_counts is not None:
-        joblib.dump(model.text_counts, tmp / "lexical-text.joblib")
+        save_counts(model.text_counts, tmp / "lexical-text.json")
     model.index.save(tmp / "index.npz")
     sp.save_npz(tmp / "labels.npz", sp.hstack([model.labels[f] for f in model.families]).tocsr())
     (tmp / "labelled_ids.json").write_text(json.dumps(model.labelled_ids, ensure_ascii=False))
@@ -537,7 +536,7 @@ def load_model(models_dir: Path, name: str | None = None, index: IndexSettings |
     folder = models_dir / name
     try:
         return _read_model(folder, index)
-    except (OSError, EOFError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile) as exc:
         raise Corrupt(f"model {folder} cannot be read ({type(exc).__name__}: {exc}): run `shoptag train` again") \
             from exc
 
@@ -552,13 +551,13 @@ def _read_model(folder: Path, index: IndexSettings | None) -> TaggerModel:
     heads = torch.load(folder / "heads.pt", weights_only=True)  # tensors and numbers only: never a pickle
     stacked = sp.load_npz(folder / "labels.npz").tocsc()
     none_file = folder / "none_rows.npz"
-    saved_none = dict(np.load(none_file)) if none_file.is_file() else {}
+    saved_none = dict(np.load(none_file, allow_pickle=False)) if none_file.is_file() else {}
     families, labels, start = {}, {}, 0
     for family, fmeta in meta["families"].items():
         vocab = FamilyVocab.from_dict(fmeta["vocab"])
         labels[family] = stacked[:, start : start + len(vocab)].tocsr()
         start += len(vocab)
-        lexical = LexicalClassifier.load(folder / f"lexical-{_safe(family)}.joblib") if fmeta["lexical"] else None
+        lexical = LexicalClassifier.load(folder / f"lexical-{_safe(family)}.npz") if fmeta["lexical"] else None
         thresholds = np.array([np.inf if t is None else t for t in fmeta["thresholds"]], dtype=np.float64)
         families[family] = FamilyModel(
             vocab, head_from_state(heads[family]), lexical, fmeta["knn_temperature"], fmeta["weights"],
@@ -574,7 +573,7 @@ def _read_model(folder: Path, index: IndexSettings | None) -> TaggerModel:
         meta["target_precision"],
         meta["created_at"],
         {family: saved_none[_safe(family)] for family in families if _safe(family) in saved_none},
-        joblib.load(folder / "lexical-text.joblib") if (folder / "lexical-text.joblib").is_file() else None,
+        load_counts(folder / "lexical-text.json") if (folder / "lexical-text.json").is_file() else None,
     )
 
 

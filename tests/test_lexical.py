@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from shoptag.tagger.lexical import LexicalClassifier, normalize, tokenize
+from shoptag.tagger.lexical import LexicalClassifier, load_counts, normalize, save_counts, shared_counts, tokenize
 from shoptag.tagger.metrics import classification_metrics, multilabel_metrics
 from shoptag.tagger.split import split_mask
 
@@ -78,9 +78,18 @@ def test_absent_class_columns_are_zero_and_save_load_is_exact(tmp_path: Path) ->
     assert proba.shape == (3, 5)
     assert np.all(proba[:, [1, 2, 4]] == 0)
     assert proba[0].argmax() == 0 and proba[1].argmax() == 3
-    path = model.save(tmp_path / "deep" / "lexical.joblib")
-    assert [p.name for p in path.parent.iterdir()] == ["lexical.joblib"]  # no temporary file left
-    np.testing.assert_array_equal(LexicalClassifier.load(path).predict_proba(queries), proba)
+    counts = shared_counts(titles + queries)
+    model.share(counts)
+    path = model.save(tmp_path / "deep" / "lexical.npz")
+    save_counts(counts, tmp_path / "deep" / "text.json")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["lexical.npz", "text.json"]  # no temporary file left
+    loaded, loaded_counts = LexicalClassifier.load(path), load_counts(tmp_path / "deep" / "text.json")
+    np.testing.assert_array_equal(loaded.predict_counts(loaded_counts.transform(queries)), proba)
+    multi = LexicalClassifier().fit(titles, np.eye(5)[[0, 3, 0, 3, 1]] + np.eye(5)[[1, 1, 2, 2, 2]], 5, multilabel=True)
+    expected = multi.predict_proba(queries)
+    multi.share(counts)
+    loaded = LexicalClassifier.load(multi.save(tmp_path / "multi.npz"))
+    np.testing.assert_array_equal(loaded.predict_counts(loaded_counts.transform(queries)), expected)
 
 
 def test_one_class_and_constant_tags_need_no_model() -> None:
@@ -97,6 +106,18 @@ def test_one_class_and_constant_tags_need_no_model() -> None:
 def test_unfitted_and_wrong_file_are_refused(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="before fit"):
         LexicalClassifier().predict_proba(["x"])
-    joblib.dump({"not": "a model"}, tmp_path / "x.joblib")
-    with pytest.raises(TypeError, match="LexicalClassifier"):
-        LexicalClassifier.load(tmp_path / "x.joblib")
+    marker = tmp_path / "ran"
+    joblib.dump(_Touch(marker), tmp_path / "x.npz")  # a pickle that would run code when loaded
+    with pytest.raises(ValueError, match="pickle"):
+        LexicalClassifier.load(tmp_path / "x.npz")
+    assert not marker.exists(), "a pickled file was unpickled"
+
+
+class _Touch:
+    """Unpickling this creates a file: proof that something loaded a pickle."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
