@@ -474,6 +474,8 @@ def search(
     """Hybrid (BM25 + vector) search: filters, facets, sorting, pages, highlights, query understanding."""
     from shoptag.pipeline.search import SearchRequest, query_model, run_search
 
+    if page < 1:
+        raise BadInput(f"--page must be 1 or more, got {page}")
     request = SearchRequest(
         text=query, tags=tag_filter or [], attributes=attr or [], ranges=range_filter or [], facets=facet or [],
         attribute_facets=attr_facet or [], range_facets=range_facet or [], size=size, offset=(page - 1) * size,

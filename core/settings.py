@@ -259,8 +259,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = Path(os.environ.get("SHOPTAG_CONFIG", "shoptag.toml"))
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        toml_path = os.environ.get("SHOPTAG_CONFIG", "shoptag.toml")
+        if not toml_path:  # SHOPTAG_CONFIG="" reads no settings file
+            return (init_settings, env_settings)
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
 
     @property
     def backend(self) -> Literal["embedded", "es"]:
@@ -272,6 +274,10 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     the file, an environment variable or an override (an unknown key with the closest valid one)."""
     if config is not None and not config.is_file():
         raise BadInput(f"settings file not found: {config}")
+    named = os.environ.get("SHOPTAG_CONFIG")
+    if config is None and named and not Path(named).is_file():
+        raise BadInput(f"settings file not found: {named} (from SHOPTAG_CONFIG; set it to \"\" for none)")
+    unknown_variables()
     previous = os.environ.get("SHOPTAG_CONFIG")
     if config is not None:
         os.environ["SHOPTAG_CONFIG"] = str(config)
@@ -279,7 +285,8 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         source = os.environ.get("SHOPTAG_CONFIG", "shoptag.toml")
-        raise BadInput(f"{settings_problems(exc)} (in {source} or the SHOPTAG_* variables)") from None
+        where = f"in {source} or the SHOPTAG_* variables" if source and Path(source).is_file() else "in the SHOPTAG_* variables"
+        raise BadInput(f"{settings_problems(exc)} ({where})") from None
     except ValueError as exc:  # a SettingsError, or a TOML syntax error
         raise BadInput(f"settings error: {exc}") from None
     finally:
@@ -288,6 +295,24 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
                 os.environ.pop("SHOPTAG_CONFIG", None)
             else:
                 os.environ["SHOPTAG_CONFIG"] = previous
+
+
+# SHOPTAG_* variables that are not settings: the settings file, and what the tests and benchmarks read
+NOT_SETTINGS = {"CONFIG", "DATA_DIR", "ES_URL", "ES_SPEC", "RECORD_GOLDEN", "REVIEW_SCREENSHOTS"}
+
+
+def unknown_variables() -> None:
+    """`BadInput` for a SHOPTAG_* variable whose section or key is no setting: pydantic-settings would ignore
+    `SHOPTAG_TAGER__TARGET_PRECISION` silently, and the run would go on with the default."""
+    for name in sorted(os.environ):
+        if not name.startswith("SHOPTAG_") or name[len("SHOPTAG_"):] in NOT_SETTINGS:
+            continue
+        head = name[len("SHOPTAG_"):].split("__", 1)[0].lower()
+        if head in Settings.model_fields:
+            continue
+        close = difflib.get_close_matches(head, list(Settings.model_fields), n=1, cutoff=0.5)
+        hint = f"; did you mean SHOPTAG_{close[0].upper()}{name[len('SHOPTAG_') + len(head):]}?" if close else ""
+        raise BadInput(f"unknown settings variable {name}{hint}")
 
 
 def settings_problems(error: ValidationError) -> str:

@@ -97,6 +97,9 @@ class SentenceTransformerEncoder:
     @cached_property
     def _model(self):
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # "Loading weights" bars would land between a command's lines
 
         model = SentenceTransformer(self.name_or_path, device=self.device)
         if self.device.startswith("cuda"):

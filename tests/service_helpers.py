@@ -87,7 +87,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SHOPTAG_SERVICE__MAX_BATCH": str(service.max_batch),
         "SHOPTAG_SERVICE__MAX_BODY_BYTES": str(service.max_body_bytes),
         "SHOPTAG_SERVICE__IMAGE_ROOT": str(service.image_root or ""),
-        "SHOPTAG_CONFIG": str(settings.workspace / "no-such-settings.toml"),
+        "SHOPTAG_CONFIG": "",
         "HF_HUB_OFFLINE": "1",
     }
 

@@ -44,7 +44,7 @@ def test_rejects_give_exit_code_3_and_json_counts(run):
 def test_bad_usage_gives_exit_code_2_and_unknown_ids_4(run):
     assert run("ingest", str(SAMPLE)).exit_code == 0
     assert run("search", "jeans", "--tag", "no-equals-sign").exit_code == EXIT_USAGE
-    for bad, says in ((["--size", "0"], "size must be"), (["--page", "0"], "from must be"),
+    for bad, says in ((["--size", "0"], "size must be"), (["--page", "0"], "--page must be 1 or more"),
                       (["--page", "500"], "cursor"), (["--sort", "cheapest"], "unknown sort"),
                       (["--range", "price=50:10"], "above max"), (["--range", "price=cheap:10"], "not a number"),
                       (["--range", "weight=1:2"], "not a numeric attribute"), (["--attr", "nope=1"], "unknown attribute"),

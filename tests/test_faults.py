@@ -305,7 +305,7 @@ def test_a_damaged_store_is_one_line_and_a_backup_restores_it(tmp_path):
     catalog = tmp_path / "catalog.jsonl"
     catalog.write_text("".join(f'{{"id": "p{i}", "title": "product {i}"}}\n' for i in range(5)))
     runner = CliRunner()
-    env = {"SHOPTAG_WORKSPACE": str(tmp_path / "ws"), "SHOPTAG_CONFIG": str(tmp_path / "none.toml")}
+    env = {"SHOPTAG_WORKSPACE": str(tmp_path / "ws"), "SHOPTAG_CONFIG": ""}
     cli = lambda *args: runner.invoke(app, list(args), env=env)  # noqa: E731
     assert cli("ingest", str(catalog)).exit_code == 0
     assert cli("backup", str(tmp_path / "backup.db")).exit_code == 0
@@ -401,7 +401,7 @@ def test_an_empty_query_browses_alike_in_the_cli_and_over_http(indexed_copy):
 
     settings, tmp_path = indexed_copy
     env = {"SHOPTAG_WORKSPACE": str(settings.workspace), "SHOPTAG_ENCODERS__TEXT_MODEL": settings.encoders.text_model,
-           "SHOPTAG_CONFIG": str(tmp_path / "none.toml")}
+           "SHOPTAG_CONFIG": ""}
     store = Workspace(settings.workspace).open_store()
     try:
         every = sorted(store.product_ids())

@@ -35,7 +35,7 @@ def loop(tmp_path_factory):
 
 def cli(settings, *args: str):
     result = CliRunner().invoke(app, [*args, "--workspace", str(settings.workspace), "--json"],
-                                env={"SHOPTAG_CONFIG": str(settings.workspace / "none.toml")})
+                                env={"SHOPTAG_CONFIG": ""})
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -66,7 +66,7 @@ def test_guard_promotes_refuses_and_rollback_keeps_people_tags(loop):
     statuses = {m["name"]: m["status"] for m in cli(settings, "model", "list")}
     assert statuses[kept] == "kept aside" and statuses[good] == "current"
     table = CliRunner().invoke(app, ["model", "list", "--workspace", str(settings.workspace)],
-                               env={"SHOPTAG_CONFIG": str(settings.workspace / "none.toml"), "COLUMNS": "80"})
+                               env={"SHOPTAG_CONFIG": "", "COLUMNS": "80"})
     assert table.exit_code == 0 and all(name in table.output for name in statuses), table.output  # never cut
 
     # promote it by hand, then roll back: one switch each; people's tags stay through re-tagging

@@ -74,6 +74,24 @@ def test_an_unknown_settings_variable_is_an_error_too(tmp_path, monkeypatch):
     assert "did you mean `service.api_key`?" in " ".join(result.output.split())
 
 
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"SHOPTAG_TAGER__TARGET_PRECISION": "0.8"}, "unknown settings variable SHOPTAG_TAGER__TARGET_PRECISION; "
+                                                 "did you mean SHOPTAG_TAGGER__TARGET_PRECISION?"),
+    ({"SHOPTAG_CONFIG": "missing.toml"}, "settings file not found: missing.toml (from SHOPTAG_CONFIG"),
+])
+def test_a_misspelt_section_variable_or_a_missing_config_file_is_an_error(tmp_path, monkeypatch, env, expected):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["search", "jeans"], env=env)
+    assert result.exit_code == 2
+    assert expected in " ".join(result.output.split())
+
+
+def test_a_page_below_one_names_the_option(cli):
+    result = cli("search", "jeans", "--page", "-1")
+    assert result.exit_code == 2
+    assert "--page must be 1 or more, got -1" in result.output
+
+
 def test_serve_beyond_loopback_without_an_api_key_refuses_to_start(cli):
     result = cli("serve", "--host", "0.0.0.0", "--port", "1")
     assert result.exit_code == 2
@@ -184,7 +202,7 @@ def test_serve_prints_its_startup_summary_as_one_json_line(tmp_path):
     catalog = tmp_path / "catalog.jsonl"
     catalog.write_text("".join(json.dumps({"id": f"p{i}", "title": f"shirt {i}"}) + "\n" for i in range(3)))
     env = {**os.environ, "SHOPTAG_WORKSPACE": str(tmp_path / "ws"), "HF_HUB_OFFLINE": "1",
-           "SHOPTAG_CONFIG": str(tmp_path / "none.toml")}
+           "SHOPTAG_CONFIG": ""}
     run = lambda *args, **kw: subprocess.Popen([sys.executable, "-m", "shoptag.cli", *args], cwd=tmp_path, env=env,  # noqa: E731
                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
     assert run("ingest", str(catalog)).wait(timeout=120) == 0
