@@ -101,7 +101,7 @@ class Service:
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "SHOPTAG_WORKSPACE": str(workspace), "SHOPTAG_ENCODERS__TEXT_MODEL": "minilm",
-               "SHOPTAG_ENCODERS__DEVICE": "cpu", "SHOPTAG_CONFIG": str(WORK / "no-settings-file.toml"),
+               "SHOPTAG_ENCODERS__DEVICE": "cpu", "SHOPTAG_CONFIG": "",
                "HF_HUB_OFFLINE": "1"}
         started = time.perf_counter()
         with (WORK / "serve.log").open("ab") as log:
