@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -74,13 +74,13 @@ class ProductVectors:
 
 def _encode_cached(
     label: str, items: Sequence, hashes: Sequence[str], encoder, cache: EmbeddingCache, batch_size: int,
-    show_progress: bool,
+    show_progress: bool, length: Callable[[object], int] | None = None,
 ) -> tuple[np.ndarray, int]:
     """One modality through the cache, with its progress bar."""
     with progress_bar(f"encode {label}", len(items), show_progress) as advance:
         return encode_with_cache(
             items, hashes, model_id=encoder.model_id, dim=encoder.dim, encode=encoder.encode, cache=cache,
-            batch_size=batch_size, on_batch=advance,
+            batch_size=batch_size, length=length, on_batch=advance,
         )
 
 
@@ -95,7 +95,7 @@ def encode_products(
     settings = encoders.settings
     text, text_encoded = _encode_cached(
         "text", [p.text for p in products], [p.text_hash for p in products], encoders.text, cache,
-        settings.batch_size, show_progress,
+        settings.batch_size, show_progress, len,
     )
     has_image = np.array([bool(p.image and p.image_hash) for p in products], dtype=bool)
     image, image_encoded = None, 0

@@ -84,6 +84,9 @@ class EmbeddingCache:
         self._db.close()
 
 
+ENCODE_BATCHES = 16  # encoder batches per call and per cache write: resumable, and few calls
+
+
 def encode_with_cache(
     items: Sequence[T],
     hashes: Sequence[str],
@@ -93,12 +96,15 @@ def encode_with_cache(
     encode: Callable[[Sequence[T]], np.ndarray],
     cache: EmbeddingCache,
     batch_size: int,
+    length: Callable[[T], int] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Vectors for `items` (one row each), encoding only those whose hash is not cached for `model_id`.
 
-    Each encoded batch is written to the cache at once, so an interrupted run resumes where it stopped.
-    Returns the (len(items), dim) matrix and how many items were actually encoded.
+    With `length`, the uncached items are sorted by it once, so the encoder's own length-sorted batches are the
+    ones it would make over all of them (less padding than sorting each slice). They go to the encoder
+    `ENCODE_BATCHES` batches at a time, each slice written to the cache at once, so an interrupted run resumes
+    where it stopped. Returns the (len(items), dim) matrix and how many items were actually encoded.
     """
     out = np.zeros((len(items), dim), dtype=np.float32)
     cached = cache.get_many(model_id, hashes)
@@ -109,10 +115,13 @@ def encode_with_cache(
         elif key not in todo:
             todo[key] = row
     misses = list(todo.items())
+    if length is not None:
+        misses.sort(key=lambda miss: length(items[miss[1]]))  # stable: equal lengths keep their order
     if on_batch:
         on_batch(len(items) - len(misses))
-    for start in range(0, len(misses), batch_size):
-        batch = misses[start : start + batch_size]
+    step = batch_size * ENCODE_BATCHES
+    for start in range(0, len(misses), step):
+        batch = misses[start : start + step]
         vectors = encode([items[row] for _, row in batch])
         cache.put_many(model_id, [key for key, _ in batch], vectors)
         for (key, _), vector in zip(batch, vectors):
