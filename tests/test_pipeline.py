@@ -157,7 +157,7 @@ def test_feedback_is_never_overwritten_and_becomes_a_label(trained_sample, tmp_p
         "not json\n",
         encoding="utf-8",
     )
-    report = apply_feedback(store, feedback, tmp_path / "rejects.jsonl")
+    report = apply_feedback(store, feedback, tmp_path / "rejects", set(store.families()))
     assert (report.applied, report.rejected) == (1, 2)
     tag(settings, store, encoders, None, retag_all=True, show_progress=False)
     colour = [t for t in store.tags_of("sp-008") if t.family == "colour"]
