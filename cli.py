@@ -365,10 +365,17 @@ def feedback(
                                 known_families(settings, store.families()))
         sync_products(settings, store, report.product_ids)
         summary = {k: v for k, v in asdict(report).items() if k != "product_ids"}  # --json stays a summary
-        _emit(as_json, summary, lambda: out.print(
-            f"applied {report.applied} corrections, rejected {report.rejected}"
-            + (f" (see {report.rejects_file})" if report.rejects_file else "")
-        ))
+        new = report.new_values
+
+        def human() -> None:
+            out.print(f"applied {report.applied} corrections, rejected {report.rejected}"
+                      + (f" (see {report.rejects_file})" if report.rejects_file else ""))
+            if new:  # taken as given: a typo of an existing value shows here, before it trains a tag
+                more = f" and {len(new) - 10} more" if len(new) > 10 else ""
+                out.print(f"{len(new)} new value(s), held by no product before: {', '.join(new[:10])}{more}",
+                          markup=False, highlight=False)
+
+        _emit(as_json, summary, human)
         if report.rejected:
             raise typer.Exit(EXIT_REJECTS)
 

@@ -2,8 +2,9 @@
 `shoptag feedback` validate with this one model, so a typo (`value` for `values`, a missing `values`) is a
 422 over HTTP and a reject with its line in a corrections file, never a silent "no value applies".
 
-A corrections file is JSONL (one object per line) or CSV (columns `id`, `family`, `values`, values separated
-by `|`); every non-blank line or row becomes a correction or a reject naming its line.
+A corrections file is JSONL (one object per line, `values` a list) or CSV (columns `id`, `family`, `values`,
+values separated by `|`); every non-blank line or row becomes a correction or a reject naming its line. A JSON
+string for `values` is a reject, not a one-value list: `"Shirts"` may as well be a list the writer forgot.
 """
 
 from __future__ import annotations
@@ -29,11 +30,6 @@ def _int_as_text(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-def _split_values(value: Any) -> Any:
-    """A `|`-separated string (a CSV cell) as the list it stands for; an empty string is the empty list."""
-    return [v for v in value.split("|") if v.strip()] if isinstance(value, str) else value
-
-
 ProductId = Annotated[str, BeforeValidator(_int_as_text),
                       StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_CHARS)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_CHARS)]
@@ -48,7 +44,7 @@ class Correction(BaseModel):
 
     id: ProductId
     family: Name
-    values: Annotated[list[Name], BeforeValidator(_split_values), Field(max_length=MAX_VALUES)]
+    values: Annotated[list[Name], Field(max_length=MAX_VALUES)]
 
 
 def problems(error: ValidationError) -> str:
@@ -110,4 +106,7 @@ def _csv_rows(path: Path) -> Iterator[Row]:
             elif any("\udc80" <= c <= "\udcff" for v in row.values() if v for c in v):
                 yield reader.line_num, raw.encode("utf-8", "replace").decode(), "row is not valid UTF-8"
             else:
-                yield reader.line_num, raw, {k: v for k, v in row.items() if v is not None}  # a short row lacks keys
+                record = {k: v for k, v in row.items() if v is not None}  # a short row lacks keys
+                if isinstance(record.get("values"), str):  # `|`-separated; an empty cell is the empty list
+                    record["values"] = [v for v in record["values"].split("|") if v.strip()]
+                yield reader.line_num, raw, record

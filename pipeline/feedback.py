@@ -1,5 +1,7 @@
 """Stage: a file of corrections → the store. A correction sets a product's values in one family; it is
-never overwritten by the model and is a training label from then on."""
+never overwritten by the model and is a training label from then on. A value no product holds yet in its family
+is taken (corrections are how a family gains a value), and the report names each such value, so a typo
+(`Navy blue` beside `Navy Blue`) shows at once rather than as a new tag after the next training."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class FeedbackReport:
     rejected: int = 0
     product_ids: list[str] = field(default_factory=list)
     rejects_file: str | None = None
+    new_values: list[str] = field(default_factory=list)  # `family=value` no product held before this file
 
 
 def apply_feedback(store: Store, path: Path, rejects_dir: Path, families: Set[str]) -> FeedbackReport:
@@ -37,7 +40,7 @@ def apply_feedback(store: Store, path: Path, rejects_dir: Path, families: Set[st
             rejects.append(Reject(line, pid, str(UnknownFamily(family, families)), f"{family}={values}"))
         else:
             known.append((line, pid, family, values))
-    report = FeedbackReport()
+    report = FeedbackReport(new_values=_new_values(store, [(family, values) for _, _, family, values in known]))
     report.applied = store.add_feedback([(pid, family, values) for _, pid, family, values in known], origin=str(path))
     report.product_ids = sorted({pid for _, pid, _, _ in known})
     report.rejected = len(rejects)
@@ -47,3 +50,9 @@ def apply_feedback(store: Store, path: Path, rejects_dir: Path, families: Set[st
         write_rejects(sorted(rejects, key=lambda r: r.line or 0), rejects_path)
         report.rejects_file = str(rejects_path)
     return report
+
+
+def _new_values(store: Store, corrections: list[tuple[str, list[str]]]) -> list[str]:
+    """`family=value` for each value of `corrections` that no product holds in that family yet."""
+    held = {family: store.values_of(family) for family in {family for family, _ in corrections}}
+    return sorted({f"{family}={v}" for family, values in corrections for v in values if v not in held[family]})

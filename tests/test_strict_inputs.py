@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from shoptag.catalog.feedback import read_corrections
 from shoptag.cli import EXIT_REJECTS, app
 from shoptag.core.errors import OUTCOMES, BadInput, NotFound
 from shoptag.store.records import Store
@@ -53,6 +54,28 @@ def test_an_explicit_empty_list_is_still_a_correction(cli, tmp_path):
     result = cli("feedback", str(corrections), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["applied"] == 1
+
+
+def test_values_as_a_string_is_a_reject_and_a_value_new_to_its_family_is_named(cli, tmp_path):
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text(json.dumps({"id": "P1", "title": "Red cotton shirt", "tags": {"colour": ["Red"]}}) + "\n")
+    assert cli("ingest", str(catalog)).exit_code == 0
+    corrections = tmp_path / "corrections.jsonl"
+    corrections.write_text("\n".join(json.dumps({"id": "P1", "family": "colour", "values": v})
+                                     for v in ("Teal", ["Teal"], ["Red"])) + "\n")
+    result = cli("feedback", str(corrections), "--json")
+    assert result.exit_code == EXIT_REJECTS, result.output
+    report = json.loads(result.stdout)
+    assert (report["applied"], report["rejected"], report["new_values"]) == (2, 1, ["colour=Teal"])
+    (reject,) = [json.loads(line) for line in open(report["rejects_file"], encoding="utf-8")]
+    assert reject["line"] == 1 and reject["reason"].startswith("bad feedback: values: Input should be a valid list")
+    corrections.write_text(json.dumps({"id": "P1", "family": "colour", "values": ["Olive", "Red"]}) + "\n")
+    result = cli("feedback", str(corrections))
+    assert result.exit_code == 0 and "1 new value(s), held by no product before: colour=Olive" in result.stdout
+    corrections = tmp_path / "corrections.csv"  # in CSV a `|`-separated cell is the list
+    corrections.write_text("id,family,values\nP1,colour,Red|Olive\n")
+    ((_, correction),), rejects = read_corrections(corrections)
+    assert correction.values == ["Red", "Olive"] and not rejects
 
 
 @pytest.mark.parametrize("toml, expected", [
