@@ -18,7 +18,7 @@ import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -115,7 +115,8 @@ def _jsonl_records(path: Path) -> Iterator[Parsed]:
 def _csv_records(path: Path, delimiter: str) -> Iterator[Parsed]:
     """CSV/TSV rows as flat dicts; undecodable bytes are kept as surrogates and the row rejected."""
     with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter)
+        lines = _Lines(f)
+        reader = csv.reader(lines, delimiter=delimiter)
         header = [name.strip() for name in next(reader)]
         while True:
             start = reader.line_num + 1
@@ -124,12 +125,23 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[Parsed]:
             except StopIteration:
                 return
             except csv.Error as exc:
-                yield start, "", InvalidRecord(f"unparsable CSV row ({exc})")
+                too_long = "field larger than field limit" in str(exc)  # most often a quote that is never closed
+                yield start, "", InvalidRecord(
+                    f"a field from line {start} runs past {csv.field_size_limit():,} characters, most often an "
+                    f"unterminated quote; lines {start}-{reader.line_num} skipped" if too_long
+                    else f"unparsable CSV row ({exc})"
+                )
                 continue
             if not any(cell.strip() for cell in row):
                 continue
             raw = json.dumps(row, ensure_ascii=False)
-            if not _is_utf8(raw):
+            if lines.ended:  # the reader asked for a line past the end: it was inside a quoted field
+                opened = max(start, reader.line_num - row[-1].count("\n") + row[-1].endswith("\n"))
+                yield start, raw, InvalidRecord(
+                    f"unterminated quote: the quoted field opened on line {opened} is never closed, so lines "
+                    f"{opened}-{reader.line_num} were read as one field; close the quote"
+                )
+            elif not _is_utf8(raw):
                 yield start, raw.encode("utf-8", "replace").decode(), InvalidRecord(
                     "row is not valid UTF-8; save the catalog as UTF-8"
                 )
@@ -137,6 +149,19 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[Parsed]:
                 yield start, raw, InvalidRecord(f"unparsable CSV row: {len(row)} fields, the header has {len(header)}")
             else:
                 yield start, raw, _unflatten(dict(zip(header, row)))
+
+
+class _Lines:
+    """A file's lines as `csv.reader` takes them, noting when it asks past the last one: the non-strict reader
+    does that only inside a quoted field, then returns the rest of the file as that field."""
+
+    def __init__(self, f: IO[str]) -> None:
+        self._f = f
+        self.ended = False
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._f
+        self.ended = True
 
 
 def _parquet_records(path: Path) -> Iterator[Parsed]:

@@ -146,6 +146,20 @@ def test_csv_row_with_wrong_field_count_is_rejected(tmp_path: Path) -> None:
     assert reject.reason == "unparsable CSV row: 3 fields, the header has 2"
 
 
+def test_csv_quote_never_closed_is_named_with_the_line_it_opens_on(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text('id,title,description\ngood-1,Shirt,x\nbad,"Jeans, blue,y\ngood-2,Dress,z\ngood-3,Watch,w\n')
+    results = read_all(path)
+    assert [r.id for r in results if isinstance(r, Product)] == ["good-1"]
+    (reject,) = [r for r in results if isinstance(r, Reject)]
+    assert reject.line == 3 and reject.reason.startswith(
+        "unterminated quote: the quoted field opened on line 3 is never closed, so lines 3-5 were read as one field")
+    long = tmp_path / "long.csv"  # past the csv module's field limit the reader stops and goes on after it
+    long.write_text('id,title\ngood-1,Shirt\nbad,"Jeans\n' + "".join(f"p{i},Title {i:06}\n" for i in range(20_000)))
+    reject = next(r for r in read_all(long) if isinstance(r, Reject))
+    assert reject.line == 3 and "most often an unterminated quote; lines 3-" in reject.reason
+
+
 def test_csv_json_cell_that_is_not_json_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "c.csv"
     path.write_text('id,title,tags\ngood-1,Shirt,\nbad,Jeans,{category: Jeans}\ngood-2,Watch,"{""category"": [""Watches""]}"\n')
