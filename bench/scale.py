@@ -29,11 +29,13 @@ def row(run: dict) -> str:
     """One table line: the engine's figures, or the failure."""
     f = {fig["figure"].split(" (")[0]: fig for fig in run["figures"]}
     if "kNN tagging" not in f:
-        return f"| {run['catalog']} | | {run['engine']} | failed (exit {run['rc']}) | | | | | | |"
+        return f"| {run['catalog']} | | {run['engine']} | failed (exit {run['rc']}) | | | | | | | | | |"
     rate, driver, worker = f["kNN tagging"], f["driver peak RSS"], f.get("worker peak RSS")
     worker_mb = f"{worker['value']:,.0f}" if worker else "–"
+    raw, recall = f.get("raw faiss search"), rate["extra"].get("recall@10")
+    raw_cells = f"{raw['value']:,.0f} | {rate['value'] / raw['value']:.2f}× | {recall:.3f}" if raw else "– | – | –"
     return (f"| {run['catalog']} | {rate['n']:,} | {run['engine']} | {rate['extra']['factory']} |"
-            f" {rate['extra']['queries']:,} | {rate['value']:,.0f} | {driver['value']:,.0f} |"
+            f" {rate['extra']['queries']:,} | {rate['value']:,.0f} | {raw_cells} | {driver['value']:,.0f} |"
             f" {worker_mb} | {run['peak_rss_mb']:,.0f} |"
             f" {run['load_1m'][0]:.1f} → {run['load_1m'][1]:.1f} |")
 
@@ -45,11 +47,13 @@ def markdown(runs: list[dict], started: str) -> str:
         f"Run {started} with `bench/scale.py {' '.join(sys.argv[1:])}` on {machine('cpu')}. A fifth of each catalog"
         " is labelled (the index); *tagged* products of the rest are tagged. *process peak*: the largest resident"
         " set among the benchmark process and the processes it waited for (`os.wait4`); *load 1m*: the 1-minute"
-        " load average at the start → end of the process (other work on the machine slows the figures).",
+        " load average at the start → end of the process (other work on the machine slows the figures). *raw faiss"
+        " search*: the same index searched with the same parameters, batches and k, nothing around it (local"
+        " runs); *recall@10*: that index against exact search on 1,000 of the queries.",
         "",
-        "| catalog | n | engine | index | tagged | products tagged/s | driver peak MB | largest worker peak MB |"
-        " process peak MB | load 1m |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|---|",
+        "| catalog | n | engine | index | tagged | products tagged/s | raw faiss search queries/s | tagged / raw |"
+        " recall@10 | driver peak MB | largest worker peak MB | process peak MB | load 1m |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         *(row(run) for run in runs),
     ]
     return "\n".join(lines) + "\n"
