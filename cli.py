@@ -499,6 +499,8 @@ def search(
 
         def human() -> None:
             out.print(f"{'at least ' if results.total_relation == 'gte' else ''}{results.total} matches")
+            if answer.hint:
+                out.print(answer.hint, markup=False, highlight=False)
             for i, hit in enumerate(results.hits, request.offset + 1):
                 title = hit.highlights.get("title", hit.title)
                 out.print(f"{i:>3}. {hit.id}  {title}  {hit.score:.4f}", markup=False, highlight=False)

@@ -55,6 +55,7 @@ class SearchAnswer:
     results: SearchResults
     query_tags: list[QueryTag] = field(default_factory=list)  # what query understanding found, and how it was used
     suggested_filters: dict[str, list[str]] = field(default_factory=dict)
+    hint: str | None = None  # why nothing matched, when the reason is the workspace rather than the query
 
 
 def pairs(items: Sequence[str], what: str, key: str = "name") -> dict[str, list[str]]:
@@ -187,11 +188,23 @@ def run_search(request: SearchRequest, settings: Settings, store: Store, backend
     bounds, known = limits(settings), known_names(settings, store, query)
     check_query(query, bounds, known)  # before the encoder and the tagger run
     if not has_words(query.text):
-        return SearchAnswer(storefront.search(backend, query, bounds, known, request.cursor))
+        results = storefront.search(backend, query, bounds, known, request.cursor)
+        return SearchAnswer(results, hint=empty_index_hint(results, store, backend))
     mode = request.query_tags or settings.search.query_tags
     vector = encoders.text.encode([query.text], query=True)[0]
     tags = understand(model, query.text, vector, mode) if model is not None else []
     query = replace(query, vector=vector, boosts=as_filters(tags) if mode == "boost" else {},
                     min_similarity=min_similarity(settings))
     results = storefront.search(backend, query, bounds, known, request.cursor)
-    return SearchAnswer(results, tags, as_filters(tags) if mode == "suggest" else {})
+    return SearchAnswer(results, tags, as_filters(tags) if mode == "suggest" else {},
+                        empty_index_hint(results, store, backend))
+
+
+def empty_index_hint(results: SearchResults, store: Store, backend: SearchBackend) -> str | None:
+    """What to run when nothing matched because the index holds nothing while the store holds products: `ingest`
+    fills the store only; `tag` (and `reindex`, `feedback`) fill the index."""
+    if results.total or backend.count():
+        return None
+    products = store.count_products()
+    return (f"nothing is indexed yet ({products} products in the store): run `shoptag tag` (after `shoptag train`) "
+            "to tag and index them, or `shoptag reindex` to index them untagged") if products else None

@@ -84,3 +84,14 @@ def test_images_through_the_whole_pipeline(run, tmp_path):
     # the image tower's id is part of the model: another checkpoint makes the saved model stale
     stale = run("tag", env={**env, "SHOPTAG_ENCODERS__IMAGE_CHECKPOINT": ""})
     assert stale.exit_code == 5 and "train" in stale.output  # Conflict
+
+
+def test_search_before_anything_is_indexed_says_what_to_run(run):
+    assert run("ingest", str(SAMPLE)).exit_code == 0
+    result = run("search", "jeans")
+    assert result.exit_code == 0 and "0 matches" in result.stdout, result.output
+    assert "nothing is indexed yet (70 products in the store): run `shoptag tag`" in result.stdout
+    assert run("reindex").exit_code == 0
+    assert "nothing is indexed" not in run("search", "jeans").stdout
+    none = run("search", "jeans", "--range", "price=99999:")  # nothing matches, but the index is not the reason
+    assert none.exit_code == 0 and "0 matches" in none.stdout and "nothing is indexed" not in none.stdout, none.output
