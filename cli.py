@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, get_args
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
@@ -31,12 +32,40 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 EXIT_OK, EXIT_REJECTS = 0, 3
 EXIT_FAILED, EXIT_USAGE = OUTCOMES[ShoptagError].exit_code, OUTCOMES[BadInput].exit_code
 
+
+class _FirstSentence:
+    """In a list of commands, each one's first sentence whole: click cuts it at 45 characters with `...`."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return super().get_short_help_str(limit=300)  # type: ignore[misc]
+
+
+class _Group(_FirstSentence, TyperGroup):
+    """The app and its command groups (`model`)."""
+
+
+class _Command(_FirstSentence, TyperCommand):
+    """Usage lines as click writes them, `ingest [OPTIONS] CATALOG`: typer's `{catalog}` reads as a placeholder
+    left unfilled."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = (param.metavar or param.name or "").upper() + ("..." if param.nargs != 1 else "")
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
+# plain help (rich's has a `<bool>` column for flags and reads `[ray]` as markup); first sentences whole
+HELP: dict[str, Any] = {"rich_markup_mode": None, "cls": _Group}
 app = typer.Typer(
     name="shoptag",
     help="Tag every product of a catalog with calibrated, explained tags; search and recommend.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    **HELP,
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
@@ -73,7 +102,7 @@ def mapped_errors(run: Callable[..., None]) -> Callable[..., None]:
 
 def command(name: str | None = None, *, on: typer.Typer = app) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """`on.command` (the app's, or a command group's) with `mapped_errors`."""
-    return lambda run: on.command(name)(mapped_errors(run))
+    return lambda run: on.command(name, cls=_Command)(mapped_errors(run))
 
 
 @contextmanager
@@ -455,22 +484,22 @@ def evaluate(
 
 
 # ---- search -----------------------------------------------------------------------------------------------------
-TagOpt = Annotated[list[str] | None, typer.Option("--tag", "-t", help="Filter family=value (repeatable).")]
+TagOpt = Annotated[list[str] | None, typer.Option("--tag", "-t", metavar="FAMILY=VALUE", help="Filter family=value (repeatable).")]
 
 
 @command()
 def search(
     query: Annotated[str, typer.Argument(help="Free text, any language.")],
     tag_filter: TagOpt = None,
-    attr: Annotated[list[str] | None, typer.Option("--attr", help="Keyword attribute filter name=value (repeatable).")] = None,
-    range_filter: Annotated[list[str] | None, typer.Option("--range", help="Numeric range name=min:max, e.g. price=10:50 or price=:50 (repeatable).")] = None,
+    attr: Annotated[list[str] | None, typer.Option("--attr", metavar="NAME=VALUE", help="Keyword attribute filter name=value (repeatable).")] = None,
+    range_filter: Annotated[list[str] | None, typer.Option("--range", metavar="NAME=MIN:MAX", help="Numeric range name=min:max, e.g. price=10:50 or price=:50 (repeatable).")] = None,
     size: Annotated[int, typer.Option(help="Hits per page.")] = 10,
     page: Annotated[int, typer.Option(help="Page number (from = (page - 1) * size), up to search.max_window hits deep.")] = 1,
     cursor: Annotated[str | None, typer.Option(help="The cursor a previous page printed: the page after it.")] = None,
     sort: Annotated[str, typer.Option(help="relevance, price_asc, price_desc, newest or popularity.")] = "relevance",
-    facet: Annotated[list[str] | None, typer.Option(help="Tag family to count (repeatable).")] = None,
-    attr_facet: Annotated[list[str] | None, typer.Option(help="Keyword attribute to count (repeatable).")] = None,
-    range_facet: Annotated[list[str] | None, typer.Option(help="Numeric buckets name=edge,edge,... e.g. price=25,50,100 (repeatable).")] = None,
+    facet: Annotated[list[str] | None, typer.Option(metavar="FAMILY", help="Tag family to count (repeatable).")] = None,
+    attr_facet: Annotated[list[str] | None, typer.Option(metavar="NAME", help="Keyword attribute to count (repeatable).")] = None,
+    range_facet: Annotated[list[str] | None, typer.Option(metavar="NAME=EDGES", help="Numeric buckets name=edge,edge,... e.g. price=25,50,100 (repeatable).")] = None,
     highlight: Annotated[bool, typer.Option(help="Mark the query's words in titles and descriptions.")] = False,
     diversity: Annotated[str | None, typer.Option(help="Re-rank: mmr[:lambda] or cap:family[:max per value].")] = None,
     query_tags: Annotated[str | None, typer.Option(help="Tagger on the query: boost, suggest or off (default: setting search.query_tags).")] = None,
@@ -680,7 +709,8 @@ def audit(
 
 
 # ---- models -------------------------------------------------------------------------------------------------------
-model_app = typer.Typer(help="The models kept in the workspace: list, promote one, roll back.", no_args_is_help=True)
+model_app = typer.Typer(help="The models kept in the workspace: list, promote one, roll back.", no_args_is_help=True,
+                        **HELP)
 app.add_typer(model_app, name="model")
 
 
@@ -929,7 +959,7 @@ def export(
     out_file: Annotated[Path | None, typer.Option("--out", "-o", help="File to write (default: stdout).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="jsonl (one product a line), csv or parquet (one tag a row).")] = "jsonl",
     status: Annotated[str, typer.Option(help="accepted, review or all.")] = "all",
-    family: Annotated[list[str] | None, typer.Option(help="Only this tag family (repeatable).")] = None,
+    family: Annotated[list[str] | None, typer.Option(metavar="FAMILY", help="Only this tag family (repeatable).")] = None,
     config: ConfigOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
@@ -1022,7 +1052,7 @@ def _settings_only(config: Path | None, workspace: Path | None):
         raise typer.Exit(EXIT_USAGE) from None
 
 
-@app.command()
+@app.command(cls=_Command)
 def check(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Check every file of the workspace: what is damaged, and what repairs it. Exit code 1 if any is."""
     from shoptag.core.errors import OUTCOMES, Corrupt
@@ -1036,7 +1066,7 @@ def check(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: Jso
         raise typer.Exit(OUTCOMES[Corrupt].exit_code)
 
 
-@app.command()
+@app.command(cls=_Command)
 def backup(
     dest: Annotated[Path, typer.Argument(help="New file to copy the store to.")],
     config: ConfigOpt = None,
@@ -1056,7 +1086,7 @@ def backup(
     out.print(f"backed up the store to {dest}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def restore(
     source: Annotated[Path, typer.Argument(help="A file made by `shoptag backup`.")],
     config: ConfigOpt = None,

@@ -34,6 +34,18 @@ def test_every_command_has_help(run, command):
     assert "Usage" in result.output
 
 
+def test_help_reads_as_written(run):
+    """Arguments named as in click's usage lines (CATALOG, not `{catalog}`), flags without a `<bool>`, `[ray]`
+    not eaten as markup, and each command's first sentence whole in the list of commands."""
+    for command in [*COMMANDS, "export"]:
+        text = run(command, "--help").output
+        (usage,) = [line for line in text.splitlines() if line.strip().startswith("Usage:")]
+        assert "{" not in usage and "<bool>" not in text and "list[str]" not in text, (command, text)
+    assert "ingest [OPTIONS] CATALOG" in run("ingest", "--help").output
+    assert "pip install 'shoptag[ray]'" in " ".join(run("tag", "--help").output.split())
+    assert "..." not in run("--help").output.split("Commands:")[1]
+
+
 def test_rejects_give_exit_code_3_and_json_counts(run):
     result = run("ingest", str(REPO / "examples" / "bad_catalog.jsonl"), "--json")
     assert result.exit_code == EXIT_REJECTS
