@@ -192,6 +192,10 @@ class ReviewSettings(Section):
     tolerance_by_family: dict[str, float] = {}
     # Families with fewer held-out labels than this are reported but not judged (too few to tell).
     guard_min_test: int = Field(20, ge=1)
+    # A family counts as worse only when the candidate is below by more than its tolerance on the held-out
+    # products and in at least this share of paired bootstrap resamples of them: on a few dozen products one
+    # product moves weighted F1 by several points, and a point estimate alone refuses good candidates for noise.
+    guard_confidence: float = Field(0.9, gt=0.0, lt=1.0)
     # The service runs `train --if-better` after this many new review decisions (0: never).
     retrain_after: int = Field(0, ge=0)
 class BehaviourSettings(BaseModel):

@@ -20,7 +20,7 @@ from shoptag.tagger.split import GroupedSplit, grouped_split
 from shoptag.tagger.vocab import build_vocabs
 
 from .encode import Encoders, ProductVectors, encode_products
-from .guard import family_metrics, judge
+from .guard import judge, outcomes
 from .registry import record, remember_current, write_guard
 from .tag import load_checked_model
 from .tag_system import Plan, build_tag_system, plan, remove_tag_system, rule_report, save_tag_system
@@ -235,7 +235,7 @@ def train_if_better(
         raise BadInput("the held-out split is empty: set tagger.test_fraction above 0 or label more products")
     candidate = fit_on(data, masks["train"], masks["val"], settings, encoders)
     rows = np.flatnonzero(masks["test"])
-    measured = partial(family_metrics, vectors=data.vectors.fused[rows], texts=[data.texts[i] for i in rows],
+    measured = partial(outcomes, vectors=data.vectors.fused[rows], texts=[data.texts[i] for i in rows],
                        ids=[data.ids[i] for i in rows], truth=[data.tags[i] for i in rows])
     current = current_name(workspace.models_dir)
     cand = measured(candidate)
@@ -244,14 +244,16 @@ def train_if_better(
     if current is not None:
         model = load_checked_model(workspace.models_dir, encoders, settings.index)
         cur = measured(model)
-        promote_it, reasons, judged = judge(cur, cand, r.tolerance, r.tolerance_by_family, r.guard_min_test)
+        promote_it, reasons, judged = judge(cur, cand, r.tolerance, r.tolerance_by_family, r.guard_min_test,
+                                            r.guard_confidence)
         seen = len(set(model.labelled_ids) & {data.ids[i] for i in rows}) / len(rows)
     remember_current(workspace.models_dir)
     path = save_model(candidate, workspace.models_dir, make_current=promote_it)
     verdict = {"promoted": promote_it, "reasons": reasons, "against": current, "judged": judged,
                "held_out": int(len(rows)),
                "current_saw_held_out": round(seen, 4),  # > 0: the current model trained on some of them
-               "families": {f: {"current": cur.get(f), "candidate": cand.get(f)} for f in sorted({*cur, *cand})}}
+               "families": {f: {side: o[f].summary() if f in o else None for side, o in
+                                    (("current", cur), ("candidate", cand))} for f in sorted({*cur, *cand})}}
     write_guard(path, verdict)
     if promote_it:
         record(workspace.models_dir, path.name, "train")
