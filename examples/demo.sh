@@ -13,7 +13,7 @@ step "2. ingest a catalog of bad records: each is rejected with its line and rea
 shoptag ingest examples/bad_catalog.jsonl; [ $? -eq 3 ] || { echo "expected exit code 3 (rejects)" >&2; exit 1; }
 step "3. train: kNN index + classifier heads + lexical model, fused and calibrated (cross-fitted: small catalog)"
 must shoptag train
-step "4. tag every product; a tag below the precision target becomes 'needs review', never a guess (49 labels cannot certify 0.9 at 95% confidence: here every tag waits for review, and train/explain say why)"
+step "4. tag every product; a tag below the precision target becomes 'needs review', never a guess (50 labelled products, the sample's 49 and ok-1 of the bad catalog, cannot certify 0.9 at 95% confidence: here every tag waits for review, and train/explain say why)"
 must shoptag tag
 step "5. explain the tags of two unlabelled products"
 must shoptag explain sp-008

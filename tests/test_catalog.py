@@ -395,6 +395,16 @@ def test_bad_catalog_yields_exactly_the_expected_rejects() -> None:
     ]
 
 
+def test_the_label_counts_the_examples_state_are_the_data_s() -> None:
+    """examples/README.md counts the sample's labelled products; the demo, which also ingests the bad catalog,
+    trains on those and the bad catalog's labelled good lines: its step and the README say that number."""
+    sample = [p for p in read_all(EXAMPLES / "sample_catalog.jsonl") if p.tags]
+    demo = len(sample) + sum(1 for p in read_all(EXAMPLES / "bad_catalog.jsonl") if isinstance(p, Product) and p.tags)
+    readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+    assert f"**Labelled ({len(sample)}, " in readme and f"the demo trains on {demo}:" in readme
+    assert f"{demo} labelled products" in (EXAMPLES / "demo.sh").read_text(encoding="utf-8")
+
+
 # --- rejects file and streaming ---------------------------------------------------------------------------
 
 
