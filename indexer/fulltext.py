@@ -205,9 +205,7 @@ def text_ranked(conn: sqlite3.Connection, match: str, scope: Scope, limit: int, 
     sql, params = filter_sql(scope, "+d.rid")
     boost, boost_params = boost_sql(boosts, boost_weight)
     if not sql and not boost_params:
-        top = _fts_top(conn, match, limit)
-        if top is not None:
-            return top
+        return _fts_top(conn, match, limit)
     return conn.execute(
         f"""SELECT d.id, -{BM25} + {boost} AS score FROM docs_fts CROSS JOIN docs d ON d.rid = docs_fts.rowid
             WHERE docs_fts MATCH ?{sql}
@@ -216,20 +214,20 @@ def text_ranked(conn: sqlite3.Connection, match: str, scope: Scope, limit: int, 
     ).fetchall()
 
 
-def _fts_top(conn: sqlite3.Connection, match: str, limit: int) -> list[tuple[str, float]] | None:
-    """`text_ranked` without filters or boosts: the top `limit` taken inside FTS5, then only those joined to
-    `docs` (joining every match first cost half the search). None when a tie straddles the cut, where the id
-    order (which needs the join) decides."""
+def _fts_top(conn: sqlite3.Connection, match: str, limit: int) -> list[tuple[str, float]]:
+    """`text_ranked` without filters or boosts. Each match is scored once (bm25 is most of the cost), and only
+    the matches scoring at least the `limit`-th best are joined to `docs` for their ids, which break ties:
+    joining every match first cost half the search, and taking the top `limit` inside FTS5 alone cannot
+    break a tie that straddles the cut (most short-title queries have one)."""
     if limit <= 0:
         return []
-    rows = conn.execute(f"SELECT rowid, -{BM25} AS score FROM docs_fts WHERE docs_fts MATCH ? ORDER BY score DESC"
-                        " LIMIT ?", [match, limit + 1]).fetchall()
-    if len(rows) > limit and rows[limit][1] == rows[limit - 1][1]:
-        return None
-    rows = rows[:limit]
-    ids = dict(conn.execute("SELECT rid, id FROM docs WHERE rid IN (SELECT value FROM json_each(?))",
-                            [json.dumps([rid for rid, _ in rows])]))
-    return sorted(((ids[rid], score) for rid, score in rows), key=lambda hit: (-hit[1], hit[0]))
+    return conn.execute(
+        f"""WITH m AS MATERIALIZED (SELECT rowid, -{BM25} AS score FROM docs_fts WHERE docs_fts MATCH ?)
+            SELECT d.id, m.score FROM m JOIN docs d ON d.rid = m.rowid
+            WHERE m.score >= (SELECT min(score) FROM (SELECT score FROM m ORDER BY score DESC LIMIT ?))
+            ORDER BY m.score DESC, d.id LIMIT ?""",
+        [match, limit, limit],
+    ).fetchall()
 
 
 def text_candidates(match: str, scope: Scope) -> tuple[str, list]:
@@ -333,9 +331,11 @@ def hits(conn: sqlite3.Connection, scored: Sequence[tuple[str, float, tuple]]) -
         "SELECT rid, id, title, description FROM docs WHERE id IN (SELECT value FROM json_each(?))", (ids,))}
     rids = json.dumps([row[0] for row in rows.values()])
     tags: dict[int, dict[str, list[str]]] = {}
-    for rid, family, value in conn.execute(
-        """SELECT rid, family, value FROM tags WHERE rid IN (SELECT value FROM json_each(?))
-           ORDER BY family, score DESC, value""", (rids,)):
+    # ordered here rather than by SQL, whose sort of these few rows cost more than fetching them (family and
+    # value compare by code point, as SQLite's binary collation compares their UTF-8)
+    for rid, family, _, value in sorted(conn.execute(
+            "SELECT rid, family, -score, value FROM tags WHERE rid IN (SELECT value FROM json_each(?))", (rids,)),
+            key=lambda row: row[1:]):
         tags.setdefault(rid, {}).setdefault(family, []).append(value)
     attributes: dict[int, dict[str, str]] = {}
     for rid, name, value in conn.execute(

@@ -58,6 +58,8 @@ class VectorIndex:
         self._next = 0
         self._tombstones: set[int] = set()
         self._gpu_index: faiss.Index | None = None
+        # the id map's inner index and the key of each of its positions, derived once per change (`_search`)
+        self._inner: tuple[faiss.Index, np.ndarray] | None = None
 
     # ---- building -------------------------------------------------------------------------------------------
     @classmethod
@@ -102,7 +104,7 @@ class VectorIndex:
             self._int_of[s] = i
             self._str_of[i] = s
         fill(self._index, vectors, ints)
-        self._gpu_index = None
+        self._changed()
 
     def remove(self, ids: Sequence[str]) -> int:
         """Remove products by id; unknown ids are ignored. Returns how many were removed."""
@@ -117,7 +119,7 @@ class VectorIndex:
             self._tombstones.update(ints)
             if len(self._tombstones) > COMPACT_RATIO * max(1, self._index.ntotal):
                 self._compact()
-        self._gpu_index = None
+        self._changed()
         return len(ints)
 
     def _compact(self) -> None:
@@ -130,6 +132,12 @@ class VectorIndex:
             fill(fresh, vectors, np.asarray(live, dtype=np.int64))
         self._index = fresh
         self._tombstones.clear()
+        self._changed()
+
+    def _changed(self) -> None:
+        """Forget what was derived from the faiss index (its GPU copy, its inner index and key map)."""
+        self._gpu_index = None
+        self._inner = None
 
     # ---- reading --------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -182,15 +190,16 @@ class VectorIndex:
             return np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf, dtype=np.float32)
         slack = (1 if exclude is not None else 0) + min(len(self._tombstones), 4 * k)
         fetch = min(k + slack, self._index.ntotal)
-        sims, keys = self._searcher().search(queries, fetch)
+        sims, keys = self._search(queries, fetch)
         keep = keys >= 0
         if exclude is not None:
             keep &= keys != np.asarray(exclude, dtype=np.int64)[:, None]
         if self._tombstones:
             keep &= ~np.isin(keys, np.fromiter(self._tombstones, dtype=np.int64, count=len(self._tombstones)))
-        if not keep[:, :k].all() or fetch != k:
-            order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept entries first, rank order kept
-            keys, sims, keep = (np.take_along_axis(a, order, axis=1) for a in (keys, sims, keep))
+        if fetch >= k and keep[:, :k].all():  # the common case: faiss's first k as they are
+            return np.ascontiguousarray(keys[:, :k]), np.ascontiguousarray(sims[:, :k])
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept entries first, rank order kept
+        keys, sims, keep = (np.take_along_axis(a, order, axis=1) for a in (keys, sims, keep))
         out_keys = np.full((n, k), -1, dtype=np.int64)
         out_sims = np.full((n, k), -np.inf, dtype=np.float32)
         width = keys.shape[1]
@@ -207,16 +216,24 @@ class VectorIndex:
         self.nprobe = settings.nprobe
         self.ef_search = settings.hnsw_ef_search
         self.use_gpu = settings.use_gpu and gpu_available()
-        self._gpu_index = None
+        self._changed()
 
-    def _searcher(self) -> faiss.Index:
-        set_search_params(self._index, self.nprobe, self.ef_search)
-        if not self.use_gpu:
-            return self._index
-        if self._gpu_index is None:
-            self._gpu_index = faiss.index_cpu_to_all_gpus(self._index)
-            set_search_params(self._gpu_index, self.nprobe, self.ef_search)
-        return self._gpu_index
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """faiss's (similarities, keys) of the `k` nearest. On CPU the id map's inner index is searched and its
+        positions mapped to keys here: faiss's own mapping is a second OpenMP region per search, which on a
+        busy machine made a one-product query wait several times as long as the search itself."""
+        if self.use_gpu:
+            set_search_params(self._index, self.nprobe, self.ef_search)
+            if self._gpu_index is None:
+                self._gpu_index = faiss.index_cpu_to_all_gpus(self._index)
+                set_search_params(self._gpu_index, self.nprobe, self.ef_search)
+            return self._gpu_index.search(queries, k)
+        if self._inner is None:
+            self._inner = (faiss.downcast_index(self._index.index), faiss.vector_to_array(self._index.id_map))
+        inner, key_of_position = self._inner
+        set_search_params(inner, self.nprobe, self.ef_search)
+        sims, positions = inner.search(queries, k)
+        return sims, np.where(positions >= 0, key_of_position[np.maximum(positions, 0)], -1)
 
     # ---- persistence ----------------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
