@@ -36,6 +36,7 @@ KNN_K = 20
 TEMPERATURE = 0.05
 QUERIES = 100
 RRF_K = 60
+PAIRS = ("encode", "knn", "search", "hybrid", "recall", "tag")
 
 
 def options(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +44,8 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag-products", type=int, default=20_000, help="catalog size of the tag runs")
     parser.add_argument("--encode-texts", type=int, default=4_000, help="titles of the encode-through-cache pair")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--pairs", type=lambda text: set(text.split(",")), default=set(PAIRS),
+                        help=f"comma-separated sections to run (default all): {','.join(PAIRS)}")
 
 
 # ---- timing -----------------------------------------------------------------------------------------------------
@@ -307,7 +310,7 @@ def measure_encode(data, rows: list[dict], args: argparse.Namespace) -> None:
 
 
 # ---- search -------------------------------------------------------------------------------------------------------
-def measure_search(data, rows: list[dict], repeats: int) -> None:
+def measure_search(data, rows: list[dict], repeats: int, pairs: set[str]) -> None:
     import faiss
 
     from bench_search import workload
@@ -366,15 +369,17 @@ def measure_search(data, rows: list[dict], repeats: int) -> None:
                 out.append([pid for pid, _ in top if pid in titles])
             results["raw_hybrid"] = out
 
-        t_ours, t_raw = alternated(ours_text, raw_text, repeats)
-        agree = _agreement(results["ours_text"], results["raw_text"])
-        rows.append(row("text search (top 10)", t_ours, t_raw, 1.2, len(data.ids),
-                        raw_name=f"FTS5 bm25 top 10 + titles, {QUERIES} queries", note=f"same hits: {agree:.1%}"))
-        t_ours, t_raw = alternated(ours_hybrid, raw_hybrid, repeats)
-        agree = _agreement(results["ours_hybrid"], results["raw_hybrid"])
-        rows.append(row("hybrid search (top 10)", t_ours, t_raw, 1.1, len(data.ids),
-                        raw_name=f"FTS5 top {window} + faiss IndexFlatIP top {window} + RRF in Python + titles, "
-                                 f"{QUERIES} queries", note=f"same hits: {agree:.1%}"))
+        if "search" in pairs:
+            t_ours, t_raw = alternated(ours_text, raw_text, repeats)
+            agree = _agreement(results["ours_text"], results["raw_text"])
+            rows.append(row("text search (top 10)", t_ours, t_raw, 1.2, len(data.ids),
+                            raw_name=f"FTS5 bm25 top 10 + titles, {QUERIES} queries", note=f"same hits: {agree:.1%}"))
+        if "hybrid" in pairs:
+            t_ours, t_raw = alternated(ours_hybrid, raw_hybrid, repeats)
+            agree = _agreement(results["ours_hybrid"], results["raw_hybrid"])
+            rows.append(row("hybrid search (top 10)", t_ours, t_raw, 1.1, len(data.ids),
+                            raw_name=f"FTS5 top {window} + faiss IndexFlatIP top {window} + RRF in Python + titles, "
+                                     f"{QUERIES} queries", note=f"same hits: {agree:.1%}"))
         conn.close()
     finally:
         backend.close()
@@ -451,6 +456,8 @@ def main() -> None:
     args = parse_args(__doc__, options)
     if args.repeats < 3:
         raise SystemExit("--repeats must be at least 3")
+    if args.pairs - set(PAIRS):
+        raise SystemExit(f"--pairs: unknown {', '.join(sorted(args.pairs - set(PAIRS)))} (known: {', '.join(PAIRS)})")
     output = Output()
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     rows: list[dict] = []
@@ -466,16 +473,21 @@ def main() -> None:
         (args.results / "ratios.json").write_text(json.dumps(payload, indent=1) + "\n")
         (args.results / "ratios.md").write_text(markdown(rows, breakdown, recall, started, args))
 
-    measure_encode(data, rows, args)
-    write()
-    measure_knn(data, rows, args.repeats)
-    write()
-    measure_search(data, rows, args.repeats)
-    write()
-    recall = measure_recall(data)
-    write()
-    breakdown = measure_tag(args, rows, output)
-    write()
+    if "encode" in args.pairs:
+        measure_encode(data, rows, args)
+        write()
+    if "knn" in args.pairs:
+        measure_knn(data, rows, args.repeats)
+        write()
+    if args.pairs & {"search", "hybrid"}:
+        measure_search(data, rows, args.repeats, args.pairs)
+        write()
+    if "recall" in args.pairs:
+        recall = measure_recall(data)
+        write()
+    if "tag" in args.pairs:
+        breakdown = measure_tag(args, rows, output)
+        write()
     for r in rows:
         output.add("ratios", f"{r['path']} vs raw", r["ratio"], "x" if r["ratio_kind"].startswith("throughput") else "× time",
                    args.device, r["n"], {k: v for k, v in r.items() if k not in ("path",)})
