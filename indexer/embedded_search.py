@@ -157,14 +157,19 @@ class EmbeddedBackend:
             depth = max(query.window, query.offset + query.size)  # how deep each ranked list goes
             parts: list[tuple[str, list]] = []
             ranked: list[list[tuple[str, float]]] = []
-            if match is not None:
-                parts.append(fulltext.text_candidates(match, scope))
-                if query.sort_key is None:
-                    ranked.append(fulltext.text_ranked(conn, match, scope, depth if hybrid else query.offset + query.size,
-                                                       query.boosts, query.boost_weight))
+            known_total: int | None = None
+            knn = None
             if query.vector is not None:
                 knn = [(pid, sim) for pid, sim in self._knn(conn, vectors.text, query.vector, depth, scope)
                        if query.min_similarity is None or sim >= query.min_similarity]
+            if match is not None:
+                parts.append(fulltext.text_candidates(match, scope))
+                if query.sort_key is None:
+                    top, known_total = fulltext.text_ranked(
+                        conn, match, scope, depth if hybrid else query.offset + query.size, query.boosts,
+                        query.boost_weight, [pid for pid, _ in knn or ()])
+                    ranked.append(top)
+            if knn is not None:
                 parts.append(fulltext.id_candidates([pid for pid, _ in knn]))
                 ranked.append(knn)
             if not parts:
@@ -176,7 +181,8 @@ class EmbeddedBackend:
                 fused = rrf_fuse([[pid for pid, _ in r] for r in ranked], query.rank_constant) if hybrid else ranked[0]
                 scored = [(pid, score, ()) for pid, score in fused[query.offset : query.offset + query.size]]
             return SearchResults(
-                hits=fulltext.hits(conn, scored), total=fulltext.total(conn, candidates),
+                hits=fulltext.hits(conn, scored),
+                total=fulltext.total(conn, candidates) if known_total is None else known_total,
                 facets={f: fulltext.value_counts(conn, "tags", f, candidates, query.facet_size) for f in query.facets},
                 attribute_facets={a: fulltext.value_counts(conn, "attrs", a, candidates, query.facet_size)
                                   for a in query.attribute_facets},

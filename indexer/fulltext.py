@@ -197,37 +197,45 @@ def generation(conn: sqlite3.Connection) -> int:
 
 # ---- reading ------------------------------------------------------------------------------------------------
 def text_ranked(conn: sqlite3.Connection, match: str, scope: Scope, limit: int, boosts: dict[str, list[str]],
-                boost_weight: float) -> list[tuple[str, float]]:
-    """(id, bm25 score + query-tag boosts) of the products matching `match` and passing `scope`, best first."""
+                boost_weight: float, also: Sequence[str] = ()) -> tuple[list[tuple[str, float]], int | None]:
+    """(id, bm25 score + query-tag boosts) of the products matching `match` and passing `scope`, best first; and,
+    when it comes with the same query, how many products match or are among the ids `also` (the candidates'
+    total; None: count them apart)."""
     # FTS5 must stay the outer loop: a tag filter pushed into it as a rowid constraint would re-run the
     # full-text match once per allowed product (seconds at 20k products); `+` and CROSS JOIN keep the filter a
     # check on each match instead
     sql, params = filter_sql(scope, "+d.rid")
     boost, boost_params = boost_sql(boosts, boost_weight)
     if not sql and not boost_params:
-        return _fts_top(conn, match, limit)
+        return _fts_top(conn, match, limit, also)
     return conn.execute(
         f"""SELECT d.id, -{BM25} + {boost} AS score FROM docs_fts CROSS JOIN docs d ON d.rid = docs_fts.rowid
             WHERE docs_fts MATCH ?{sql}
             ORDER BY score DESC, d.id LIMIT ?""",
         [*boost_params, match, *params, limit],
-    ).fetchall()
+    ).fetchall(), None
 
 
-def _fts_top(conn: sqlite3.Connection, match: str, limit: int) -> list[tuple[str, float]]:
-    """`text_ranked` without filters or boosts. Each match is scored once (bm25 is most of the cost), and only
-    the matches scoring at least the `limit`-th best are joined to `docs` for their ids, which break ties:
-    joining every match first cost half the search, and taking the top `limit` inside FTS5 alone cannot
-    break a tie that straddles the cut (most short-title queries have one)."""
+def _fts_top(conn: sqlite3.Connection, match: str, limit: int,
+             also: Sequence[str]) -> tuple[list[tuple[str, float]], int | None]:
+    """`text_ranked` without filters or boosts, in one query. Each match is scored once (bm25 is most of the
+    cost), and only the matches scoring at least the `limit`-th best are joined to `docs` for their ids, which
+    break ties: joining every match first cost half the search, and taking the top `limit` inside FTS5 alone
+    cannot break a tie that straddles the cut (most short-title queries have one). The total rides along, so
+    the full-text match is not run a second time to count it."""
     if limit <= 0:
-        return []
-    return conn.execute(
-        f"""WITH m AS MATERIALIZED (SELECT rowid, -{BM25} AS score FROM docs_fts WHERE docs_fts MATCH ?)
-            SELECT d.id, m.score FROM m JOIN docs d ON d.rid = m.rowid
-            WHERE m.score >= (SELECT min(score) FROM (SELECT score FROM m ORDER BY score DESC LIMIT ?))
+        return [], None
+    rows = conn.execute(
+        f"""WITH m AS MATERIALIZED (SELECT rowid, -{BM25} AS score FROM docs_fts WHERE docs_fts MATCH ?),
+                 cut AS (SELECT min(score) AS score FROM (SELECT score FROM m ORDER BY score DESC LIMIT ?))
+            SELECT d.id, m.score, (SELECT COUNT(*) FROM m) + (SELECT COUNT(*) FROM docs
+                WHERE id IN (SELECT value FROM json_each(?)) AND rid NOT IN (SELECT rowid FROM m))
+            FROM m JOIN docs d ON d.rid = m.rowid
+            WHERE m.score >= (SELECT score FROM cut)
             ORDER BY m.score DESC, d.id LIMIT ?""",
-        [match, limit, limit],
+        [match, limit, json.dumps(list(also)), limit],
     ).fetchall()
+    return [(pid, score) for pid, score, _ in rows], rows[0][2] if rows else None
 
 
 def text_candidates(match: str, scope: Scope) -> tuple[str, list]:
