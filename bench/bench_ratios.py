@@ -11,7 +11,8 @@ to `run.py`.
   against the same faiss index's search + a numpy vote.
 - **encode through the cache** against the encoder class (uncached titles, a fresh cache each time).
 - **text search** and **hybrid search** (44k, embedded backend) against raw FTS5 top-10, and raw FTS5 + faiss +
-  reciprocal rank fusion in Python.
+  reciprocal rank fusion in Python; the raw side also fetches what every search answer carries (each hit's
+  text, tag values, attributes and numbers, and the total count), in plain SQL.
 - **recall@10** of the IVF/HNSW choices on the real MiniLM vectors (44k) against exact search.
 """
 
@@ -36,6 +37,9 @@ KNN_K = 20
 TEMPERATURE = 0.05
 QUERIES = 100
 RRF_K = 60
+# what a search answer carries beyond the ranked ids, so the raw side does it too (`SearchResults`: hits with
+# their text, tag values, attributes and numbers, and the total of matching products)
+HIT_WORK = "hit fields (title, description, tags, attributes, numbers) + total count"
 PAIRS = ("encode", "knn", "search", "hybrid", "recall", "tag")
 
 
@@ -315,7 +319,7 @@ def measure_search(data, rows: list[dict], repeats: int, pairs: set[str]) -> Non
 
     from bench_search import workload
     from shoptag.indexer.backends import VectorDims, open_backend
-    from shoptag.indexer.documents import SearchQuery
+    from shoptag.indexer.documents import SearchQuery, SearchResults
     from shoptag.indexer.fulltext import BM25, match_expression
     from shoptag.pipeline.reindex import reindex
     from shoptag.pipeline.workspace import Workspace
@@ -336,58 +340,95 @@ def measure_search(data, rows: list[dict], repeats: int, pairs: set[str]) -> Non
         ids = data.ids
         results: dict[str, list] = {}
 
-        def fts_top(text: str, limit: int) -> list[tuple[str, str]]:
+        def fts_top(match: str, limit: int, columns: str = "d.id") -> list[tuple]:
             return conn.execute(
-                f"""SELECT d.id, d.title FROM (SELECT rowid, {BM25} AS b FROM docs_fts WHERE docs_fts MATCH ?
+                f"""SELECT {columns} FROM (SELECT rowid, {BM25} AS b FROM docs_fts WHERE docs_fts MATCH ?
                     ORDER BY b LIMIT ?) t JOIN docs d ON d.rid = t.rowid ORDER BY t.b, d.id""",
-                [match_expression(text), limit]).fetchall()
+                [match, limit]).fetchall()
+
+        def hit_fields(rids: list[int]) -> dict[int, tuple]:
+            """What a hit carries besides its text, in plain SQL: tag values (best first), attributes, numbers."""
+            marks = json.dumps(rids)
+            tags: dict[int, dict[str, list[str]]] = {}
+            for rid, family, value in conn.execute(
+                    """SELECT rid, family, value FROM tags WHERE rid IN (SELECT value FROM json_each(?))
+                       ORDER BY rid, family, score DESC, value""", [marks]):
+                tags.setdefault(rid, {}).setdefault(family, []).append(value)
+            named: list[dict[int, dict]] = [{}, {}]
+            for table, out in zip(("attrs", "numbers"), named):
+                for rid, name, value in conn.execute(
+                        f"SELECT rid, name, value FROM {table} WHERE rid IN (SELECT value FROM json_each(?))", [marks]):
+                    out.setdefault(rid, {})[name] = value
+            return {rid: (tags.get(rid, {}), named[0].get(rid, {}), named[1].get(rid, {})) for rid in rids}
+
+        def answered(results_: SearchResults) -> tuple[list[tuple[str, tuple]], int]:
+            return [(h.id, (h.tags, h.attributes, h.numbers)) for h in results_.hits], results_.total
 
         def ours_text() -> None:
-            results["ours_text"] = [[h.id for h in backend.search(SearchQuery(text=t, size=10)).hits] for t in load.texts]
+            results["ours_text"] = [answered(backend.search(SearchQuery(text=t, size=10))) for t in load.texts]
 
         def raw_text() -> None:
-            results["raw_text"] = [[pid for pid, _ in fts_top(t, 10)] for t in load.texts]
+            out = []
+            for t in load.texts:
+                match = match_expression(t)
+                top = fts_top(match, 10, "d.rid, d.id, d.title, d.description")
+                fields = hit_fields([rid for rid, *_ in top])
+                total = conn.execute("SELECT COUNT(*) FROM docs_fts WHERE docs_fts MATCH ?", [match]).fetchone()[0]
+                out.append(([(pid, fields[rid]) for rid, pid, _, _ in top], total))
+            results["raw_text"] = out
 
         window = SearchQuery(text="x").window
 
         def ours_hybrid() -> None:
-            results["ours_hybrid"] = [[h.id for h in backend.search(SearchQuery(text=t, vector=v, size=10)).hits]
+            results["ours_hybrid"] = [answered(backend.search(SearchQuery(text=t, vector=v, size=10)))
                                       for t, v in zip(load.texts, load.vectors)]
 
         def raw_hybrid() -> None:
             out = []
             for t, v in zip(load.texts, load.vectors):
-                text_ids = [pid for pid, _ in fts_top(t, window)]
+                match = match_expression(t)
+                text_ids = [pid for pid, in fts_top(match, window)]
                 _, keys = exact.search(v[None, :], window)
+                knn_ids = [ids[k] for k in keys[0] if k >= 0]
                 fused: dict[str, float] = {}
-                for ranked in (text_ids, [ids[k] for k in keys[0] if k >= 0]):
+                for ranked in (text_ids, knn_ids):
                     for rank, pid in enumerate(ranked):
                         fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + rank + 1)
                 top = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:10]
-                titles = dict(conn.execute("SELECT id, title FROM docs WHERE id IN (SELECT value FROM json_each(?))",
-                                           [json.dumps([pid for pid, _ in top])]))
-                out.append([pid for pid, _ in top if pid in titles])
+                docs = {pid: (rid, title, description) for rid, pid, title, description in conn.execute(
+                    "SELECT rid, id, title, description FROM docs WHERE id IN (SELECT value FROM json_each(?))",
+                    [json.dumps([pid for pid, _ in top])])}
+                fields = hit_fields([docs[pid][0] for pid, _ in top if pid in docs])
+                total = conn.execute(
+                    """SELECT COUNT(*) FROM (SELECT rowid FROM docs_fts WHERE docs_fts MATCH ?
+                       UNION SELECT rid FROM docs WHERE id IN (SELECT value FROM json_each(?)))""",
+                    [match, json.dumps(knn_ids)]).fetchone()[0]
+                out.append(([(pid, fields[docs[pid][0]]) for pid, _ in top if pid in docs], total))
             results["raw_hybrid"] = out
 
         if "search" in pairs:
             t_ours, t_raw = alternated(ours_text, raw_text, repeats)
-            agree = _agreement(results["ours_text"], results["raw_text"])
             rows.append(row("text search (top 10)", t_ours, t_raw, 1.2, len(data.ids),
-                            raw_name=f"FTS5 bm25 top 10 + titles, {QUERIES} queries", note=f"same hits: {agree:.1%}"))
+                            raw_name=f"FTS5 bm25 top 10 + {HIT_WORK}, {QUERIES} queries",
+                            note=_agreement(results["ours_text"], results["raw_text"])))
         if "hybrid" in pairs:
             t_ours, t_raw = alternated(ours_hybrid, raw_hybrid, repeats)
-            agree = _agreement(results["ours_hybrid"], results["raw_hybrid"])
             rows.append(row("hybrid search (top 10)", t_ours, t_raw, 1.1, len(data.ids),
-                            raw_name=f"FTS5 top {window} + faiss IndexFlatIP top {window} + RRF in Python + titles, "
-                                     f"{QUERIES} queries", note=f"same hits: {agree:.1%}"))
+                            raw_name=f"FTS5 top {window} + faiss IndexFlatIP top {window} + RRF in Python + "
+                                     f"{HIT_WORK} (of the union), {QUERIES} queries",
+                            note=_agreement(results["ours_hybrid"], results["raw_hybrid"])))
         conn.close()
     finally:
         backend.close()
 
 
-def _agreement(ours: list[list[str]], raw: list[list[str]]) -> float:
-    """Share of queries whose top 10 is the same set (ties at equal score may order differently)."""
-    return sum(set(a) == set(b) for a, b in zip(ours, raw)) / max(len(ours), 1)
+def _agreement(ours: list[tuple[list[tuple[str, tuple]], int]], raw: list[tuple[list[tuple[str, tuple]], int]]) -> str:
+    """Share of queries whose top 10 is the same set (ties at equal score may order differently), and share whose
+    total and hit fields agree too."""
+    same = [{pid for pid, _ in a} == {pid for pid, _ in b} for (a, _), (b, _) in zip(ours, raw)]
+    full = [s and ta == tb and dict(a) == dict(b) for s, (a, ta), (b, tb) in zip(same, ours, raw)]
+    n = max(len(ours), 1)
+    return f"same hits: {sum(same) / n:.1%}; same totals and hit fields: {sum(full) / n:.1%}"
 
 
 # ---- recall of the index choices ------------------------------------------------------------------------------------
