@@ -47,9 +47,11 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternated repeats of each pair (at least 3)")
     parser.add_argument("--tag-products", type=int, default=20_000, help="catalog size of the tag runs")
     parser.add_argument("--encode-texts", type=int, default=4_000, help="titles of the encode-through-cache pair")
-    parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--pairs", type=lambda text: set(text.split(",")), default=set(PAIRS),
                         help=f"comma-separated sections to run (default all): {','.join(PAIRS)}")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="folder of ratios.json/.md (default bench/results; with only some --pairs, the scratch "
+                             "folder, so a partial run never replaces the full figures)")
 
 
 # ---- timing -----------------------------------------------------------------------------------------------------
@@ -467,7 +469,8 @@ def markdown(rows: list[dict], breakdown: dict, recall: list[dict], started: str
     lines = [
         "# shoptag against its raw libraries",
         "",
-        f"Run {started} on {machine('cpu')} with `bench/bench_ratios.py{' --quick' if args.quick else ''}`"
+        f"Run {started} on {machine('cpu')} with `bench/bench_ratios.py{' --quick' if args.quick else ''}"
+        f"{'' if args.pairs == set(PAIRS) else ' --pairs ' + ','.join(p for p in PAIRS if p in args.pairs)}`"
         f" ({args.repeats} alternated repeats of each pair; median seconds and min–max spread; `--quick`: the first"
         " 2,000 fashion products, tag on 1,000). Raw samples in `ratios.json`.",
         "",
@@ -499,6 +502,8 @@ def main() -> None:
         raise SystemExit("--repeats must be at least 3")
     if args.pairs - set(PAIRS):
         raise SystemExit(f"--pairs: unknown {', '.join(sorted(args.pairs - set(PAIRS)))} (known: {', '.join(PAIRS)})")
+    if args.results is None:
+        args.results = RESULTS if args.pairs == set(PAIRS) else args.work / "ratios-partial"
     output = Output()
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     rows: list[dict] = []
