@@ -150,7 +150,7 @@ class EmbeddedBackend:
         """Hybrid search: FTS5 bm25 list (plus query-tag boosts) and kNN list fused by reciprocal rank fusion;
         either alone when the query has only text or only a vector; all filtered products when it has neither.
         A field sort orders the same candidates by price, newest or popularity instead, paged by `after`."""
-        with self._snapshot() as (conn, vectors):
+        with self._snapshot(vectors=query.vector is not None) as (conn, vectors):
             scope = fulltext.Scope.of(query)
             match = fulltext.match_expression(query.text)
             hybrid = match is not None and query.vector is not None
@@ -159,7 +159,7 @@ class EmbeddedBackend:
             ranked: list[list[tuple[str, float]]] = []
             known_total: int | None = None
             knn = None
-            if query.vector is not None:
+            if query.vector is not None and vectors is not None:
                 knn = [(pid, sim) for pid, sim in self._knn(conn, vectors.text, query.vector, depth, scope)
                        if query.min_similarity is None or sim >= query.min_similarity]
             if match is not None:
@@ -250,11 +250,15 @@ class EmbeddedBackend:
             fetch *= 4
 
     @contextmanager
-    def _snapshot(self) -> Iterator[tuple[sqlite3.Connection, Vectors]]:
-        """The read-only connection inside one read transaction, and the vector indexes of the same version."""
+    def _snapshot(self, *, vectors: bool = True) -> Iterator[tuple[sqlite3.Connection, Vectors | None]]:
+        """The read-only connection inside one read transaction, and the vector indexes of the same version (None
+        when the reader needs no `vectors`: a search without a query vector skips looking for new ones)."""
         with self._vector_lock:
             self._reader.execute("BEGIN")
             try:
+                if not vectors:
+                    yield self._reader, None
+                    return
                 self._vectors = self._log.fresh(self._vectors, self._reader)
                 yield self._reader, self._vectors
             finally:

@@ -71,8 +71,14 @@ class VectorLog:
         return VectorIndex(dim, **index_options(self.index))
 
     def fresh(self, vectors: Vectors, conn: sqlite3.Connection) -> Vectors:
-        """`vectors` brought up to what `conn` sees: a newer snapshot is loaded, then the log after it replayed."""
-        version = self.version(conn)
+        """`vectors` brought up to what `conn` sees: a newer snapshot is loaded, then the log after it replayed.
+        One query when nothing changed (every search asks): the same snapshot and no seq logged past `vectors.seq`
+        (AUTOINCREMENT's last seq only grows, so none can be in the log)."""
+        version, last = conn.execute(
+            "SELECT (SELECT value FROM meta WHERE key = 'vectors'),"
+            " (SELECT seq FROM sqlite_sequence WHERE name = 'vector_log')").fetchone()
+        if version == vectors.version and (last or 0) == vectors.seq:
+            return vectors
         if version > vectors.version:
             vectors = self._load(version)
             vectors.seq = conn.execute("SELECT value FROM meta WHERE key = 'log_seq'").fetchone()[0]
