@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
@@ -56,3 +57,18 @@ def test_export_cli_streams_to_stdout_and_checks_its_options(trained_sample, mon
     assert all(t["status"] == "accepted" for r in lines for ts in r["tags"].values() for t in ts)
     assert runner.invoke(app, ["export", "--format", "xml"], env=env).exit_code == EXIT_USAGE
     assert runner.invoke(app, ["export", "--format", "parquet"], env=env).exit_code == EXIT_USAGE  # needs --out
+
+
+def test_export_says_its_time_is_the_write_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text(json.dumps({"id": "P1", "title": "Red shirt", "tags": {"colour": ["Red"]}}) + "\n")
+    runner, env = CliRunner(), {"SHOPTAG_WORKSPACE": str(tmp_path / "ws")}
+    assert runner.invoke(app, ["ingest", str(catalog)], env=env).exit_code == 0
+    result = runner.invoke(app, ["export", "--out", str(tmp_path / "tags.jsonl")], env=env)
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(r"exported 1 products, 1 tags → \S+tags\.jsonl; the write took [\d.]+ s \([\d,]+ products/s\), "
+                        r"start-up not counted", result.stdout.strip()), result.stdout
+    report = json.loads(runner.invoke(app, ["export", "--out", str(tmp_path / "t.csv"), "--format", "csv", "--json"],
+                                      env=env).stdout)
+    assert {"write_seconds", "write_products_per_second"} <= set(report) and "seconds" not in report
