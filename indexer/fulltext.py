@@ -339,11 +339,9 @@ def hits(conn: sqlite3.Connection, scored: Sequence[tuple[str, float, tuple]]) -
         "SELECT rid, id, title, description FROM docs WHERE id IN (SELECT value FROM json_each(?))", (ids,))}
     rids = json.dumps([row[0] for row in rows.values()])
     tags: dict[int, dict[str, list[str]]] = {}
-    # ordered here rather than by SQL, whose sort of these few rows cost more than fetching them (family and
-    # value compare by code point, as SQLite's binary collation compares their UTF-8)
-    for rid, family, _, value in sorted(conn.execute(
-            "SELECT rid, family, -score, value FROM tags WHERE rid IN (SELECT value FROM json_each(?))", (rids,)),
-            key=lambda row: row[1:]):
+    for rid, family, value in conn.execute(
+        """SELECT rid, family, value FROM tags WHERE rid IN (SELECT value FROM json_each(?))
+           ORDER BY family, score DESC, value""", (rids,)):
         tags.setdefault(rid, {}).setdefault(family, []).append(value)
     attributes: dict[int, dict[str, str]] = {}
     for rid, name, value in conn.execute(
