@@ -160,8 +160,9 @@ class EmbeddedBackend:
             known_total: int | None = None
             knn = None
             if query.vector is not None and vectors is not None:
-                knn = [(pid, sim) for pid, sim in self._knn(conn, vectors.text, query.vector, depth, scope)
-                       if query.min_similarity is None or sim >= query.min_similarity]
+                knn = self._knn(conn, vectors.text, query.vector, depth, scope)
+                if query.min_similarity is not None:
+                    knn = [(pid, sim) for pid, sim in knn if sim >= query.min_similarity]
             if match is not None:
                 parts.append(fulltext.text_candidates(match, scope))
                 if query.sort_key is None:
@@ -239,7 +240,7 @@ class EmbeddedBackend:
         (without filters, FAISS's own top `k`)."""
         if not (scope.tags or scope.attributes or scope.ranges):
             ids, sims = index.search(np.asarray(vector)[None, :], min(k, len(index)), exclude=[exclude])
-            return [(pid, float(sim)) for pid, sim in zip(ids[0], sims[0])]
+            return list(zip(ids[0], sims[0].tolist()))
         fetch = 4 * k
         while True:
             ids, sims = index.search(np.asarray(vector)[None, :], min(fetch, len(index)), exclude=[exclude])
