@@ -61,38 +61,44 @@ def build(products: int, settings: Settings) -> tuple[dict[str, dict[str, list[s
     return truth, eval_ids
 
 
-def measure(settings: Settings, encoders: Encoders, truth: dict, eval_ids: list[str]) -> dict:
-    """The current model on the evaluation set: per family and averaged over families."""
+def measure(settings: Settings, encoders: Encoders, truth: dict, eval_ids: list[str], candidate=None) -> dict:
+    """The current model on the evaluation set: per family and averaged over families; with `candidate`, the
+    round's candidate's means too (promoted or kept aside: whether the guard judged right)."""
     workspace = Workspace(settings.workspace)
     store, cache = workspace.open_store(), workspace.open_cache()
     try:
         products = store.products(eval_ids)
         vectors, _ = encode_products(products, encoders, cache, show_progress=False)
         model = load_checked_model(workspace.models_dir, encoders, settings.index)
-        families = family_metrics(model, vectors.fused, [p.text for p in products], [p.id for p in products],
-                                  [truth[p.id] for p in products])
+        args = (vectors.fused, [p.text for p in products], [p.id for p in products], [truth[p.id] for p in products])
+        families = family_metrics(model, *args)
+        tried = family_metrics(candidate, *args) if candidate is not None else None
         labelled = len([1 for fams in store.known_tags().values() if any(fams.values())])
         queued = store.read("SELECT COUNT(*) FROM tags WHERE status = 'review'")[0][0]
     finally:
         cache.close()
         store.close()
     mean = {m: round(float(np.mean([f[m] for f in families.values()])), 4) for m in ("f1_weighted", "coverage_at_target")}
+    if tried is not None:
+        mean |= {f"candidate_{m}": round(float(np.mean([f[m] for f in tried.values()])), 4)
+                 for m in ("f1_weighted", "coverage_at_target")}
     return {"labelled_products": labelled, "queue": queued, **mean, "families": families}
 
 
-def retrain(settings: Settings, encoders: Encoders) -> dict:
-    """`train --if-better`, then `tag` (every product the new model has not tagged yet, search kept in step)."""
+def retrain(settings: Settings, encoders: Encoders) -> tuple[dict, object]:
+    """`train --if-better`, then `tag` (every product the new model has not tagged yet, search kept in step);
+    the guard's verdict and the candidate model."""
     store = Workspace(settings.workspace).open_store()
     backend = open_search(settings, encoders)
     try:
-        _, summary = train_if_better(settings, store, encoders, show_progress=False)
+        candidate, summary = train_if_better(settings, store, encoders, show_progress=False)
         tagged = tag(settings, store, encoders, backend, show_progress=False)
     finally:
         backend.close()
         store.close()
     guard = summary["guard"]
     return {"promoted": guard["promoted"], "reasons": guard["reasons"], "held_out": guard["held_out"],
-            "judged": guard["judged"], "guard_families": guard["families"], "retagged": tagged.tagged}
+            "judged": guard["judged"], "guard_families": guard["families"], "retagged": tagged.tagged}, candidate
 
 
 def review_round(client: TestClient, truth: dict, evaluated: set[str], n: int, careless: bool = False) -> dict:
@@ -154,8 +160,9 @@ def main() -> None:
     start = time.perf_counter()
     truth, eval_ids = build(args.products, settings)
     evaluated = set(eval_ids)
-    rounds = [{"round": 0, "reviewer": "none (2% seed labels)", **retrain(settings, encoders),
-               **measure(settings, encoders, truth, eval_ids), "seconds": round(time.perf_counter() - start, 1)}]
+    verdict, candidate = retrain(settings, encoders)
+    rounds = [{"round": 0, "reviewer": "none (2% seed labels)", **verdict,
+               **measure(settings, encoders, truth, eval_ids, candidate), "seconds": round(time.perf_counter() - start, 1)}]
     print(json.dumps({k: v for k, v in rounds[-1].items() if k != "families"}))
     headers = {"X-API-Key": KEY, "X-Reviewer": "simulated"}
     for r in range(1, args.rounds + 2):
@@ -164,10 +171,11 @@ def main() -> None:
         with TestClient(create_app(settings), headers=headers) as client:
             decided = review_round(client, truth, evaluated, args.decisions, careless=careless)
             review_seconds = time.perf_counter() - t0
-        result = retrain(settings, encoders)
+        result, candidate = retrain(settings, encoders)
         row = {"round": r, "reviewer": "careless" if careless else "true labels",
                **{k: v for k, v in decided.items() if k != "ids"}, "review_api_seconds": round(review_seconds, 1),
-               **result, **measure(settings, encoders, truth, eval_ids), "seconds": round(time.perf_counter() - t0, 1)}
+               **result, **measure(settings, encoders, truth, eval_ids, candidate),
+               "seconds": round(time.perf_counter() - t0, 1)}
         if careless:  # take the wrong decisions back through the API, newest first
             with TestClient(create_app(settings), headers=headers) as client:
                 for decision in reversed(decided["ids"]):
@@ -190,15 +198,18 @@ def markdown(report: dict) -> str:
         f"labelled for evaluation; target precision {report['target_precision']})",
         "",
         "| round | reviewer | decisions (accept / pick / typed / wrong) | labelled products | guard | "
-        "coverage at target (mean of families) | weighted F1 (mean) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "coverage at target (mean of families) | weighted F1 (mean) | the candidate's coverage / F1 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in report["rounds"]:
         decisions = "-" if r["round"] == 0 else f"{r['decisions']} ({r['accept']} / {r['pick another']} / {r['typed']} / {r['wrong']})"
         guard = "promoted" if r["promoted"] else "kept aside: " + "; ".join(r["reasons"])[:300]
         lines.append(f"| {r['round']} | {r['reviewer']} | {decisions} | {r['labelled_products']} | {guard} | "
-                     f"{r['coverage_at_target']:.4f} | {r['f1_weighted']:.4f} |")
-    lines += ["", "Decisions per family, and what the guard judged:", ""]
+                     f"{r['coverage_at_target']:.4f} | {r['f1_weighted']:.4f} | "
+                     f"{r['candidate_coverage_at_target']:.4f} / {r['candidate_f1_weighted']:.4f} |")
+    lines += ["", "Coverage and F1 are the current model's on the evaluation set after the round; the last column is"
+              " the round's candidate on the same set, whether the guard promoted it or kept it aside.", "",
+              "Decisions per family, and what the guard judged:", ""]
     for r in report["rounds"][1:]:
         lines.append(f"- round {r['round']}: " + ", ".join(f"{f} {n}" for f, n in r["by_family"].items())
                      + f"; guard on {r['held_out']} held-out products, judged: {r['judged']}")
