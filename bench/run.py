@@ -64,10 +64,12 @@ def run_job(job: Job, device: str, args: argparse.Namespace) -> dict:
     load_start = load_1m()
     run = run_measured(command, {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     load_end = load_1m()
-    result = json.loads(out.read_text()) if run.returncode == 0 and out.stat().st_size else {"figures": [], "notes": []}
+    # a module that failed part-way keeps the figures it wrote before the failure
+    result = json.loads(out.read_text()) if out.stat().st_size else {"figures": [], "notes": []}
     out.unlink(missing_ok=True)
     if run.returncode != 0:
-        result["notes"].append(f"failed with exit status {run.returncode}: see the run's stderr")
+        result["notes"].append(f"failed with exit status {run.returncode} after {len(result['figures'])} figures: "
+                               "see the run's stderr")
     print(f"[bench] {job.name} done in {run.seconds:.0f}s, peak RSS {run.peak_rss_mb:.0f} MB", file=sys.stderr, flush=True)
     return {"job": job.name, "args": list(job.args), "device": device, "machine": machine(device), "rc": run.returncode,
             "wall_s": run.seconds, "peak_rss_mb": run.peak_rss_mb, "load_1m_start": load_start, "load_1m_end": load_end,
