@@ -240,6 +240,12 @@ def _reasons(idx: np.ndarray, parts: dict[str, np.ndarray]) -> list[str]:
     return [names[j] for j in stacked.argmax(axis=0)] if len(idx) else []
 
 
+def _not_in_model(product_id: str) -> NotFound:
+    """The one answer for an id the recommendation model lacks, which says how it gets in."""
+    return NotFound(f"no product {product_id!r} in the recommendation model (an id of the catalog; a product "
+                    "added since the last `shoptag events` joins at the next model rebuild)")
+
+
 def recommend(settings: Settings, model: RecsModel, log: EventLog, user: str | None, k: int,
               context: str | None = None) -> tuple[list[Recommendation], bool]:
     """Top-k for a user (and whether they were known): k items whenever the catalog has k (sparse scores are
@@ -247,8 +253,7 @@ def recommend(settings: Settings, model: RecsModel, log: EventLog, user: str | N
     id) when given; an unknown user is never an error, an unknown `context` is (`NotFound`)."""
     s = settings.behaviour
     if context is not None and context not in model.position:
-        raise NotFound(f"no product {context!r} in the recommendation model (an id of the catalog; a product "
-                       "added since the last `shoptag events` joins at the next model rebuild)")
+        raise _not_in_model(context)
     history = np.zeros(len(model.item_ids))
     own_row = None
     if user:
@@ -284,8 +289,7 @@ def similar(model: RecsModel, product_id: str, k: int, mode: SimilarMode, behavi
     """Item-to-item neighbours by co-engagement (`behaviour`) or blended with content (`blend`); an item with
     no history gets content neighbours in `blend` mode."""
     if product_id not in model.position:
-        raise NotFound(f"no product {product_id!r} in the recommendation model (ingest it, then run "
-                       "`shoptag events` or `shoptag recommend --rebuild`)")
+        raise _not_in_model(product_id)
     i = model.position[product_id]
     row = model.similarity[i].toarray().ravel()
     if mode == "behaviour":

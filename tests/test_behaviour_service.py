@@ -103,6 +103,9 @@ def test_cli_events_recommend_and_similar_modes(tmp_path, monkeypatch):
     result = runner.invoke(app, ["similar", "sp-001", "--mode", "blend", "--k", "3", "--json"], env=env)
     assert result.exit_code == 0 and len(json.loads(result.stdout)) == 3
     assert runner.invoke(app, ["similar", "sp-001", "--mode", "sideways"], env=env).exit_code == EXIT_USAGE
+    result = runner.invoke(app, ["similar", "no-such-product", "--mode", "blend", "--json"], env=env)
+    assert result.exit_code == 4 and "`shoptag events`" in result.stdout, result.output
+    assert "--rebuild" not in result.stdout  # no such option: the message names the command that rebuilds
 
 
 def test_popularity_from_events_reaches_search_sort(tmp_path, monkeypatch):
