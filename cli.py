@@ -564,6 +564,7 @@ def similar(
 
     if mode not in get_args(recs.SimilarMode):
         raise BadInput(f"unknown --mode {mode!r}: content, behaviour or blend")
+    recs.check_similar_options(mode, bool(tag_filter), bool(diversity))
     with _session(config, workspace) as (settings, store):
         encoders = _encoders(settings)
         if mode != "content":

@@ -26,7 +26,7 @@ from shoptag.behaviour.recommend import (
     Weights, cobought_scores, history_vector, item_scores, neighbour_scores, profile_vector, rerank, score_parts,
     top_k, top_k_filled,
 )
-from shoptag.core.errors import NotFound
+from shoptag.core.errors import BadInput, NotFound
 from shoptag.core.files import atomic_write
 from shoptag.core.settings import BehaviourSettings, Settings
 from shoptag.store.records import Store
@@ -282,6 +282,13 @@ def recommend(settings: Settings, model: RecsModel, log: EventLog, user: str | N
     idx = top_k_filled(model.popularity, k, np.zeros(len(model.item_ids)))
     return [Recommendation(model.item_ids[j], float(model.popularity[j]),
                            "popular" if model.popularity[j] > 0 else "catalog") for j in idx], False
+
+
+def check_similar_options(mode: str, filtered: bool, diversified: bool) -> None:
+    """Tag filters and diversity act on the search backend's neighbours (`content`); the recommendation model
+    behind `behaviour` and `blend` has neither, so asking for them there is refused rather than ignored."""
+    if mode != "content" and (filtered or diversified):
+        raise BadInput(f"tag filters and diversity apply to mode content only, not {mode}")
 
 
 def similar(model: RecsModel, product_id: str, k: int, mode: SimilarMode, behaviour_weight: float

@@ -90,9 +90,8 @@ def similar(
     """The `k` products nearest to this one (never itself), optionally only those with the given tags, optionally
     re-ranked so near-duplicates do not fill the list."""
     filters = tag_filters(tag)
+    recs.check_similar_options(mode, bool(filters), bool(diversity))
     if mode != "content":
-        if filters or diversity:
-            raise BadInput("tag filters and diversity apply to mode=content only")
         found = recs.similar(state.recs.get(), product_id, k, mode, state.settings.behaviour.blend_behaviour_weight)
         products = {p.id: p for p in state.store.products([f.id for f in found])}
         tags = state.store.effective_tags([f.id for f in found])

@@ -106,6 +106,10 @@ def test_cli_events_recommend_and_similar_modes(tmp_path, monkeypatch):
     result = runner.invoke(app, ["similar", "no-such-product", "--mode", "blend", "--json"], env=env)
     assert result.exit_code == 4 and "`shoptag events`" in result.stdout, result.output
     assert "--rebuild" not in result.stdout  # no such option: the message names the command that rebuilds
+    for option in (["--tag", "colour=Black"], ["--diversity", "cap:category"]):  # refused, as over HTTP, not ignored
+        result = runner.invoke(app, ["similar", "sp-001", "--mode", "blend", *option, "--json"], env=env)
+        assert result.exit_code == EXIT_USAGE, (option, result.output)
+        assert "mode content only" in json.loads(result.stdout)["error"]
 
 
 def test_popularity_from_events_reaches_search_sort(tmp_path, monkeypatch):
