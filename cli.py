@@ -700,6 +700,8 @@ def audit(
             if drawn:
                 out.print(f"drew {drawn['drawn']} of {drawn['population']} auto-accepted {family} tags into the review "
                           f"queue (audit {drawn['audit']}, {len(drawn['strata'])} score strata)")
+            if not drawn and not found:
+                out.print(f"no audit of {family} yet: `shoptag audit --family {family}` draws one")
             for a in found:
                 measured = "not reviewed yet" if a["measured_precision"] is None else (
                     f"{a['measured_precision']:.1%} (95% {a['interval95'][0]:.1%}–{a['interval95'][1]:.1%})")

@@ -272,6 +272,8 @@ def test_a_misspelt_family_is_an_error_naming_the_closest_one(cli, tmp_path):
         result = cli(*args)
         assert result.exit_code == OUTCOMES[BadInput].exit_code, (args, result.output)
         assert "unknown family" in result.output and "(did you mean colour?)" in result.output, (args, result.output)
+    result = cli("audit", "--family", "colour", "--results")  # a known family that was never audited says so
+    assert result.exit_code == 0 and "no audit of colour yet" in result.output, result.output
     corrections = tmp_path / "feedback.jsonl"
     corrections.write_text(json.dumps({"id": "P1", "family": "colur", "values": ["Blue"]}) + "\n"
                            + json.dumps({"id": "P2", "family": "colour", "values": ["Blue"]}) + "\n")
