@@ -810,7 +810,8 @@ def events(
             if report.rejects_file:
                 out.print(f"rejects (line, item, reason): {report.rejects_file}")
                 for r in report.rejects:
-                    out.print(f"  line {r['line']} item {r['item']!r}: {r['reason']}")
+                    item = "" if r["item"] is None else f" item {r['item']!r}"  # a search or a broken line has none
+                    out.print(f"  line {r['line']}{item}: {r['reason']}", markup=False, highlight=False)
                 if report.rejected > len(report.rejects):
                     out.print(f"  … and {report.rejected - len(report.rejects)} more")
 

@@ -91,9 +91,11 @@ def test_cli_events_recommend_and_similar_modes(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["added"] == sum(1 for _ in open(EVENTS)) - 1
     bad = tmp_path / "bad.csv"
-    bad.write_text("time,type,user,item\n2024-01-01,purchase,u1,sp-001\nsoon,purchase,u1,sp-001\n")
+    bad.write_text("time,type,user,item\n2024-01-01,purchase,u1,sp-001\nsoon,purchase,u1,sp-001\n2024-01-02,search,u1,\n")
     result = runner.invoke(app, ["events", str(bad), "--json"], env=env)
     assert result.exit_code == EXIT_REJECTS and json.loads(result.stdout)["rejects"][0]["line"] == 3
+    result = runner.invoke(app, ["events", str(bad)], env=env)  # a line without an item is not "item None"
+    assert "  line 4: search event without a query" in result.output and "None" not in result.output, result.output
     result = runner.invoke(app, ["recommend", "u001", "--k", "3", "--json"], env=env)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
