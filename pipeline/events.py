@@ -131,7 +131,10 @@ def ingest_events(settings: Settings, store: Store, path: Path) -> EventsReport:
 
 
 def append_events(settings: Settings, store: Store, records: Sequence[Mapping[str, object]]) -> EventsReport:
-    """Append a batch of event records (the HTTP API); `line` in rejects is the 1-based position in the batch."""
+    """Append a batch of event records (the HTTP API); `line` in rejects is the 1-based position in the batch.
+    An empty batch adds nothing (it has no fields to check)."""
+    if not records:
+        return EventsReport()
     unknown = sorted({k for r in records for k in r} - set(COLUMNS))
     if unknown:
         raise BadInput(f"unknown event field(s): {', '.join(unknown)} (fields: {', '.join(COLUMNS)})")

@@ -41,6 +41,8 @@ def test_events_need_the_key_and_count_rejects(served):
     data = response.json()
     assert (data["added"], data["rejected"], data["rejects"][0]["line"]) == (1, 1, 2)
     assert served.post("/events", json=[{**body[0], "usr": "x"}], headers={"X-API-Key": API_KEY}).status_code == 422
+    empty = served.post("/events", json=[], headers={"X-API-Key": API_KEY})  # not "every event needs a 'time'"
+    assert empty.status_code == 200 and (empty.json()["received"], empty.json()["added"]) == (0, 0), empty.text
 
 
 def test_recommendations_follow_a_users_events(served):
