@@ -576,8 +576,15 @@ def similar(
             found = recs.similar(model, product_id, k, mode, settings.behaviour.blend_behaviour_weight)
             titles = {p.id: p.title for p in store.products([f.id for f in found])}
             rows = [{"id": f.id, "score": f.score, "title": titles.get(f.id, ""), "reason": f.reason} for f in found]
-            _emit(as_json, rows, lambda: [out.print(f"{i:>3}. {h['id']}  {h['title']}  [dim]{h['score']:.4f} "
-                                                    f"{h['reason']}[/]") for i, h in enumerate(rows, 1)])
+
+            def human() -> None:
+                if not rows:  # a product nobody engaged with alongside others yet: say so, not a blank screen
+                    out.print(f"no shopper engaged with {product_id} alongside other products yet; "
+                              "--mode blend adds products that look alike", markup=False, highlight=False)
+                for i, h in enumerate(rows, 1):
+                    out.print(f"{i:>3}. {h['id']}  {h['title']}  [dim]{h['score']:.4f} {h['reason']}[/]")
+
+            _emit(as_json, rows, human)
             return
         backend = _backend(settings, encoders)
         try:

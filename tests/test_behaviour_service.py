@@ -107,6 +107,8 @@ def test_cli_events_recommend_and_similar_modes(tmp_path, monkeypatch):
     result = runner.invoke(app, ["similar", "sp-001", "--mode", "blend", "--k", "3", "--json"], env=env)
     assert result.exit_code == 0 and len(json.loads(result.stdout)) == 3
     assert runner.invoke(app, ["similar", "sp-001", "--mode", "sideways"], env=env).exit_code == EXIT_USAGE
+    result = runner.invoke(app, ["similar", "sp-040", "--mode", "behaviour"], env=env)  # in no event: says so
+    assert result.exit_code == 0 and "no shopper engaged with sp-040" in result.output, result.output
     result = runner.invoke(app, ["similar", "no-such-product", "--mode", "blend", "--json"], env=env)
     assert result.exit_code == 4 and "`shoptag events`" in result.stdout, result.output
     assert "--rebuild" not in result.stdout  # no such option: the message names the command that rebuilds
