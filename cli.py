@@ -9,6 +9,7 @@ stdout instead of a message on stderr.
 from __future__ import annotations
 
 import functools
+import html
 import json
 import os
 import sqlite3
@@ -531,7 +532,8 @@ def search(
             if answer.hint:
                 out.print(answer.hint, markup=False, highlight=False)
             for i, hit in enumerate(results.hits, request.offset + 1):
-                title = hit.highlights.get("title", hit.title)
+                # highlights are HTML (`<em>`, entities) for a page; a terminal shows the marks, not `&#x27;`
+                title = html.unescape(hit.highlights["title"]) if "title" in hit.highlights else hit.title
                 out.print(f"{i:>3}. {hit.id}  {title}  {hit.score:.4f}", markup=False, highlight=False)
             for family, counts in {**results.facets, **results.attribute_facets}.items():
                 out.print(f"  {family}: " + ", ".join(f"{v} ({c})" for v, c in counts))

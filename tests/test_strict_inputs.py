@@ -262,6 +262,14 @@ def test_an_image_sent_as_bytes_is_named_by_its_size_not_a_buffer_repr():
     assert str(caught.value) == "cannot read image item 3 <13 bytes>: not an image in a format Pillow reads"
 
 
+def test_highlighted_titles_print_as_text_in_a_terminal(cli, tmp_path):
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text(json.dumps({"id": "P1", "title": "Women's Jeans & Co"}) + "\n")
+    assert cli("ingest", str(catalog)).exit_code == 0 and cli("reindex").exit_code == 0
+    result = cli("search", "jeans", "--highlight")
+    assert result.exit_code == 0 and "P1  Women's <em>Jeans</em> & Co" in result.output, result.output
+
+
 def test_a_misspelt_family_is_an_error_naming_the_closest_one(cli, tmp_path):
     catalog = tmp_path / "catalog.jsonl"
     catalog.write_text("".join(json.dumps({"id": f"P{i}", "title": f"Cotton shirt {i}", "tags": {"colour": ["Red"]}}) + "\n"
