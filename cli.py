@@ -131,14 +131,9 @@ def _session(config: Path | None, workspace: Path | None, *, create: bool = Fals
 
 
 def _check_families(settings: Any, store: Any, families: list[str]) -> None:
-    """`UnknownFamily`, naming the closest one, for a family the workspace does not know (most often a typo)."""
-    from shoptag.core.errors import UnknownFamily
-    from shoptag.pipeline.tag_system import known_families
+    from shoptag.pipeline.tag_system import check_families
 
-    known = known_families(settings, store.families())
-    for family in families:
-        if family not in known:
-            raise UnknownFamily(family, known)
+    check_families(settings, store.families(), families)
 
 
 def _plain(value: Any) -> Any:

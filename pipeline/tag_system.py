@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shoptag.core.errors import NotFound
+from shoptag.core.errors import NotFound, UnknownFamily
 from shoptag.core.settings import Settings
 from shoptag.store.records import StoredProduct
 from shoptag.tagger.model import FamilyScores, TagDecision, TaggerModel
@@ -81,6 +81,15 @@ def known_families(settings: Settings, families_in_store: set[str]) -> set[str]:
     """The families a correction or a command may name: those the store holds, the taxonomy's levels and the
     declared tags' families (a new family starts in the catalog, the taxonomy or a tags file)."""
     return families_in_store | set(settings.taxonomy.levels) | {t.family for t in declared_tags(settings)}
+
+
+def check_families(settings: Settings, families_in_store: set[str], families: Sequence[str]) -> None:
+    """`UnknownFamily`, naming the closest one, for a family the workspace does not know (most often a typo):
+    the command line and the service refuse it alike rather than answer an empty list."""
+    known = known_families(settings, families_in_store)
+    for family in families:
+        if family not in known:
+            raise UnknownFamily(family, known)
 
 
 def level_prompts(tax: Taxonomy, levels: Sequence[str]) -> tuple[dict[str, list[TagPrompt]], list[list[str]]]:

@@ -14,6 +14,7 @@ from shoptag.core.errors import Conflict
 from shoptag.pipeline.review import (
     ACTIONS, DecisionIn, bulk_accept, bulk_targets, decide, queue, stats, traffic, undo,
 )
+from shoptag.pipeline.tag_system import check_families
 from shoptag.pipeline.workspace import Workspace
 
 from .auth import require_api_key
@@ -88,6 +89,7 @@ def get_queue(
 ) -> QueueOut:
     """The review queue: audit draws first, then by expected value of a decision; each item with its top
     candidates, scores, evidence (per-source scores, the neighbours that voted) and the product's title."""
+    check_families(state.settings, state.store.families(), [family] if family else [])
     items, total = queue(state.store, state.review, family=family or None, tag=tag or None, limit=limit, offset=offset,
                          traffic=traffic(Workspace(state.settings.workspace)))
     return QueueOut(total=total, items=[asdict(i) for i in items])

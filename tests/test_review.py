@@ -53,6 +53,8 @@ def test_queue_needs_the_key_and_is_ordered(served):
     family = first["family"]
     only = client.get("/review", params={"family": family, "limit": 500}).json()
     assert only["items"] and {i["family"] for i in only["items"]} == {family}
+    typo = client.get("/review", params={"family": family[:-1]})  # as `shoptag review --family`: not an empty queue
+    assert typo.status_code == 422 and f"(did you mean {family}?)" in typo.json()["detail"], typo.text
     photo = client.get("/ui/image", params={"id": "extra-06"})
     assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg" and photo.content[:2] == b"\xff\xd8"
     assert client.get("/ui/image", params={"id": "extra-07"}).status_code == 404  # no photo
