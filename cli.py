@@ -529,7 +529,7 @@ def search(
             for i, hit in enumerate(results.hits, request.offset + 1):
                 # highlights are HTML (`<em>`, entities) for a page; a terminal shows the marks, not `&#x27;`
                 title = html.unescape(hit.highlights["title"]) if "title" in hit.highlights else hit.title
-                out.print(f"{i:>3}. {hit.id}  {title}  {hit.score:.4f}", markup=False, highlight=False)
+                out.print(f"{i:>3}. {hit.id}  {title}  {_ordered_by(sort, hit)}", markup=False, highlight=False)
             for family, counts in {**results.facets, **results.attribute_facets}.items():
                 out.print(f"  {family}: " + ", ".join(f"{v} ({c})" for v, c in counts))
             for name, buckets in results.range_facets.items():
@@ -541,6 +541,23 @@ def search(
                 out.print(f"  next page: --cursor {results.cursor}")
 
         _emit(as_json, answer, human)
+
+
+def _ordered_by(sort: str, hit: Any) -> str:
+    """What a page is ordered by, for the terminal: the score under relevance, else the sort key's value (a
+    field sort leaves every score 0, which told a reader nothing)."""
+    from datetime import UTC, datetime
+
+    from shoptag.indexer.documents import MISSING_LAST, SORTS
+
+    if SORTS.get(sort) is None or not hit.sort_values:
+        return f"{hit.score:.4f}"
+    key, value = SORTS[sort][0], hit.sort_values[0]
+    if abs(value) >= MISSING_LAST:
+        return f"no {key}"
+    if key == "listed_at":
+        return "listed " + datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{key} {value:g}"
 
 
 @command()

@@ -270,6 +270,18 @@ def test_highlighted_titles_print_as_text_in_a_terminal(cli, tmp_path):
     assert result.exit_code == 0 and "P1  Women's <em>Jeans</em> & Co" in result.output, result.output
 
 
+def test_a_field_sort_prints_the_value_it_orders_by(cli, tmp_path):
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text("".join(json.dumps({"id": f"P{i}", "title": f"Shirt {i}", "attributes": attrs}) + "\n"
+                               for i, attrs in enumerate([{"price": "12.5"}, {"price": "9"}, {}])))
+    assert cli("ingest", str(catalog)).exit_code == 0 and cli("reindex").exit_code == 0
+    result = cli("search", "", "--sort", "price_asc")  # not a column of 0.0000 scores
+    assert result.exit_code == 0, result.output
+    assert [line.rsplit("  ", 1)[-1] for line in result.output.splitlines()[1:4]] == ["price 9", "price 12.5", "no price"]
+    result = cli("search", "", "--sort", "newest", "--size", "1")
+    assert "  listed 20" in result.output, result.output
+
+
 def test_a_misspelt_family_is_an_error_naming_the_closest_one(cli, tmp_path):
     catalog = tmp_path / "catalog.jsonl"
     catalog.write_text("".join(json.dumps({"id": f"P{i}", "title": f"Cotton shirt {i}", "tags": {"colour": ["Red"]}}) + "\n"
