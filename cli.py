@@ -348,7 +348,8 @@ def explain(
         data = run(store, product_id)
 
         def human() -> None:
-            out.print(f"[bold]{data['id']}[/] {data['title']}" + (f"  (image {data['image']})" if data["image"] else ""))
+            out.print(f"[bold]{escape(data['id'])}[/] {escape(data['title'])}"
+                      + (f"  (image {escape(data['image'])})" if data["image"] else ""))
             for family, tags in data["tags"].items():
                 for t in tags:
                     # tags the tag system made carry other evidence (a rule, a path, a zero-shot note): no sources
@@ -596,7 +597,7 @@ def similar(
                     out.print(f"no shopper engaged with {product_id} alongside other products yet; "
                               "--mode blend adds products that look alike", markup=False, highlight=False)
                 for i, h in enumerate(rows, 1):
-                    out.print(f"{i:>3}. {h['id']}  {h['title']}  [dim]{h['score']:.4f} {h['reason']}[/]")
+                    out.print(f"{i:>3}. {escape(h['id'])}  {escape(h['title'])}  [dim]{h['score']:.4f} {h['reason']}[/]")
 
             _emit(as_json, rows, human)
             return
@@ -606,7 +607,7 @@ def similar(
                                       parse_diversity(diversity))
         finally:
             backend.close()
-        _emit(as_json, hits, lambda: [out.print(f"{i:>3}. {h.id}  {h.title}  [dim]{h.score:.4f}[/]")
+        _emit(as_json, hits, lambda: [out.print(f"{i:>3}. {escape(h.id)}  {escape(h.title)}  [dim]{h.score:.4f}[/]")
                                       for i, h in enumerate(hits, 1)])
 
 
@@ -689,8 +690,8 @@ def review(
                 cands = ", ".join(f"{c['value']} {c['score']:.2f}" for c in i.candidates[:3])
                 cands += "".join(f"; {b['value']}: bought with it {b['share']:.0%}" if b["derived"] == "copurchase"
                                  else f"; {b['value']}: season lift {b['lift']:.1f}" for b in i.behaviour)
-                table.add_row(i.product_id, i.family + (" (audit)" if i.kind == "audit" else ""), cands,
-                              f"{i.priority:.3f}", i.title[:60])
+                table.add_row(escape(i.product_id), i.family + (" (audit)" if i.kind == "audit" else ""), escape(cands),
+                              f"{i.priority:.3f}", escape(i.title[:60]))  # catalog text is never markup
             out.print(table)
             out.print("decide in the web page (`shoptag serve`, /ui/review) or with `shoptag feedback`")
 
@@ -867,7 +868,7 @@ def recommend(
             if not known:
                 out.print(f"[dim]no events of {user!r}: popular items{' around ' + context if context else ''}[/]")
             for n, r in enumerate(rows, 1):
-                out.print(f"{n:>3}. {r['id']}  {r['title']}  [dim]{r['score']:.3f} {r['reason']}[/]")
+                out.print(f"{n:>3}. {escape(r['id'])}  {escape(r['title'])}  [dim]{r['score']:.3f} {r['reason']}[/]")
 
         _emit(as_json, {"user": user, "known_user": known, "items": rows}, human)
 

@@ -270,6 +270,16 @@ def test_highlighted_titles_print_as_text_in_a_terminal(cli, tmp_path):
     assert result.exit_code == 0 and "P1  Women's <em>Jeans</em> & Co" in result.output, result.output
 
 
+def test_catalog_text_that_looks_like_terminal_markup_prints_as_it_is(cli, tmp_path):
+    catalog = tmp_path / "catalog.jsonl"
+    title = "Denim Jeans [/b] sale [red]new"
+    catalog.write_text(json.dumps({"id": "P1", "title": title}) + "\n" + json.dumps({"id": "P2", "title": "Jeans"}) + "\n")
+    assert cli("ingest", str(catalog)).exit_code == 0 and cli("reindex").exit_code == 0
+    for args in (["similar", "P2", "--k", "1"], ["explain", "P1"]):  # a closing tag crashed rich: a traceback
+        result = cli(*args)
+        assert result.exit_code == 0 and title in result.output, (args, result.output)
+
+
 def test_a_field_sort_prints_the_value_it_orders_by(cli, tmp_path):
     catalog = tmp_path / "catalog.jsonl"
     catalog.write_text("".join(json.dumps({"id": f"P{i}", "title": f"Shirt {i}", "attributes": attrs}) + "\n"
