@@ -216,7 +216,7 @@ def ingest(
                 out.print(f"rejects (line, id, reason): {report.rejects_file}")
                 rejects = store.rejects(report.run_id)
                 for line, pid, reason, _ in rejects[:10]:
-                    out.print(f"  line {line} id {pid!r}: {reason}")
+                    out.print(f"  line {line} id {pid!r}: {reason}", markup=False, highlight=False)
                 if len(rejects) > 10:
                     out.print(f"  … and {len(rejects) - 10} more in the rejects file")
 
@@ -532,12 +532,12 @@ def search(
                 title = html.unescape(hit.highlights["title"]) if "title" in hit.highlights else hit.title
                 out.print(f"{i:>3}. {hit.id}  {title}  {_ordered_by(sort, hit)}", markup=False, highlight=False)
             for family, counts in {**results.facets, **results.attribute_facets}.items():
-                out.print(f"  {family}: " + ", ".join(f"{v} ({c})" for v, c in counts))
+                out.print(f"  {family}: " + ", ".join(f"{v} ({c})" for v, c in counts), markup=False, highlight=False)
             for name, buckets in results.range_facets.items():
                 out.print(f"  {name}: " + ", ".join(f"{b.key} ({b.count})" for b in buckets))
             for tag in answer.query_tags:
                 out.print(f"  query tag {tag.family}={tag.value} ({tag.used_as}: score {tag.score:.2f} "
-                          f">= threshold {tag.threshold:.2f})")
+                          f">= threshold {tag.threshold:.2f})", markup=False, highlight=False)
             if results.cursor:
                 out.print(f"  next page: --cursor {results.cursor}")
 

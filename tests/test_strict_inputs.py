@@ -273,8 +273,11 @@ def test_highlighted_titles_print_as_text_in_a_terminal(cli, tmp_path):
 def test_catalog_text_that_looks_like_terminal_markup_prints_as_it_is(cli, tmp_path):
     catalog = tmp_path / "catalog.jsonl"
     title = "Denim Jeans [/b] sale [red]new"
-    catalog.write_text(json.dumps({"id": "P1", "title": title}) + "\n" + json.dumps({"id": "P2", "title": "Jeans"}) + "\n")
-    assert cli("ingest", str(catalog)).exit_code == 0 and cli("reindex").exit_code == 0
+    catalog.write_text(json.dumps({"id": "P1", "title": title, "attributes": {"brand": "[/i] Acme"}}) + "\n"
+                       + json.dumps({"id": "P2", "title": "Jeans"}) + "\n" + json.dumps({"id": "[/u]", "title": 5}) + "\n")
+    assert cli("ingest", str(catalog)).exit_code == EXIT_REJECTS and cli("reindex").exit_code == 0
+    assert "id '[/u]'" in cli("ingest", str(catalog)).output  # its reject line, printed as it is
+    assert "brand: [/i] Acme (1)" in cli("search", "", "--attr-facet", "brand").output
     for args in (["similar", "P2", "--k", "1"], ["explain", "P1"]):  # a closing tag crashed rich: a traceback
         result = cli(*args)
         assert result.exit_code == 0 and title in result.output, (args, result.output)
