@@ -254,12 +254,13 @@ def train(
             if summary.get("review_only"):
                 stuck = summary["review_only"]
                 tuned = ", ".join(f"{family} (tuned on {n})" for family, n in stuck["families"].items())
-                out.print(f"no tag can be accepted yet in {tuned}: {stuck['why']}")
+                out.print(f"no tag can be accepted yet in {tuned}: {stuck['why']}", markup=False, highlight=False)
             for family, n in summary.get("not_learnt", {}).items():
                 out.print(f"not learnt in {family}: {n['values']} values ({n['labels']} labels, e.g. "
                           f"{', '.join(map(repr, n['examples']))}): "
                           + ("too few examples in the training split" if n["family_learnt"] else
-                             "the family has too few values to learn") + "; label more to teach them")
+                             "the family has too few values to learn") + "; label more to teach them",
+                          markup=False, highlight=False)
             guard = summary.get("guard")
             if guard is not None:
                 _print_guard(guard)
@@ -1044,7 +1045,8 @@ def suggest_tags(
         def human() -> None:
             table = Table("#", "tag", "synonyms merged", "products", "coherence", title="suggested tags")
             for s in found:
-                table.add_row(str(s["number"]), s["value"], ", ".join(s["synonyms"]), str(s["products"]), f"{s['coherence']:.3f}")
+                table.add_row(str(s["number"]), escape(s["value"]), escape(", ".join(s["synonyms"])), str(s["products"]),
+                              f"{s['coherence']:.3f}")
             out.print(table)
             out.print("accept with: shoptag suggest-tags --accept 1,2 --family <family>")
 
@@ -1062,7 +1064,8 @@ def rules(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json: Jso
         def human() -> None:
             table = Table("line", "rule", "fired", "correct", "precision", title="rules against the labels")
             for r in report:
-                table.add_row(str(r["line"]), r["rule"], str(r["fired_on_labelled"]), str(r["correct"]), str(r["precision"]))
+                table.add_row(str(r["line"]), escape(r["rule"]), str(r["fired_on_labelled"]), str(r["correct"]),
+                              str(r["precision"]))
             out.print(table)
 
         _emit(as_json, report, human)
@@ -1076,7 +1079,7 @@ def _settings_only(config: Path | None, workspace: Path | None):
     try:
         return load_settings(config, **({"workspace": workspace} if workspace else {}))
     except Exception as exc:  # bad settings file or env var
-        err.print(f"[red]settings error:[/] {exc}")
+        err.print(f"[red]settings error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_USAGE) from None
 
 
