@@ -260,6 +260,7 @@ def measure_knn(data, rows: list[dict], repeats: int) -> None:
             nb, sims = neighbours(index, rows_of_keys, q_vectors[start : start + batch], q_ids[start : start + batch],
                                   2 * KNN_K)
             out[start] = {f: knn_scores(nb, sims, m, KNN_K, TEMPERATURE)[0] for f, m in labels.items()}
+            out[start]["sims"] = sims
         results["ours"] = out
 
     faiss_index = index._index  # the same faiss index, searched directly
@@ -270,13 +271,26 @@ def measure_knn(data, rows: list[dict], repeats: int) -> None:
         for start in range(0, len(queries), batch):
             sims, keys = faiss_index.search(q_vectors[start : start + batch], 2 * KNN_K)
             out[start] = {f: raw_vote(keys, sims, dense[f], has[f], KNN_K, TEMPERATURE) for f in labels}
+            out[start]["sims"] = sims
         results["raw"] = out
 
     t_ours, t_raw = alternated(ours, raw, repeats)
-    same = all(np.allclose(results["ours"][s][f], results["raw"][s][f], atol=1e-5) for s in results["ours"] for f in labels)
+    # Scores must agree, except in a row whose neighbours tie exactly (duplicate products have equal similarities):
+    # ours fetches one more neighbour (the product itself may be among them), and faiss orders ties by the size of
+    # its result heap, so a tie across the k-th labelled neighbour can pick another of the tied products.
+    differ = tied = 0
+    for s, ours_batch in results["ours"].items():
+        raw_batch = results["raw"][s]
+        for r in np.flatnonzero(np.any([np.abs(ours_batch[f] - raw_batch[f]).max(1) > 1e-5 for f in labels], axis=0)):
+            same_sims = np.allclose(ours_batch["sims"][r], raw_batch["sims"][r], atol=1e-6)
+            tie = same_sims and len(np.unique(np.round(ours_batch["sims"][r], 6))) < len(ours_batch["sims"][r])
+            tied += tie
+            differ += not tie
+    note = ("scores identical" if not tied else
+            f"scores identical except {tied} rows whose tied neighbours (equal similarity) came in another order")
     rows.append(row("kNN propagation on IVF", t_ours, t_raw, 1.1, len(queries),
                     raw_name=f"faiss {factory} nprobe {index.nprobe} search + numpy vote ({len(labels)} families)",
-                    note="scores identical" if same else "SCORES DIFFER"))
+                    note=note if not differ else f"SCORES DIFFER in {differ} rows"))
 
 
 # ---- encoding through the cache -----------------------------------------------------------------------------------
