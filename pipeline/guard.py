@@ -135,26 +135,31 @@ def judge(
     return not reasons, reasons, what
 
 
-def _pooled(pairs: Sequence[tuple[Outcome, Outcome]], side: int, metric: str, rows: Sequence[np.ndarray | None]) -> float:
-    """A metric over one or more families, weighted by their held-out labels."""
-    values = [(pair[side].metrics(r)[metric], len(pair[side]) if r is None else len(r)) for pair, r in zip(pairs, rows)]
-    return sum(v * n for v, n in values) / sum(n for _, n in values)
+def _pooled(pairs: Sequence[tuple[Outcome, Outcome]], side: int, rows: Sequence[np.ndarray | None]) -> dict[str, float]:
+    """The guarded metrics over one or more families, weighted by their held-out labels (`rows`: each family's
+    products, None for all of them)."""
+    measured = [(pair[side].metrics(r), len(pair[side]) if r is None else len(r)) for pair, r in zip(pairs, rows)]
+    total = sum(n for _, n in measured)
+    return {metric: sum(m[metric] * n for m, n in measured) / total for metric in GUARDED}
 
 
 def _worse(name: str, pairs: Sequence[tuple[Outcome, Outcome]], allowed: float, confidence: float) -> list[str]:
     """The reasons the candidate (side 1 of each pair) is worse than the current model (side 0): each guarded
     metric below by more than `allowed`, on the point estimate and in `confidence` of paired resamples of the
-    held-out products (each family resampled on its own, the same draw for both models)."""
-    reasons = []
-    rng = np.random.default_rng(SEED)
-    draws = [[rng.integers(0, len(cur), len(cur)) for cur, _ in pairs] for _ in range(RESAMPLES)]
+    held-out products (each family resampled on its own, the same draw for both models). Resamples are drawn
+    only when a point estimate is below, and each is measured once for every metric."""
     point = [None] * len(pairs)
-    for metric in GUARDED:
-        cur, cand = _pooled(pairs, 0, metric, point), _pooled(pairs, 1, metric, point)
-        if cand >= cur - allowed:
-            continue
-        worse = np.mean([_pooled(pairs, 1, metric, d) < _pooled(pairs, 0, metric, d) - allowed for d in draws])
+    cur, cand = _pooled(pairs, 0, point), _pooled(pairs, 1, point)
+    below = [metric for metric in GUARDED if cand[metric] < cur[metric] - allowed]
+    if not below:
+        return []
+    rng = np.random.default_rng(SEED)
+    draws = [[rng.integers(0, len(c), len(c)) for c, _ in pairs] for _ in range(RESAMPLES)]
+    resampled = [(_pooled(pairs, 0, d), _pooled(pairs, 1, d)) for d in draws]
+    reasons = []
+    for metric in below:
+        worse = np.mean([b[metric] < a[metric] - allowed for a, b in resampled])
         if worse >= confidence:
-            reasons.append(f"{name}: {metric} {cand:.4f} < current {cur:.4f} - tolerance {allowed:g} "
+            reasons.append(f"{name}: {metric} {cand[metric]:.4f} < current {cur[metric]:.4f} - tolerance {allowed:g} "
                            f"(worse in {worse:.0%} of {RESAMPLES} paired resamples of the held-out products)")
     return reasons
