@@ -24,6 +24,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
+from sklearn.utils.class_weight import compute_sample_weight
 
 from shoptag.core.files import atomic_write
 
@@ -74,26 +75,80 @@ def shared_counts(texts: list[str]) -> TextCounts:
     return TextCounts(_vectorizer(min_df=1)).fit(texts)
 
 
+# The working-set fit of one tag: n-gram columns it starts from, most to add per round, and the slack on the
+# optimality check (LIBLINEAR's own solutions are this approximate).
+_START_COLUMNS = 256
+_ADD_COLUMNS = 1000
+_KKT_SLACK = 1e-2
+
+
+def _fit_l1_tag(
+    x: sp.csc_matrix, y: np.ndarray, C: float, class_weight: str | None
+) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    """One tag's L1 logistic regression over all n-gram columns of `x`, solved on a working set of columns.
+
+    Titles have ~150k n-gram columns and a rare tag's solution uses a few dozen, yet LIBLINEAR's L1 solver
+    sweeps every column each iteration (1.4 s per tag on 2,000 Chinese titles). So: fit the n-grams of the
+    tag's own titles plus those with the largest gradient at the intercept-only model, then check the
+    optimality condition on every left-out column (|C * gradient| <= 1 keeps a weight at zero); add the
+    violators and refit until none is left. The result solves the same problem as a fit on all columns
+    (same objective, to LIBLINEAR's tolerance), about 100 times faster.
+
+    Returns (nonzero columns, their weights, intercept, whether the last fit stopped at the iteration limit)."""
+    weight = compute_sample_weight(class_weight, y) * C if class_weight else np.full(len(y), C)
+    positives = np.flatnonzero(y)
+    start = np.abs(x.T @ (weight * (np.average(y, weights=weight) - y)))
+    columns = np.union1d(
+        _row_columns(x, positives),
+        np.argpartition(-start, min(_START_COLUMNS, len(start) - 1))[:_START_COLUMNS],
+    )
+    while True:
+        model = LogisticRegression(
+            l1_ratio=1.0, C=C, class_weight=class_weight, solver="liblinear", tol=1e-4, random_state=0
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            model.fit(x[:, columns], y)
+        coef, intercept = model.coef_.ravel(), float(model.intercept_[0])
+        residual = expit(x[:, columns] @ coef + intercept) - y
+        gradient = np.abs(x.T @ (weight * residual))
+        gradient[columns] = 0.0
+        violators = np.flatnonzero(gradient > 1.0 + _KKT_SLACK)
+        if not len(violators):
+            stopped = any(issubclass(w.category, ConvergenceWarning) for w in caught)
+            keep = np.flatnonzero(coef)
+            return columns[keep], coef[keep].astype(np.float32), intercept, stopped
+        worst = violators[np.argsort(-gradient[violators])[:_ADD_COLUMNS]]
+        columns = np.union1d(columns, worst)
+
+
+def _row_columns(x: sp.csc_matrix, rows: np.ndarray) -> np.ndarray:
+    """Columns with a nonzero in any of `rows` (TF-IDF values are never negative)."""
+    indicator = np.zeros(x.shape[0], dtype=x.dtype)
+    indicator[rows] = 1
+    return np.flatnonzero(x.T @ indicator)
+
+
 def _fit_l1_block(
-    x: sp.csr_matrix, y: np.ndarray, C: float, class_weight: str | None
+    x: sp.csc_matrix, y: np.ndarray, C: float, class_weight: str | None
 ) -> tuple[sp.csc_matrix, np.ndarray, int]:
     """L1 logistic regressions for a block of tags: (sparse coefficients (F, block), intercepts (block,), how
     many fits stopped at the iteration limit).
 
-    tol 1e-2 is LIBLINEAR's own default for L1 problems (sklearn's 1e-4 costs twice the time here).
     LIBLINEAR shuffles the data with a random generator: it is seeded, so the same data give the same model."""
-    coefs, intercepts, unconverged = [], [], 0
+    rows, cols, values, intercepts, unconverged = [], [], [], [], 0
     for j in range(y.shape[1]):
-        model = LogisticRegression(
-            l1_ratio=1.0, C=C, class_weight=class_weight, solver="liblinear", tol=1e-2, random_state=0
-        )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            model.fit(x, y[:, j])
-        unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
-        coefs.append(sp.csc_matrix(model.coef_.astype(np.float32).T))
-        intercepts.append(float(model.intercept_[0]))
-    return sp.hstack(coefs, format="csc"), np.array(intercepts, dtype=np.float32), unconverged
+        columns, weights, intercept, stopped = _fit_l1_tag(x, y[:, j], C, class_weight)
+        rows.append(columns)
+        cols.append(np.full(len(columns), j))
+        values.append(weights)
+        intercepts.append(intercept)
+        unconverged += stopped
+    coef = sp.csc_matrix(
+        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(x.shape[1], y.shape[1]),
+        dtype=np.float32,
+    )
+    return coef, np.array(intercepts, dtype=np.float32), unconverged
 
 
 class _SparseOneVsRest:
@@ -112,6 +167,8 @@ class _SparseOneVsRest:
         """Fit every tag; fits that stop at LIBLINEAR's iteration limit (common for tags with two or three
         examples among many n-grams) are counted in one log line, not one warning each."""
         blocks = [b for b in np.array_split(np.arange(y.shape[1]), 4 * max(n_jobs, 1)) if len(b)]
+        x = x.tocsc()  # each tag's fit takes column subsets
+        x.sort_indices()  # canonical order, so parallel workers can use it read-only
         fitted = Parallel(n_jobs=n_jobs)(delayed(_fit_l1_block)(x, y[:, b], C, class_weight) for b in blocks)
         unconverged = sum(n for _, _, n in fitted)
         if unconverged:  # a fact for the log, not a warning for a user: nothing to do about it
@@ -133,7 +190,7 @@ class LexicalClassifier:
     `class_weight="balanced"` trades a little weighted F1 for recall on the long tail.
 
     `min_df` stays 1 although n-grams seen in one training title are most of the features: on the 4,161
-    Taobao product-type titles (2,825 tags), min_df 2 keeps 89k of 259k features and fits 12 times faster,
+    Taobao product-type titles (2,825 tags), min_df 2 keeps 89k of 259k features,
     but test weighted F1 falls from 0.884 to 0.858 (a rare type's telling n-gram is often in one title).
 
     `tol` / `max_iter` bound the single-label lbfgs fit. Stopping early hurts the long tail first: on the
