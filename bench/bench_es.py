@@ -112,14 +112,15 @@ def bytes_per_document(output: Output, docs: list) -> None:
                    "cpu", len(docs))
 
 
-def es_backend(settings, dims, work: Path, **es_changes):
-    """An `ESBackend` as `shoptag reindex` opens it: with the FAISS index `similar` is served from, in `work`."""
+def es_backend(settings, dims, work: Path, *, similar: bool = True, **es_changes):
+    """An `ESBackend` as `shoptag reindex` opens it: with the FAISS index `similar` is served from, in `work`
+    (`similar=False`: without it, the Elasticsearch stream alone)."""
     from shoptag.indexer.es.backend import ESBackend
     from shoptag.indexer.neighbours import Neighbours
 
     shutil.rmtree(work, ignore_errors=True)
     return ESBackend(settings.es.model_copy(update=es_changes), dims, numeric=settings.catalog.numeric_attributes,
-                     neighbours=Neighbours(work, dims, index=settings.index))
+                     neighbours=Neighbours(work, dims, index=settings.index) if similar else None)
 
 
 def bulk_against_raw(output: Output, settings, dims, docs: list, rounds: int, work: Path) -> None:
@@ -164,24 +165,29 @@ def bulk_against_raw(output: Output, settings, dims, docs: list, rounds: int, wo
 
 
 def reindex_peak_memory(output: Output, settings, dims, data: FashionVectors, sizes: list[int], work: Path) -> None:
-    """Peak Python memory (tracemalloc) of a full reindex fed by a generator, at several catalog sizes: flat when
-    the reindex streams documents instead of holding them. (FAISS's own copy of the vectors for `similar` is
-    native memory, 1.5 KB per product at 384 dimensions, and is not in this figure.)"""
+    """Peak Python memory (tracemalloc) of a full reindex fed by a generator, at several catalog sizes, twice:
+    as `shoptag reindex` runs it, and the Elasticsearch stream alone. The stream is flat when documents are not
+    held; the whole reindex also builds the FAISS index `similar` answers from, which holds every product's
+    vector by design, and saving it serialises one copy (numpy buffers count in tracemalloc, FAISS's own
+    memory does not)."""
     import tracemalloc
 
-    backend = es_backend(settings, dims, work, bulk_chunk_size=100)  # sizes well above one chunk's
-    try:
-        for size in sizes:
-            lazy = (doc for chunk in range(0, size, 500) for doc in documents(data, min(size, chunk + 500), chunk))
-            tracemalloc.start()
-            if not backend.reindex(lazy).ok:
-                raise RuntimeError("reindex failed")
-            _, peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-            output.add("elasticsearch (noida-db)", "reindex peak Python memory", peak / 2**20, "MiB", "cpu", size,
-                       {"measured_with": "tracemalloc; documents streamed from a generator", "bulk_chunk_size": 100})
-    finally:
-        backend.close()
+    for similar, what in ((True, "reindex peak Python memory"),
+                          (False, "reindex peak Python memory, Elasticsearch stream alone")):
+        backend = es_backend(settings, dims, work, similar=similar, bulk_chunk_size=100)  # sizes well above one chunk
+        try:
+            for size in sizes:
+                lazy = (doc for chunk in range(0, size, 500) for doc in documents(data, min(size, chunk + 500), chunk))
+                tracemalloc.start()
+                if not backend.reindex(lazy).ok:
+                    raise RuntimeError("reindex failed")
+                _, peak = tracemalloc.get_traced_memory()
+                tracemalloc.stop()
+                output.add("elasticsearch (noida-db)", what, peak / 2**20, "MiB", "cpu", size,
+                           {"measured_with": "tracemalloc; documents streamed from a generator", "bulk_chunk_size": 100,
+                            "similar_products_index": similar})
+        finally:
+            backend.close()
 
 
 def storefront(output: Output, settings, dim: int, load, n: int, samples: int) -> None:
@@ -233,7 +239,7 @@ def main() -> None:
             bytes_per_document(output, docs)
             output.write(args.out)  # each phase's figures kept as it ends: a later phase may fail or be stopped
             bulk = docs if args.quick else documents(data, args.bulk_docs or len(data.ids))
-            bulk_against_raw(output, settings, VectorDims(text=dim, image=None, fused=dim), bulk, 1 if bulk is not docs else 2,
+            bulk_against_raw(output, settings, VectorDims(text=dim, image=None, fused=dim), bulk, 3,
                              args.work / "es-neighbours-bench")
             output.write(args.out)
             del bulk
