@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from shoptag.core.settings import Settings
 
 from .behaviour import router as behaviour_router
 from .errors import BodyLimit, install_error_handlers
 from .metrics import RequestTimer, ServiceMetrics
+from .parameters import known_query_parameters
 from .review import router as review_router
 from .routes import router
 from .ui.pages import mount_static
@@ -51,7 +52,7 @@ def create_app(settings: Settings, on_ready: Callable[[dict], None] | None = Non
     # no Swagger UI or ReDoc pages: FastAPI loads their scripts from a CDN, which a shop's offline or locked-down
     # host cannot reach (a blank page); the schema itself, /openapi.json, is served from here
     app = FastAPI(title="shoptag", version=_version(), description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, dependencies=[Depends(known_query_parameters)])
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)

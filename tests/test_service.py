@@ -199,6 +199,10 @@ def test_catalog_images_only_from_the_image_root(client):
     ("get", "/search", {"params": {"q": "jeans", "attr": "nope=x"}}, 422, "unknown attribute"),
     ("get", "/search", {"params": {"q": "jeans", "cursor": "garbage"}}, 422, "damaged"),
     ("get", "/similar/sp-001", {"params": {"diversity": "shuffle"}}, 422, "unknown diversity"),
+    # an unknown parameter would otherwise be ignored: page 1 again for `page=2`, no filter for `tags=`
+    ("get", "/search", {"params": {"q": "jeans", "page": 2}}, 422, "unknown query parameter 'page'"),
+    ("get", "/search", {"params": {"q": "jeans", "tags": "colour=Blue"}}, 422, "did you mean 'tag'?"),
+    ("post", "/products", {"params": {"refresh": "true"}, "json": product("p1")}, 422, "it takes none"),
 ])
 def test_bad_input_gets_a_clear_4xx(client, method, path, kwargs, status, says):
     body = assert_error(client.request(method, path, **{"headers": AUTH, **kwargs}), status)
