@@ -87,6 +87,7 @@ class SearchQuery:
     sort: str = "relevance"  # a key of SORTS
     # search_after for field sorts and browsing: the sort values of the last hit of the previous page
     after: tuple[float | str, ...] | None = None
+    seen: int = 0  # with `after`: the hits of the pages before, so the last page carries no cursor
     # numeric attribute -> (min, max), inclusive, either open (None)
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     # keyword attribute -> allowed values (OR within, AND across, like tag filters)

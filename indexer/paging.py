@@ -116,7 +116,8 @@ def query_digest(query: SearchQuery) -> str:
 
 
 def encode_cursor(query: SearchQuery, index_version: str, position: dict[str, Any]) -> str:
-    """An opaque cursor: `position` is {"offset": n} for ranked queries, {"after": [sort values]} otherwise."""
+    """An opaque cursor: `position` is {"offset": n} for ranked queries, {"after": [sort values], "seen": hits
+    so far} otherwise."""
     payload = {"v": CURSOR_FORMAT, "index": index_version, "query": query_digest(query), **position}
     raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -142,7 +143,8 @@ def apply_cursor(query: SearchQuery, cursor: str, index_version: str, limits: Li
         if offset + query.size > limits.max_window:
             raise BadInput(f"a relevance ranking ends after {limits.max_window} hits")
         return replace(query, offset=offset, after=None)
-    after = payload.get("after")
-    if not isinstance(after, list) or not after or not all(isinstance(v, (int, float, str)) for v in after):
+    after, seen = payload.get("after"), payload.get("seen", 0)  # cursors made before "seen": pages on
+    if (not isinstance(after, list) or not after or not all(isinstance(v, (int, float, str)) for v in after)
+            or not isinstance(seen, int) or seen < 0):
         raise BadInput("cursor is damaged: pass the cursor of the previous page unchanged")
-    return replace(query, offset=0, after=tuple(after))
+    return replace(query, offset=0, after=tuple(after), seen=seen)

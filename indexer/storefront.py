@@ -73,9 +73,12 @@ def _next_cursor(backend: SearchBackend, query: SearchQuery, results: SearchResu
         if following >= results.total or following + query.size > limits.max_window or len(results.hits) < query.size:
             return None
         return encode_cursor(query, backend.index_version(), {"offset": following})
+    seen = query.seen + len(results.hits)
     if len(results.hits) < query.size or not results.hits[-1].sort_values:
         return None
-    return encode_cursor(query, backend.index_version(), {"after": list(results.hits[-1].sort_values)})
+    if results.total_relation == "eq" and seen >= results.total:  # a full last page
+        return None
+    return encode_cursor(query, backend.index_version(), {"after": list(results.hits[-1].sort_values), "seen": seen})
 
 
 def _highlighted(hit: Hit, text: str) -> Hit:

@@ -37,6 +37,7 @@ def walk(backend, query: SearchQuery) -> list[str]:
     seen, cursor = [], None
     for _ in range(50):
         results = run(backend, query, cursor)
+        assert results.hits or not seen, "a cursor led to an empty page"
         seen += ids(results)
         cursor = results.cursor
         if cursor is None:
@@ -73,6 +74,10 @@ def test_field_sorts_page_by_cursor_without_gaps_or_repeats_under_ties(shop, sor
     assert walked == expected_order(docs, key, descending)
     first = run(backend, SearchQuery(sort=sort, size=3))
     assert first.total == len(docs) and first.hits[0].sort_values[-1] == walked[0]
+    # a full last page says there is no next one (not a cursor to an empty page)
+    assert run(backend, SearchQuery(sort=sort, size=len(docs))).cursor is None
+    last = run(backend, SearchQuery(sort=sort, size=len(docs) - 2))
+    assert run(backend, SearchQuery(sort=sort, size=len(docs) - 2), last.cursor).cursor is None
 
 
 def test_price_sort_of_a_text_query_orders_its_matches(shop):
