@@ -11,8 +11,9 @@ import difflib
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -149,6 +150,22 @@ class ESSettings(Section):
     # reindex (`faiss`), or the cluster's kNN (`knn`, which asks for the vectors 9.2+ leaves out of `_source`)
     similar: Literal["faiss", "knn"] = "faiss"
 
+    @field_validator("url")
+    @classmethod
+    def _whole_url(cls, url: str | None) -> str | None:
+        """The official client needs scheme, host and port; `localhost:9200` or `http://es-host` would end in
+        its traceback at the first request instead of here."""
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+            raise ValueError(f"{url[:80]!r} needs a scheme, a host and a port, e.g. http://localhost:9200 "
+                             "or https://my-cluster.example.com:443")
+        return url
 
 class SearchSettings(Section):
     """What one storefront search may ask for, and how query understanding weighs in."""
@@ -302,7 +319,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
 
 
 # SHOPTAG_* variables that are not settings: the settings file, and what the tests and benchmarks read
-NOT_SETTINGS = {"CONFIG", "DATA_DIR", "ES_URL", "ES_SPEC", "RECORD_GOLDEN", "REVIEW_SCREENSHOTS"}
+NOT_SETTINGS = {"CONFIG", "DATA_DIR", "TEST_ES_URL", "ES_SPEC", "RECORD_GOLDEN", "REVIEW_SCREENSHOTS"}
 
 
 def unknown_variables() -> None:
@@ -314,9 +331,26 @@ def unknown_variables() -> None:
         head = name[len("SHOPTAG_"):].split("__", 1)[0].lower()
         if head in Settings.model_fields:
             continue
+        split = _one_underscore(head)
         close = difflib.get_close_matches(head, list(Settings.model_fields), n=1, cutoff=0.5)
-        hint = f"; did you mean SHOPTAG_{close[0].upper()}{name[len('SHOPTAG_') + len(head):]}?" if close else ""
+        if split:
+            hint = f"; did you mean SHOPTAG_{split[0].upper()}__{split[1].upper()}? (two underscores between section and key)"
+        else:
+            hint = f"; did you mean SHOPTAG_{close[0].upper()}{name[len('SHOPTAG_') + len(head):]}?" if close else ""
         raise BadInput(f"unknown settings variable {name}{hint}")
+
+
+def _one_underscore(head: str) -> tuple[str, str] | None:
+    """(section, key) when `head` is a section and one of its keys joined by a single underscore
+    (`es_url`), the likeliest slip in a nested variable's name."""
+    for i, char in enumerate(head):
+        if char != "_":
+            continue
+        field = Settings.model_fields.get(head[:i])
+        section = field.annotation if field is not None else None
+        if isinstance(section, type) and issubclass(section, BaseModel) and head[i + 1:] in section.model_fields:
+            return head[:i], head[i + 1:]
+    return None
 
 
 def settings_problems(error: ValidationError) -> str:

@@ -1,4 +1,4 @@
-"""Fixtures: search backends (embedded, a real noida-db process, and SHOPTAG_ES_URL when set) and a sample catalog."""
+"""Fixtures: search backends (embedded, a real noida-db process, and SHOPTAG_TEST_ES_URL when set) and a sample catalog."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def noida_factory(tmp_path: Path) -> Iterator[Callable[[], NoidaServer]]:
 
 def es_settings(url: str, **changes: object) -> ESSettings:
     """Connection settings for `url` with a fresh alias (and auth from SHOPTAG_ES__* when set)."""
-    base = Settings().es if os.environ.get("SHOPTAG_ES_URL") == url else ESSettings()
+    base = Settings().es if os.environ.get("SHOPTAG_TEST_ES_URL") == url else ESSettings()
     return ESSettings(**{**base.model_dump(), "url": url, "index_alias": f"test-{uuid.uuid4().hex[:12]}",
                          "max_retries": 2, "request_timeout": 10.0, "wait_for_refresh": True, **changes})
 
@@ -177,9 +177,9 @@ def search_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[E
         backend.close()
         return
     if request.param == "es-real":
-        url = os.environ.get("SHOPTAG_ES_URL")
+        url = os.environ.get("SHOPTAG_TEST_ES_URL")
         if not url:
-            pytest.skip("SHOPTAG_ES_URL is not set")
+            pytest.skip("SHOPTAG_TEST_ES_URL is not set")
     else:
         url = request.getfixturevalue("noida_server").url
     # rrf: `similar` from FAISS beside the cluster (the default); client fusion: from the cluster's kNN

@@ -1,5 +1,5 @@
 """One set of assertions for every search backend: embedded (SQLite FTS5 + FAISS), a real noida-db process
-(with the rrf retriever and with client-side fusion), and a real cluster when SHOPTAG_ES_URL is set."""
+(with the rrf retriever and with client-side fusion), and a real cluster when SHOPTAG_TEST_ES_URL is set."""
 
 from __future__ import annotations
 

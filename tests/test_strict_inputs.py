@@ -101,6 +101,12 @@ def test_an_unknown_settings_variable_is_an_error_too(tmp_path, monkeypatch):
     ({"SHOPTAG_TAGER__TARGET_PRECISION": "0.8"}, "unknown settings variable SHOPTAG_TAGER__TARGET_PRECISION; "
                                                  "did you mean SHOPTAG_TAGGER__TARGET_PRECISION?"),
     ({"SHOPTAG_CONFIG": "missing.toml"}, "settings file not found: missing.toml (from SHOPTAG_CONFIG"),
+    # one underscore between section and key: it was read as nothing, and search went to the empty embedded store
+    ({"SHOPTAG_ES_URL": "http://localhost:9200"}, "unknown settings variable SHOPTAG_ES_URL; did you mean "
+                                                  "SHOPTAG_ES__URL? (two underscores between section and key)"),
+    # the official client would raise its own traceback at the first request
+    ({"SHOPTAG_ES__URL": "localhost:9200"}, "es.url: Value error, 'localhost:9200' needs a scheme, a host and a port"),
+    ({"SHOPTAG_ES__URL": "http://127.0.0.1"}, "needs a scheme, a host and a port, e.g. http://localhost:9200"),
 ])
 def test_a_misspelt_section_variable_or_a_missing_config_file_is_an_error(tmp_path, monkeypatch, env, expected):
     monkeypatch.chdir(tmp_path)
