@@ -92,7 +92,7 @@ def _fit_l1_tag(
     tag's own titles plus those with the largest gradient at the intercept-only model, then check the
     optimality condition on every left-out column (|C * gradient| <= 1 keeps a weight at zero); add the
     violators and refit until none is left. The result solves the same problem as a fit on all columns
-    (same objective, to LIBLINEAR's tolerance), about 100 times faster.
+    (same objective, to LIBLINEAR's tolerance), 60 to 90 times faster per tag on those titles.
 
     Returns (nonzero columns, their weights, intercept, whether the last fit stopped at the iteration limit)."""
     weight = compute_sample_weight(class_weight, y) * C if class_weight else np.full(len(y), C)
@@ -106,11 +106,12 @@ def _fit_l1_tag(
         model = LogisticRegression(
             l1_ratio=1.0, C=C, class_weight=class_weight, solver="liblinear", tol=1e-4, random_state=0
         )
+        subset = x[:, columns]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            model.fit(x[:, columns], y)
+            model.fit(subset, y)
         coef, intercept = model.coef_.ravel(), float(model.intercept_[0])
-        residual = expit(x[:, columns] @ coef + intercept) - y
+        residual = expit(subset @ coef + intercept) - y
         gradient = np.abs(x.T @ (weight * residual))
         gradient[columns] = 0.0
         violators = np.flatnonzero(gradient > 1.0 + _KKT_SLACK)
@@ -229,7 +230,7 @@ class LexicalClassifier:
         self.n_classes, self.multilabel = n_classes, multilabel
         self._features = _vectorizer(self.min_df)
         x = sp.csr_matrix(self._features.fit_transform([t or "" for t in texts]))
-        x.sort_indices()  # canonical order, so parallel workers can use it read-only
+        x.sort_indices()  # canonical order: the fits' float sums, so the scores to the last bit, follow it
         self._model = None
         if multilabel:
             counts = np.asarray(y.sum(axis=0)).ravel()
