@@ -167,6 +167,7 @@ class ESSettings(Section):
                              "or https://my-cluster.example.com:443")
         return url
 
+
 class SearchSettings(Section):
     """What one storefront search may ask for, and how query understanding weighs in."""
 
@@ -332,10 +333,10 @@ def unknown_variables() -> None:
         if head in Settings.model_fields:
             continue
         split = _one_underscore(head)
-        close = difflib.get_close_matches(head, list(Settings.model_fields), n=1, cutoff=0.5)
         if split:
             hint = f"; did you mean SHOPTAG_{split[0].upper()}__{split[1].upper()}? (two underscores between section and key)"
         else:
+            close = difflib.get_close_matches(head, list(Settings.model_fields), n=1, cutoff=0.5)
             hint = f"; did you mean SHOPTAG_{close[0].upper()}{name[len('SHOPTAG_') + len(head):]}?" if close else ""
         raise BadInput(f"unknown settings variable {name}{hint}")
 
