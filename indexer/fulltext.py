@@ -138,39 +138,48 @@ def boost_sql(boosts: dict[str, list[str]], weight: float) -> tuple[str, list]:
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
-def write_doc(conn: sqlite3.Connection, doc: SearchDoc, numeric: Sequence[str]) -> None:
-    """Insert or replace one product's row, full-text entry, tags and attributes (the `numeric` ones as
-    numbers)."""
-    (rid,) = conn.execute(
+def write_docs(conn: sqlite3.Connection, docs: Sequence[SearchDoc], numeric: Sequence[str]) -> None:
+    """Insert or replace products' rows, full-text entries, tags and attributes (the `numeric` ones as numbers):
+    a few statements per batch, one per table, not per product (per-product statements were most of what
+    syncing a tag run cost). A product twice in `docs` keeps its last version."""
+    docs = list({d.id: d for d in docs}.values())
+    if not docs:
+        return
+    ids = json.dumps([d.id for d in docs])
+    old = json.dumps([rid for (rid,) in conn.execute(
+        "SELECT rid FROM docs WHERE id IN (SELECT value FROM json_each(?))", (ids,))])
+    conn.execute("DELETE FROM docs_fts WHERE rowid IN (SELECT value FROM json_each(?))", (old,))
+    for table in ROW_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE rid IN (SELECT value FROM json_each(?))", (old,))
+    conn.executemany(
         """INSERT INTO docs (id, title, description, content_hash, text_model, image_model, fingerprint)
            VALUES (?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (id) DO UPDATE SET title = excluded.title, description = excluded.description,
                content_hash = excluded.content_hash, text_model = excluded.text_model,
-               image_model = excluded.image_model, fingerprint = excluded.fingerprint
-           RETURNING rid""",
-        (doc.id, doc.title, doc.description, doc.content_hash, doc.text_model, doc.image_model,
-         doc_fingerprint(doc)),
-    ).fetchone()
-    tag_text = " ".join(v for values in tag_values(doc).values() for v in values)
-    conn.execute("DELETE FROM docs_fts WHERE rowid = ?", (rid,))
-    conn.execute(
-        "INSERT INTO docs_fts (rowid, title, description, tags) VALUES (?, ?, ?, ?)",
-        (rid, segment(doc.title, indexing=True), segment(doc.description, indexing=True), segment(tag_text, indexing=True)),
+               image_model = excluded.image_model, fingerprint = excluded.fingerprint""",
+        [(d.id, d.title, d.description, d.content_hash, d.text_model, d.image_model, doc_fingerprint(d))
+         for d in docs],
     )
-    conn.execute("DELETE FROM tags WHERE rid = ?", (rid,))
+    rid_of = dict(conn.execute("SELECT id, rid FROM docs WHERE id IN (SELECT value FROM json_each(?))", (ids,)))
+    conn.executemany(
+        "INSERT INTO docs_fts (rowid, title, description, tags) VALUES (?, ?, ?, ?)",
+        [(rid_of[d.id], segment(d.title, indexing=True), segment(d.description, indexing=True),
+          segment(" ".join(v for values in tag_values(d).values() for v in values), indexing=True)) for d in docs],
+    )
     conn.executemany(
         "INSERT OR REPLACE INTO tags (rid, family, value, score, source) VALUES (?, ?, ?, ?, ?)",
-        [(rid, family, t.value, t.score, t.source) for family, tags in doc.tags.items() for t in tags],
+        [(rid_of[d.id], family, t.value, t.score, t.source) for d in docs for family, tags in d.tags.items()
+         for t in tags],
     )
-    keywords, numbers = split_attributes(doc.attributes, numeric)
-    for table in ("attrs", "numbers"):
-        conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
-    conn.executemany("INSERT INTO attrs (rid, name, value) VALUES (?, ?, ?)",
-                     [(rid, name, value) for name, value in keywords.items()])
-    conn.executemany("INSERT INTO numbers (rid, name, value) VALUES (?, ?, ?)",
-                     [(rid, name, value) for name, value in numbers.items()])
-    conn.execute("INSERT OR REPLACE INTO sort_keys (rid, listed_at, popularity) VALUES (?, ?, ?)",
-                 (rid, doc.listed_at, doc.popularity))
+    keywords, numbers = [], []
+    for d in docs:
+        words, values = split_attributes(d.attributes, numeric)
+        keywords += [(rid_of[d.id], name, value) for name, value in words.items()]
+        numbers += [(rid_of[d.id], name, value) for name, value in values.items()]
+    conn.executemany("INSERT INTO attrs (rid, name, value) VALUES (?, ?, ?)", keywords)
+    conn.executemany("INSERT INTO numbers (rid, name, value) VALUES (?, ?, ?)", numbers)
+    conn.executemany("INSERT INTO sort_keys (rid, listed_at, popularity) VALUES (?, ?, ?)",
+                     [(rid_of[d.id], d.listed_at, d.popularity) for d in docs])
 
 
 def delete_doc(conn: sqlite3.Connection, product_id: str) -> bool:

@@ -93,11 +93,12 @@ class VectorLog:
 
     def log(self, conn: sqlite3.Connection, vectors: Vectors, changes: Sequence[VectorChange]) -> None:
         """Append products' vectors (None: it has none) to the log and apply them to the live indexes."""
-        for product_id, text, fused in changes:
-            vectors.seq = conn.execute(
-                "INSERT INTO vector_log (id, text, fused) VALUES (?, ?, ?) RETURNING seq",
-                (product_id, _blob(text), _blob(fused)),
-            ).fetchone()[0]
+        if not changes:
+            return
+        conn.executemany("INSERT INTO vector_log (id, text, fused) VALUES (?, ?, ?)",
+                         [(product_id, _blob(text), _blob(fused)) for product_id, text, fused in changes])
+        # the write transaction's own last seq: AUTOINCREMENT records it in sqlite_sequence
+        vectors.seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'vector_log'").fetchone()[0]
         _apply(vectors, changes)
 
     def fill(self, vectors: Vectors, text: tuple[list[str], list[np.ndarray]],
