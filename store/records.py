@@ -323,35 +323,40 @@ class Store:
         )
 
     def set_model_tags(
-        self, db: sqlite3.Connection, product_id: str, tags: Sequence[tuple[str, str, str, float, dict]], tagged_hash: str
-    ) -> set[str]:
-        """Replace the model's tags of a product: (family, value, status, score, evidence) tuples.
+        self, db: sqlite3.Connection, batch: Mapping[str, tuple[Sequence[tuple[str, str, str, float, dict]], str]]
+    ) -> dict[str, set[str]]:
+        """Replace the model's tags of products: product id -> ((family, value, status, score, evidence) tuples,
+        the hash they were tagged at), in a few statements for the whole batch.
 
-        Families the product has catalog or feedback tags in are skipped: people's tags are never overwritten.
-        Returns the families written.
+        Families a product has catalog or feedback tags in are skipped: people's tags are never overwritten.
+        Returns, per product, the families written.
         """
         now = time.time()
-        owned = {
-            r[0]
-            for r in db.execute(
-                "SELECT DISTINCT family FROM tags WHERE product_id = ? AND source IN ('feedback', 'catalog')",
-                (product_id,)
-            )
-        } | {r[0] for r in db.execute("SELECT DISTINCT family FROM feedback WHERE product_id = ?", (product_id,))} | {
-            r[0] for r in db.execute("SELECT family FROM catalog_none WHERE product_id = ?", (product_id,))
-        }
-        db.execute("DELETE FROM tags WHERE product_id = ? AND source = 'model'", (product_id,))
+        ids = json.dumps(list(batch))
+        owned: dict[str, set[str]] = {}
+        for pid, family in db.execute(
+            """SELECT product_id, family FROM tags WHERE source IN ('feedback', 'catalog')
+                   AND product_id IN (SELECT value FROM json_each(:ids))
+               UNION SELECT product_id, family FROM feedback WHERE product_id IN (SELECT value FROM json_each(:ids))
+               UNION SELECT product_id, family FROM catalog_none
+                   WHERE product_id IN (SELECT value FROM json_each(:ids))""", {"ids": ids}
+        ):
+            owned.setdefault(pid, set()).add(family)
+        db.execute("DELETE FROM tags WHERE product_id IN (SELECT value FROM json_each(?)) AND source = 'model'",
+                   (ids,))
         db.executemany(
             "INSERT INTO tags (product_id, family, value, source, status, score, evidence, updated_at) "
             "VALUES (?, ?, ?, 'model', ?, ?, ?, ?)",
             [
-                (product_id, family, value, status, score, json.dumps(evidence, ensure_ascii=False), now)
+                (pid, family, value, status, score, json.dumps(evidence, ensure_ascii=False), now)
+                for pid, (tags, _) in batch.items()
                 for family, value, status, score, evidence in tags
-                if family not in owned
+                if family not in owned.get(pid, ())
             ],
         )
-        db.execute("UPDATE products SET tagged_hash = ? WHERE id = ?", (tagged_hash, product_id))
-        return {family for family, *_ in tags} - owned
+        db.executemany("UPDATE products SET tagged_hash = ? WHERE id = ?",
+                       [(tagged_hash, pid) for pid, (_, tagged_hash) in batch.items()])
+        return {pid: {family for family, *_ in tags} - owned.get(pid, set()) for pid, (tags, _) in batch.items()}
 
     def people_families(self, ids: Sequence[str]) -> dict[str, set[str]]:
         """Per product, the families it has catalog or feedback tags (or feedback) in: the model never tags

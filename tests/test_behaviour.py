@@ -320,11 +320,11 @@ def test_near_misses_bought_with_a_tag_go_to_review_first(built):
     with store.transaction() as db:
         for pid in hearts:
             store.set_catalog_tags(db, pid, {"motif": ["heart"]})
-        for pid in others:
-            candidates = [{"value": "star", "score": 0.5, "threshold": 0.7},
-                          {"value": "heart", "score": 0.5, "threshold": 0.6}]
-            store.set_model_tags(db, pid, [("motif", "star", "review", 0.5, {"candidates": candidates,
-                                                                              "threshold": 0.7})], "h")
+        candidates = [{"value": "star", "score": 0.5, "threshold": 0.7},
+                      {"value": "heart", "score": 0.5, "threshold": 0.6}]
+        store.set_model_tags(db, {pid: ([("motif", "star", "review", 0.5, {"candidates": candidates,
+                                                                           "threshold": 0.7})], "h")
+                                  for pid in others})
     report = derived_tags.derive(store, model.item_ids, model.position, model.similarity,
                                  (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)), settings.behaviour)
     expected = {pid for pid in others if share[model.position[pid]] >= settings.behaviour.near_miss_min_share}
