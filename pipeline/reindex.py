@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from shoptag.core.settings import Settings
 from shoptag.indexer.backend import SearchBackend
-from shoptag.indexer.documents import SearchDoc
+from shoptag.indexer.documents import DocTag, SearchDoc
 from shoptag.store.records import Store, StoredProduct
 
 from .encode import Encoders, encode_products
@@ -31,11 +31,11 @@ BATCH = 2000
 log = logging.getLogger("shoptag.reindex")
 
 
-def doc_hash(content_hash: str, tags: Mapping[str, Sequence[tuple[str, str, float]]], model_ids: Mapping,
+def doc_hash(content_hash: str, tags: Mapping[str, Sequence[DocTag]], model_ids: Mapping,
              popularity: float | None = None) -> str:
-    """What makes a product's document differ: content, winning tags with scores, the encoders' ids, and its
-    popularity from shopper events."""
-    families = {f: sorted((t.value, round(t.score, 4), t.source) for t in ts) for f, ts in doc_tags(tags).items()}
+    """What makes a product's document differ: content, winning tags with scores (as `doc_tags` gives them),
+    the encoders' ids, and its popularity from shopper events."""
+    families = {f: sorted((t.value, round(t.score, 4), t.source) for t in ts) for f, ts in tags.items()}
     key = [content_hash, families, str(model_ids.get("text_model") or ""), str(model_ids.get("image_model") or "")]
     if popularity is not None:
         key.append(popularity)
@@ -111,7 +111,7 @@ def reindex(
         tags = store.effective_tags()
         candidates = None
     popularity = store.popularity([p.id for p in products])
-    hashes = {p.id: doc_hash(p.content_hash, tags.get(p.id, {}), model_ids, popularity.get(p.id)) for p in products}
+    hashes = {p.id: doc_hash(p.content_hash, doc_tags(tags.get(p.id, {})), model_ids, popularity.get(p.id)) for p in products}
     gone: list[str] = []
     if incremental:  # what the backend holds of the candidates: changed documents are sent, vanished ones deleted
         previous = store.indexed_hashes(key, candidates)

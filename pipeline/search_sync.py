@@ -3,13 +3,13 @@ encoders, with its documents kept in step with the store."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from shoptag.core.errors import Conflict
 from shoptag.core.settings import Settings
 from shoptag.indexer.backend import SearchBackend
 from shoptag.indexer.backends import open_backend
+from shoptag.indexer.documents import SearchDoc
 from shoptag.store.records import Store, StoredProduct
 from shoptag.tagger.embedding_cache import EmbeddingCache
 
@@ -25,13 +25,15 @@ def open_search(settings: Settings, encoders: Encoders, *, set_aside_damaged: bo
 
 
 def index_products(store: Store, backend: SearchBackend, products: Sequence[StoredProduct], vectors: ProductVectors,
-                   encoder_ids: dict[str, object], tags: Mapping[str, Any] | None = None) -> None:
-    """Upsert the search documents of `products` (`tags`: their effective tags, when the caller has them);
-    `Conflict` when the backend rejects any (e.g. vectors of other dimensions than the index: reindex)."""
-    report = backend.upsert(search_docs(store, products, vectors, encoder_ids, tags))
+                   encoder_ids: dict[str, object]) -> list[SearchDoc]:
+    """Upsert the search documents of `products` and return them; `Conflict` when the backend rejects any
+    (e.g. vectors of other dimensions than the index: reindex)."""
+    docs = search_docs(store, products, vectors, encoder_ids)
+    report = backend.upsert(docs)
     if report.failed:
         raise Conflict(f"search index rejected {len(report.failed)} documents: {report.failed[:3]}; "
                        "run `shoptag reindex`")
+    return docs
 
 
 def sync_search(store: Store, encoders: Encoders, cache: EmbeddingCache, backend: SearchBackend,

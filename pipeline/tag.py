@@ -10,6 +10,7 @@ lacks (`converge`), so the next run repairs what an interrupted one left out.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,19 +110,17 @@ def write_batch(
     then search and, with `index_key`, what the backend received. Returns the decisions written: families
     people tagged keep their tags and are left out."""
     with store.transaction() as db:
-        for p in products:
-            written = store.set_model_tags(
-                db, p.id, [(d.family, d.value, d.status, d.score, d.evidence) for d in decisions[p.id]],
-                f"{p.content_hash}@{version}",
-            )
-            decisions[p.id] = [d for d in decisions[p.id] if d.family in written]
+        written = store.set_model_tags(db, {
+            p.id: ([(d.family, d.value, d.status, d.score, d.evidence) for d in decisions[p.id]],
+                   f"{p.content_hash}@{version}")
+            for p in products
+        })
+    decisions = {p.id: [d for d in decisions[p.id] if d.family in written[p.id]] for p in products}
     if backend is not None:
-        tags = store.effective_tags([p.id for p in products])
-        index_products(store, backend, products, vectors, encoders.ids(), tags)
+        docs = index_products(store, backend, products, vectors, encoders.ids())
         if index_key is not None:
-            popularity = store.popularity([p.id for p in products])
-            store.set_indexed(index_key, {p.id: doc_hash(p.content_hash, tags.get(p.id, {}), encoders.ids(),
-                                                         popularity.get(p.id)) for p in products})
+            store.set_indexed(index_key, {d.id: doc_hash(d.content_hash, d.tags, encoders.ids(), d.popularity)
+                                          for d in docs})
     return decisions
 
 
@@ -141,6 +140,13 @@ def count_decisions(report: TagReport, decisions: dict[str, list[TagDecision]], 
             counts = report.by_family.setdefault(d.family, {"accepted": 0, "review": 0})
             counts[d.status] += 1
     report.tagged += tagged
+
+
+def _count(report: TagReport, written: Future, advance) -> None:
+    """Wait for a batch's write and add it to the run's counts."""
+    decisions = written.result()
+    count_decisions(report, decisions, len(decisions))
+    advance(len(decisions))
 
 
 def finish_report(report: TagReport) -> TagReport:
@@ -164,11 +170,18 @@ def tag(
     key = backend_key(settings, backend) if backend is not None else None
     cache = workspace.open_cache()
     try:
-        with progress_bar("tag", len(todo), show_progress) as advance:
+        # a batch is written (store, then search) while the next one is scored: scoring needs nothing the
+        # writes change, and writing was half of a run's time; one write in flight, in batch order
+        with progress_bar("tag", len(todo), show_progress) as advance, ThreadPoolExecutor(1) as writer:
+            pending: Future | None = None
             for start in range(0, len(todo), BATCH):
                 batch = todo[start : start + BATCH]
-                count_decisions(report, tag_batch(model, store, encoders, cache, batch, backend, key, system), len(batch))
-                advance(len(batch))
+                decisions, vectors = score_batch(model, store, encoders, cache, batch, system)
+                if pending is not None:
+                    _count(report, pending, advance)
+                pending = writer.submit(write_batch, store, encoders, batch, decisions, vectors, version, backend, key)
+            if pending is not None:
+                _count(report, pending, advance)
     finally:
         cache.close()
     if backend is not None:
