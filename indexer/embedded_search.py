@@ -50,6 +50,7 @@ class EmbeddedBackend:
             # snapshot is a `Corrupt` that reindex repairs), and not syncing every commit was 1 s of 20k tags
             self._writer.execute("PRAGMA synchronous = NORMAL")
             self._writer.executescript(fulltext.SCHEMA)
+            fulltext.migrate(self._writer)
             self._writer.executescript(vector_log.SCHEMA)
             self._vectors = self._log.fresh(self._log.empty(), self._writer)
             # the one read connection, used under `_vector_lock` (a connection per search cost more than FTS5)
@@ -65,9 +66,8 @@ class EmbeddedBackend:
         """Add or replace `docs` in one transaction; docs whose vectors do not fit are reported, not written."""
         report = WriteReport()
         with self._transaction() as vectors:
-            fitting = self._fitting(docs, report)
-            fulltext.write_docs(self._writer, fitting, self.numeric)
-            self._log.log(self._writer, vectors, [(d.id, d.text_vector, d.fused_vector) for d in fitting])
+            moved = fulltext.write_docs(self._writer, self._fitting(docs, report), self.numeric)
+            self._log.log(self._writer, vectors, [(d.id, d.text_vector, d.fused_vector) for d in moved])
         return report
 
     def delete(self, ids: Sequence[str]) -> WriteReport:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import jieba
 
 from .documents import MISSING_LAST, Hit, RangeBucket, SearchDoc, SearchQuery
-from .search_common import WORD, doc_fingerprint, range_buckets, split_attributes, tag_values
+from .search_common import WORD, doc_fingerprint, range_buckets, split_attributes, tag_values, vectors_hash
 
 HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 # bm25 weights of the FTS columns title, description, tags: the same boosts as the Elasticsearch query
@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS docs (
     content_hash TEXT NOT NULL,
     text_model TEXT NOT NULL,
     image_model TEXT NOT NULL,
-    fingerprint TEXT NOT NULL
+    fingerprint TEXT NOT NULL,
+    vectors_hash TEXT NOT NULL DEFAULT ''  -- digest of the logged vectors: unchanged ones are not logged again
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(title, description, tags, tokenize = 'porter unicode61');
 CREATE TABLE IF NOT EXISTS tags (
@@ -138,34 +139,45 @@ def boost_sql(boosts: dict[str, list[str]], weight: float) -> tuple[str, list]:
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
-def write_docs(conn: sqlite3.Connection, docs: Sequence[SearchDoc], numeric: Sequence[str]) -> None:
-    """Insert or replace products' rows, full-text entries, tags and attributes (the `numeric` ones as numbers):
-    a few statements per batch, one per table, not per product (per-product statements were most of what
-    syncing a tag run cost). A product twice in `docs` keeps its last version."""
+def write_docs(conn: sqlite3.Connection, docs: Sequence[SearchDoc], numeric: Sequence[str]) -> list[SearchDoc]:
+    """Insert or replace products' rows, full-text entries, tags and attributes (the `numeric` ones as numbers)
+    in a few statements per batch, one per table, not per product (per-product statements were most of what
+    syncing a tag run cost). A product twice in `docs` keeps its last version.
+
+    Retagging changes tags and scores, rarely the text or the vectors: a full-text entry whose text is
+    unchanged is kept (FTS5 re-tokenises the old text to delete it), and the docs whose vectors changed (or are
+    new) are returned, so only those go to the vector log."""
     docs = list({d.id: d for d in docs}.values())
     if not docs:
-        return
+        return []
     ids = json.dumps([d.id for d in docs])
-    old = json.dumps([rid for (rid,) in conn.execute(
-        "SELECT rid FROM docs WHERE id IN (SELECT value FROM json_each(?))", (ids,))])
-    conn.execute("DELETE FROM docs_fts WHERE rowid IN (SELECT value FROM json_each(?))", (old,))
+    before = {pid: (rid, vectors, (title, description, tags)) for pid, rid, vectors, title, description, tags in conn.execute(
+        """SELECT d.id, d.rid, d.vectors_hash, f.title, f.description, f.tags
+           FROM docs d LEFT JOIN docs_fts f ON f.rowid = d.rid WHERE d.id IN (SELECT value FROM json_each(?))""",
+        (ids,))}
+    full_text = {d.id: (segment(d.title, indexing=True), segment(d.description, indexing=True),
+                        segment(" ".join(v for values in tag_values(d).values() for v in values), indexing=True))
+                 for d in docs}
+    vector_hashes = {d.id: vectors_hash(d) for d in docs}
+    rewrite = [d.id for d in docs if d.id not in before or before[d.id][2] != full_text[d.id]]
+    old = json.dumps([rid for rid, _, _ in before.values()])
+    conn.execute("DELETE FROM docs_fts WHERE rowid IN (SELECT value FROM json_each(?))",
+                 (json.dumps([before[pid][0] for pid in rewrite if pid in before]),))
     for table in ROW_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE rid IN (SELECT value FROM json_each(?))", (old,))
     conn.executemany(
-        """INSERT INTO docs (id, title, description, content_hash, text_model, image_model, fingerprint)
-           VALUES (?, ?, ?, ?, ?, ?, ?)
+        """INSERT INTO docs (id, title, description, content_hash, text_model, image_model, fingerprint, vectors_hash)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (id) DO UPDATE SET title = excluded.title, description = excluded.description,
                content_hash = excluded.content_hash, text_model = excluded.text_model,
-               image_model = excluded.image_model, fingerprint = excluded.fingerprint""",
-        [(d.id, d.title, d.description, d.content_hash, d.text_model, d.image_model, doc_fingerprint(d))
-         for d in docs],
+               image_model = excluded.image_model, fingerprint = excluded.fingerprint,
+               vectors_hash = excluded.vectors_hash""",
+        [(d.id, d.title, d.description, d.content_hash, d.text_model, d.image_model, doc_fingerprint(d),
+          vector_hashes[d.id]) for d in docs],
     )
     rid_of = dict(conn.execute("SELECT id, rid FROM docs WHERE id IN (SELECT value FROM json_each(?))", (ids,)))
-    conn.executemany(
-        "INSERT INTO docs_fts (rowid, title, description, tags) VALUES (?, ?, ?, ?)",
-        [(rid_of[d.id], segment(d.title, indexing=True), segment(d.description, indexing=True),
-          segment(" ".join(v for values in tag_values(d).values() for v in values), indexing=True)) for d in docs],
-    )
+    conn.executemany("INSERT INTO docs_fts (rowid, title, description, tags) VALUES (?, ?, ?, ?)",
+                     [(rid_of[pid], *full_text[pid]) for pid in rewrite])
     conn.executemany(
         "INSERT OR REPLACE INTO tags (rid, family, value, score, source) VALUES (?, ?, ?, ?, ?)",
         [(rid_of[d.id], family, t.value, t.score, t.source) for d in docs for family, tags in d.tags.items()
@@ -180,6 +192,18 @@ def write_docs(conn: sqlite3.Connection, docs: Sequence[SearchDoc], numeric: Seq
     conn.executemany("INSERT INTO numbers (rid, name, value) VALUES (?, ?, ?)", numbers)
     conn.executemany("INSERT INTO sort_keys (rid, listed_at, popularity) VALUES (?, ?, ?)",
                      [(rid_of[d.id], d.listed_at, d.popularity) for d in docs])
+    return [d for d in docs if d.id not in before or before[d.id][1] != vector_hashes[d.id]]
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """A search store made before `docs.vectors_hash` gets the column, empty: each product's next write logs
+    its vectors once more."""
+    conn.execute("BEGIN IMMEDIATE")  # another process may be adding it now
+    try:
+        if "vectors_hash" not in {row[1] for row in conn.execute("PRAGMA table_info(docs)")}:
+            conn.execute("ALTER TABLE docs ADD COLUMN vectors_hash TEXT NOT NULL DEFAULT ''")
+    finally:
+        conn.execute("COMMIT")
 
 
 def delete_doc(conn: sqlite3.Connection, product_id: str) -> bool:

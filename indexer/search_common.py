@@ -58,6 +58,14 @@ def rrf_fuse(ranked: Sequence[Sequence[str]], rank_constant: int) -> list[tuple[
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 
+def vectors_hash(doc: SearchDoc) -> str:
+    """A digest of the vectors the embedded backend logs (text and fused)."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    for vector in (doc.text_vector, doc.fused_vector):
+        digest.update(b"-" if vector is None else np.asarray(vector, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
 def doc_fingerprint(doc: SearchDoc) -> str:
     """A digest of everything a backend stores for `doc`; equal digests mean there is nothing to resend."""
     digest = hashlib.sha256()

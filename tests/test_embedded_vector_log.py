@@ -54,3 +54,50 @@ def test_a_failed_write_leaves_vectors_and_rows_as_they_were(tmp_path):
     report = backend.upsert([_doc(2), bad])
     assert [pid for pid, _ in report.failed] == ["bad"]
     assert sorted(h.id for h in EmbeddedBackend(tmp_path, DIMS).similar("p0", 5)) == ["p1", "p2"]
+
+
+def _hits(backend: EmbeddedBackend, text: str) -> list[str]:
+    from shoptag.indexer.documents import SearchQuery
+
+    return [h.id for h in backend.search(SearchQuery(text=text, size=10)).hits]
+
+
+def test_a_rewrite_logs_only_changed_vectors_and_reindexes_only_changed_text(tmp_path):
+    from dataclasses import replace
+
+    from shoptag.indexer.documents import DocTag
+
+    backend = EmbeddedBackend(tmp_path, DIMS)
+    docs = [_doc(i) for i in range(3)]
+    backend.upsert(docs)
+    assert _log_rows(tmp_path) == 3
+
+    # retagging: new tags and scores, same text and vectors — nothing logged, the new tag is found and filtered on
+    retagged = [replace(d, tags={"colour": [DocTag("red", 0.9, "model")]}) for d in docs]
+    backend.upsert(retagged)
+    assert _log_rows(tmp_path) == 3
+    assert sorted(_hits(backend, "red")) == ["p0", "p1", "p2"]
+
+    # one product's title and another's vector change: the new word is found and the old one not, one vector logged
+    moved = _doc(7)
+    backend.upsert([replace(retagged[0], title="velvet jacket"),
+                    replace(retagged[1], text_vector=moved.text_vector, fused_vector=moved.fused_vector)])
+    assert _log_rows(tmp_path) == 4
+    for view in (backend, EmbeddedBackend(tmp_path, DIMS)):
+        assert _hits(view, "velvet") == ["p0"] and sorted(_hits(view, "product")) == ["p1", "p2"]
+        assert np.allclose(view.vectors(["p1"])[0], moved.fused_vector, atol=1e-6)
+        assert {h.id for h in view.similar("p1", 2)} == {"p0", "p2"}
+
+
+def test_a_search_store_from_before_vector_digests_gets_the_column_and_logs_each_vector_once_more(tmp_path):
+    backend = EmbeddedBackend(tmp_path, DIMS)
+    backend.upsert([_doc(0), _doc(1)])
+    backend.close()
+    with sqlite3.connect(tmp_path / "search.sqlite") as db:
+        db.execute("ALTER TABLE docs DROP COLUMN vectors_hash")
+    reopened = EmbeddedBackend(tmp_path, DIMS)
+    reopened.upsert([_doc(0), _doc(1)])
+    assert _log_rows(tmp_path) == 4  # the old rows had no digest: logged again, once
+    reopened.upsert([_doc(0), _doc(1)])
+    assert _log_rows(tmp_path) == 4
+    assert sorted(h.id for h in reopened.similar("p0", 5)) == ["p1"]
