@@ -499,7 +499,9 @@ def markdown(rows: list[dict], breakdown: dict, recall: list[dict], started: str
             f" {'yes' if r['met'] else '**no**'} | {r['note']} |")
     if breakdown:
         lines += ["", "Stages of the warm `tag` runs (seconds per run; nested: evidence is inside decide, kNN/head/"
-                  "lexical inside scoring):", "", "| stage | s per run | share of tag |", "|---|---:|---:|"]
+                  "lexical inside scoring; store writes and search sync run on the writer thread while the next batch "
+                  "is scored, so their seconds overlap the others'):", "", "| stage | s per run | share of tag |",
+                  "|---|---:|---:|"]
         lines += [f"| {name} | {b['seconds']:.2f} | {b['share']:.1%} |" for name, b in breakdown.items()]
     if recall:
         lines += ["", "recall@10 against exact search, real MiniLM vectors of the fashion catalog (80 % indexed, "

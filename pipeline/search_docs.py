@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from shoptag.indexer.documents import DocTag, SearchDoc
 from shoptag.store.records import Store, StoredProduct
-from shoptag.taxonomy.tree import level_values
+from shoptag.taxonomy.tree import LEVEL_SEPARATORS, level_values
 
 from .encode import ProductVectors
 
@@ -24,6 +24,8 @@ def doc_tags(tags: Mapping[str, Sequence[tuple[str, str, float]]]) -> dict[str, 
     levels: dict[str, dict[str, DocTag]] = {}
     for family, values in tags.items():
         for value, source, score in values:
+            if not any(separator in value for separator in LEVEL_SEPARATORS):
+                continue  # a flat value (most are): no levels, and no call to find that out
             for level, prefix in level_values(family, value):
                 kept = levels.setdefault(level, {}).get(prefix)
                 if kept is None or score > kept.score:

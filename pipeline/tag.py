@@ -9,6 +9,7 @@ lacks (`converge`), so the next run repairs what an interrupted one left out.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -169,6 +170,9 @@ def tag(
     report = TagReport(skipped_up_to_date=len(products) - len(todo))
     key = backend_key(settings, backend) if backend is not None else None
     cache = workspace.open_cache()
+    # the catalog and the model are loaded and stay: frozen, the collector stops re-scanning them each time a
+    # batch's many small objects (decisions, evidence, documents) trigger it
+    gc.freeze()
     try:
         # a batch is written (store, then search) while the next one is scored: scoring needs nothing the
         # writes change, and writing was half of a run's time; one write in flight, in batch order
@@ -183,6 +187,7 @@ def tag(
             if pending is not None:
                 _count(report, pending, advance)
     finally:
+        gc.unfreeze()
         cache.close()
     if backend is not None:
         report.search_repaired = converge(settings, store, encoders, backend)["sent"]
