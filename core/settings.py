@@ -336,8 +336,8 @@ def unknown_variables() -> None:
         if split:
             hint = f"; did you mean SHOPTAG_{split[0].upper()}__{split[1].upper()}? (two underscores between section and key)"
         else:
-            close = difflib.get_close_matches(head, list(Settings.model_fields), n=1, cutoff=0.5)
-            hint = f"; did you mean SHOPTAG_{close[0].upper()}{name[len('SHOPTAG_') + len(head):]}?" if close else ""
+            close = _closest(head, Settings)
+            hint = f"; did you mean SHOPTAG_{close.upper()}{name[len('SHOPTAG_') + len(head):]}?" if close else ""
         raise BadInput(f"unknown settings variable {name}{hint}")
 
 
@@ -354,6 +354,18 @@ def _one_underscore(head: str) -> tuple[str, str] | None:
     return None
 
 
+# sections by the long names people write for them (spelling distance alone finds `search` for these)
+SECTION_NAMES = {"elasticsearch": "es", "elastic": "es"}
+
+
+def _closest(name: str, section: type[BaseModel]) -> str | None:
+    """The valid key of `section` (the top level: a section name) that `name` most likely meant, if any."""
+    if section is Settings and name in SECTION_NAMES:
+        return SECTION_NAMES[name]
+    close = difflib.get_close_matches(name, list(section.model_fields), n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
 def settings_problems(error: ValidationError) -> str:
     """Each problem as `key: what is wrong`; an unknown key with the valid key it is closest to."""
     problems = []
@@ -365,8 +377,8 @@ def settings_problems(error: ValidationError) -> str:
         section: type[BaseModel] = Settings
         for part in e["loc"][:-1]:
             section = section.model_fields[str(part)].annotation  # type: ignore[assignment]
-        close = difflib.get_close_matches(str(e["loc"][-1]), list(section.model_fields), n=1, cutoff=0.5)
+        close = _closest(str(e["loc"][-1]), section)
         prefix = ".".join(str(p) for p in e["loc"][:-1])
-        hint = f"; did you mean `{prefix + '.' if prefix else ''}{close[0]}`?" if close else ""
+        hint = f"; did you mean `{prefix + '.' if prefix else ''}{close}`?" if close else ""
         problems.append(f"unknown setting `{key}`{hint}")
     return "; ".join(problems)

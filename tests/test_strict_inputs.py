@@ -81,6 +81,8 @@ def test_values_as_a_string_is_a_reject_and_a_value_new_to_its_family_is_named(c
 @pytest.mark.parametrize("toml, expected", [
     ('[service]\napikey = "s3cret"\n', "unknown setting `service.apikey`; did you mean `service.api_key`?"),
     ("[servce]\nport = 9000\n", "unknown setting `servce`; did you mean `service`?"),
+    # the long name: spelling distance alone suggested `search`
+    ('[elasticsearch]\nurl = "http://localhost:9200"\n', "unknown setting `elasticsearch`; did you mean `es`?"),
 ])
 def test_an_unknown_settings_key_is_an_error_naming_the_closest_valid_key(cli, tmp_path, toml, expected):
     config = tmp_path / "shoptag.toml"
@@ -100,6 +102,8 @@ def test_an_unknown_settings_variable_is_an_error_too(tmp_path, monkeypatch):
 @pytest.mark.parametrize(("env", "expected"), [
     ({"SHOPTAG_TAGER__TARGET_PRECISION": "0.8"}, "unknown settings variable SHOPTAG_TAGER__TARGET_PRECISION; "
                                                  "did you mean SHOPTAG_TAGGER__TARGET_PRECISION?"),
+    ({"SHOPTAG_ELASTICSEARCH__URL": "http://localhost:9200"}, "unknown settings variable "
+                                                              "SHOPTAG_ELASTICSEARCH__URL; did you mean SHOPTAG_ES__URL?"),
     ({"SHOPTAG_CONFIG": "missing.toml"}, "settings file not found: missing.toml (from SHOPTAG_CONFIG"),
     # one underscore between section and key: it was read as nothing, and search went to the empty embedded store
     ({"SHOPTAG_ES_URL": "http://localhost:9200"}, "unknown settings variable SHOPTAG_ES_URL; did you mean "
