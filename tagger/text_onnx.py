@@ -106,7 +106,7 @@ class OnnxSentenceEncoder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         # idle threads sleep rather than spin between batches: spinning took the cores from the work that runs
-        # beside encoding (tagging writes the previous batch meanwhile), at no measurable cost to encoding alone
+        # beside encoding (tagging writes the previous batch meanwhile); encoding alone is ~6 % slower for it
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(Path(folder) / "model.onnx"), options, providers=["CPUExecutionProvider"])
 
