@@ -58,11 +58,16 @@ def rrf_fuse(ranked: Sequence[Sequence[str]], rank_constant: int) -> list[tuple[
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 
+def _add_vectors(digest, vectors: Iterable[np.ndarray | None]) -> None:
+    """Feed vectors to a hashlib digest as float32 bytes, "-" for a missing one."""
+    for vector in vectors:
+        digest.update(b"-" if vector is None else np.asarray(vector, dtype=np.float32).tobytes())
+
+
 def vectors_hash(doc: SearchDoc) -> str:
     """A digest of the vectors the embedded backend logs (text and fused)."""
     digest = hashlib.sha1(usedforsecurity=False)
-    for vector in (doc.text_vector, doc.fused_vector):
-        digest.update(b"-" if vector is None else np.asarray(vector, dtype=np.float32).tobytes())
+    _add_vectors(digest, (doc.text_vector, doc.fused_vector))
     return digest.hexdigest()
 
 
@@ -82,8 +87,7 @@ def doc_fingerprint(doc: SearchDoc) -> str:
         "popularity": doc.popularity,
     }
     digest.update(json.dumps(fields, ensure_ascii=False, sort_keys=True).encode())
-    for vector in (doc.text_vector, doc.image_vector, doc.fused_vector):
-        digest.update(b"-" if vector is None else np.asarray(vector, dtype=np.float32).tobytes())
+    _add_vectors(digest, (doc.text_vector, doc.image_vector, doc.fused_vector))
     return digest.hexdigest()
 
 
