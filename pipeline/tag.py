@@ -10,7 +10,7 @@ lacks (`converge`), so the next run repairs what an interrupted one left out.
 from __future__ import annotations
 
 import gc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +143,7 @@ def count_decisions(report: TagReport, decisions: dict[str, list[TagDecision]], 
     report.tagged += tagged
 
 
-def _count(report: TagReport, written: Future, advance) -> None:
+def _count(report: TagReport, written: Future, advance: Callable[[int], None]) -> None:
     """Wait for a batch's write and add it to the run's counts."""
     decisions = written.result()
     count_decisions(report, decisions, len(decisions))
