@@ -103,7 +103,7 @@ def reindex(
     models = json.dumps(model_ids, sort_keys=True, default=str)
     mark = store.index_mark(key) if incremental else None
     if mark is not None and mark[1] == models:
-        candidates = store.changed_since(mark[0])
+        candidates = store.changed_since(mark[0], key)
         products = store.products(candidates)
         tags = store.effective_tags([p.id for p in products])
     else:  # first run, or other encoders: every product is a candidate
@@ -126,6 +126,7 @@ def reindex(
     store.set_indexed(
         key, {p.id: hashes[p.id] for p in products if p.id not in failed}, replace_all=not incremental, gone=gone,
         mark=None if failed else (seq, models),  # failed products stay after the mark: the next run retries them
+        seq=seq,
     )
     return {"sent": len(products), "written": report.written, "deleted": deleted, "failed": report.failed,
             "swapped": not incremental}

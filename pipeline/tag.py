@@ -118,10 +118,11 @@ def write_batch(
         })
     decisions = {p.id: [d for d in decisions[p.id] if d.family in written[p.id]] for p in products}
     if backend is not None:
+        seq = store.change_seq()  # before the documents are read from the store: later changes go again
         docs = index_products(store, backend, products, vectors, encoders.ids())
         if index_key is not None:
             store.set_indexed(index_key, {d.id: doc_hash(d.content_hash, d.tags, encoders.ids(), d.popularity)
-                                          for d in docs})
+                                          for d in docs}, seq=seq)
     return decisions
 
 

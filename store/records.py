@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS indexed (
     backend TEXT NOT NULL,      -- which search index (embedded, or the Elasticsearch alias)
     product_id TEXT NOT NULL,
     doc_hash TEXT NOT NULL,     -- hash of the document last sent: incremental reindex sends only changes
+    seq INTEGER NOT NULL DEFAULT 0,  -- the change seq that document was current as of
     PRIMARY KEY (backend, product_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS changes (
@@ -140,7 +141,14 @@ def _tags_allow_behaviour(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE tags_migrated RENAME TO tags")
 
 
-MIGRATIONS = (_tags_allow_behaviour,)  # MIGRATIONS[n] takes a file from version n to n + 1
+def _indexed_seq(db: sqlite3.Connection) -> None:
+    """Version 2: what a backend received records the change seq it was current as of, so an incremental
+    reindex passes over products sent since their last change (older rows say 0: compared by hash)."""
+    if "seq" not in {row[1] for row in db.execute("PRAGMA table_info(indexed)")}:
+        db.execute("ALTER TABLE indexed ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS = (_tags_allow_behaviour, _indexed_seq)  # MIGRATIONS[n] takes a file from version n to n + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -562,17 +570,18 @@ class Store:
 
     def set_indexed(
         self, backend: str, hashes: Mapping[str, str], *, replace_all: bool = False, gone: Sequence[str] = (),
-        mark: tuple[int, str] | None = None,
+        mark: tuple[int, str] | None = None, seq: int = 0,
     ) -> None:
-        """Record what the backend now holds: documents sent (`replace_all` after a full reindex forgets every
-        other), products deleted from it, and optionally the (change seq, models) it is complete up to."""
+        """Record what the backend now holds: documents sent, built from the store as of change `seq`
+        (`replace_all` after a full reindex forgets every other), products deleted from it, and optionally the
+        (change seq, models) it is complete up to."""
         with self.transaction() as db:
             if replace_all:
                 db.execute("DELETE FROM indexed WHERE backend = ?", (backend,))
             db.executemany("DELETE FROM indexed WHERE backend = ? AND product_id = ?", [(backend, pid) for pid in gone])
             db.executemany(
-                "INSERT OR REPLACE INTO indexed (backend, product_id, doc_hash) VALUES (?, ?, ?)",
-                [(backend, pid, h) for pid, h in hashes.items()],
+                "INSERT OR REPLACE INTO indexed (backend, product_id, doc_hash, seq) VALUES (?, ?, ?, ?)",
+                [(backend, pid, h, seq) for pid, h in hashes.items()],
             )
             if mark is not None:
                 db.execute("INSERT OR REPLACE INTO index_marks (backend, seq, models) VALUES (?, ?, ?)", (backend, *mark))
@@ -586,9 +595,15 @@ class Store:
         row = self._query("SELECT seq, models FROM index_marks WHERE backend = ?", (backend,))
         return (row[0][0], row[0][1]) if row else None
 
-    def changed_since(self, seq: int) -> list[str]:
-        """Ids of products (deleted ones included) changed after change number `seq`."""
-        return [r[0] for r in self._query("SELECT product_id FROM changes WHERE seq > ? ORDER BY product_id", (seq,))]
+    def changed_since(self, seq: int, backend: str | None = None) -> list[str]:
+        """Ids of products (deleted ones included) changed after change number `seq`; with `backend`, less
+        those it received a document of since their last change (a `tag` run sends each batch as it goes)."""
+        if backend is None:
+            return [r[0] for r in self._query("SELECT product_id FROM changes WHERE seq > ? ORDER BY product_id", (seq,))]
+        return [r[0] for r in self._query(
+            """SELECT c.product_id FROM changes c
+               LEFT JOIN indexed i ON i.backend = ? AND i.product_id = c.product_id
+               WHERE c.seq > ? AND (i.seq IS NULL OR i.seq < c.seq) ORDER BY c.product_id""", (backend, seq))]
 
     # ---- runs and rejects -----------------------------------------------------------------------------------
     def start_run(self, kind: str, source: str | None) -> tuple[int, int]:

@@ -254,6 +254,27 @@ def test_incremental_reindex_reads_only_changes_since_its_mark_and_deletes_what_
     assert store.index_mark(key)[1] != "other encoders"
 
 
+def test_a_tag_run_records_what_it_sent_so_the_next_incremental_run_reads_nothing(sample_backend):
+    """`tag` sends each batch as it goes and records the change number its documents were read at: the
+    closing incremental pass (and the next reindex) passes over them, and a change made after still goes."""
+    from shoptag.indexer.documents import SearchQuery
+    from shoptag.pipeline.reindex import backend_key, reindex
+
+    settings, store, encoders, backend = sample_backend
+    reindex(settings, store, encoders, backend, show_progress=False)
+    key = backend_key(settings, backend)
+    seq, _ = store.index_mark(key)
+    report = tag(settings, store, encoders, backend, retag_all=True, show_progress=False)
+    assert report.tagged == 70 and report.search_repaired == 0
+    assert len(store.changed_since(seq)) > 10  # the products the model tags were rewritten ...
+    assert store.changed_since(seq, key) == []  # ... and the backend received each one after
+    store.add_feedback([("sp-007", "style", ["classic"])], origin="test")
+    assert store.changed_since(seq, key) == ["sp-007"]
+    assert reindex(settings, store, encoders, backend, incremental=True, show_progress=False)["sent"] == 1
+    hits = backend.search(SearchQuery(text="", filters={"style": ["classic"]}, size=100)).hits
+    assert "sp-007" in {h.id for h in hits}
+
+
 def test_each_backend_keeps_its_own_reindex_record(sample_backend, noida_server):
     """After a reindex into one backend, an incremental reindex into the other (a new alias) sends everything."""
     from fixtures_search import drop_alias, es_settings

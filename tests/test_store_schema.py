@@ -1,5 +1,6 @@
-"""The store's schema version: a file written before tags could come from behaviour is upgraded in place when
-opened (rows, index and change triggers kept), and a file from a newer shoptag is refused."""
+"""The store's schema version: a file written before tags could come from behaviour (and before what a backend
+received recorded its change number) is upgraded in place when opened (rows, index and change triggers kept),
+and a file from a newer shoptag is refused."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from shoptag.core.errors import Corrupt
 from shoptag.store.records import CHANGE_TRIGGERS, SCHEMA, SCHEMA_VERSION, Store
 
 OLD_CHECK = "CHECK (source IN ('feedback', 'catalog', 'model'))"
+OLD_INDEXED_SEQ = "    seq INTEGER NOT NULL DEFAULT 0,  -- the change seq that document was current as of\n"
 
 
 def old_format_db(path) -> None:
     """A store as the version before schema versioning wrote it (user_version 0, the three-source check)."""
     schema = SCHEMA.replace("CHECK (source IN ('feedback', 'catalog', 'model', 'behaviour'))", OLD_CHECK)
-    assert OLD_CHECK in schema
+    schema = schema.replace(OLD_INDEXED_SEQ, "")
+    assert OLD_CHECK in schema and "seq INTEGER NOT NULL DEFAULT 0" not in schema.split("CREATE TABLE IF NOT EXISTS indexed")[1].split(";")[0]
     db = sqlite3.connect(path)
     db.executescript(schema + CHANGE_TRIGGERS)
     db.execute("INSERT INTO products (id, title, text_hash, content_hash, updated_at) VALUES ('p1', 'Star', 'h', "
@@ -25,6 +28,7 @@ def old_format_db(path) -> None:
     db.execute("INSERT INTO tags VALUES ('p1', 'kind', 'lamp', 'catalog', 'accepted', 1.0, NULL, 0)")
     with pytest.raises(sqlite3.IntegrityError):
         db.execute("INSERT INTO tags VALUES ('p1', 'season', 'christmas', 'behaviour', 'review', NULL, NULL, 0)")
+    db.execute("INSERT INTO indexed (backend, product_id, doc_hash) VALUES ('embedded', 'p1', 'd')")
     db.commit()
     db.close()
 
@@ -37,6 +41,10 @@ def test_an_old_store_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
         assert store.read("PRAGMA user_version")[0][0] == SCHEMA_VERSION
         assert [(t.family, t.value, t.source, t.evidence) for t in store.tags_of("p1")] == [
             ("colour", "red", "model", {"threshold": 0.5}), ("kind", "lamp", "catalog", None)]
+        # what the backend received keeps its hash and counts as older than any change (compared by hash)
+        assert store.indexed_hashes("embedded") == {"p1": "d"}
+        assert store.read("SELECT seq FROM indexed")[0][0] == 0
+        assert store.changed_since(0, "embedded") == ["p1"]
         seq = store.change_seq()
         with store.transaction() as db:
             db.execute("INSERT INTO tags VALUES ('p1', 'season', 'christmas', 'behaviour', 'review', NULL, NULL, 0)")
