@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -11,7 +13,7 @@ import numpy as np
 from shoptag.core.settings import EncoderSettings
 from shoptag.indexer.search_common import VectorDims
 from shoptag.store.records import StoredProduct
-from shoptag.tagger.embedding_cache import EmbeddingCache, encode_with_cache
+from shoptag.tagger.embedding_cache import EmbeddingCache, encode_with_cache, fill_cache
 from shoptag.tagger.product_vector import fuse
 from shoptag.tagger.text_encoder import TextEncoder, load_text_encoder
 from shoptag.tagger.text_onnx import default_cache_dir
@@ -108,3 +110,70 @@ def encode_products(
         )
     fused = fuse(text, image, has_image, settings.image_weight)
     return ProductVectors(text, image, has_image, fused), {"text": text_encoded, "image": image_encoded}
+
+
+def encode_ahead(
+    products: Sequence[StoredProduct], encoders: Encoders, open_cache: Callable[[], EmbeddingCache],
+) -> Iterator[list[StoredProduct]]:
+    """`products` in groups as their vectors are ready in the cache: the cached ones at once, the others as a
+    background thread encodes them (per modality one length-sorted pass over all of them, so the encoder's
+    batches are the ones it would make over the whole catalog) and writes each slice to the cache. The caller
+    scores and writes while the encoder works. Closing the generator ends the encoding after its current slice
+    (use it under `contextlib.closing`)."""
+    modalities = [("text", encoders.text, products, [p.text for p in products], [p.text_hash for p in products],
+                   encoders.settings.batch_size, len)]
+    if encoders.image is not None:
+        pictured = [p for p in products if p.image and p.image_hash]
+        modalities.append(("image", encoders.image, pictured, [p.image for p in pictured],
+                           [p.image_hash for p in pictured], encoders.settings.image_batch_size, None))
+    cache = open_cache()
+    try:
+        missing = {name: cache.missing(encoder.model_id, hashes) for name, encoder, _, _, hashes, _, _ in modalities}
+    finally:
+        cache.close()
+    waiting: dict[tuple[str, str], list[str]] = {}  # (modality, hash) -> ids of the products needing it
+    needs: dict[str, int] = {}
+    for name, _, group, _, hashes, _, _ in modalities:
+        for product, key in zip(group, hashes):
+            if key in missing[name]:
+                waiting.setdefault((name, key), []).append(product.id)
+                needs[product.id] = needs.get(product.id, 0) + 1
+    yield [p for p in products if p.id not in needs]
+    if not needs:
+        return
+    by_id = {p.id: p for p in products}
+    slices: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def encode_all() -> None:
+        worker_cache = open_cache()
+        try:
+            for name, encoder, _, items, hashes, batch_size, length in modalities:
+                for keys in fill_cache(items, hashes, missing[name], model_id=encoder.model_id, encode=encoder.encode,
+                                       cache=worker_cache, batch_size=batch_size, length=length):
+                    slices.put((name, keys))
+                    if stop.is_set():
+                        return
+        except BaseException as exc:  # raised again on the caller's thread
+            slices.put(exc)
+        finally:
+            worker_cache.close()
+            slices.put(None)
+
+    worker = threading.Thread(target=encode_all, name="shoptag-encode", daemon=True)
+    worker.start()
+    try:
+        while (message := slices.get()) is not None:
+            if isinstance(message, BaseException):
+                raise message
+            name, keys = message
+            ready = []
+            for key in keys:
+                for pid in waiting.pop((name, key), ()):
+                    needs[pid] -= 1
+                    if not needs[pid]:
+                        ready.append(by_id[pid])
+            yield ready
+    finally:
+        stop.set()
+        worker.join()

@@ -10,10 +10,12 @@ lacks (`converge`), so the next run repairs what an interrupted one left out.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from shoptag.core.errors import Conflict
 from shoptag.core.settings import IndexSettings, Settings
@@ -21,8 +23,9 @@ from shoptag.indexer.backend import SearchBackend
 from shoptag.store.records import Store, StoredProduct
 from shoptag.tagger.embedding_cache import EmbeddingCache
 from shoptag.tagger.model import TagDecision, TaggerModel, current_name, decide, load_model, score_sources
+from shoptag.vectors.faiss_index import search_threads
 
-from .encode import Encoders, ProductVectors, encode_products
+from .encode import Encoders, ProductVectors, encode_ahead, encode_products
 from .progress import progress_bar
 from .reindex import backend_key, converge, doc_hash
 from .search_sync import index_products
@@ -30,6 +33,7 @@ from .tag_system import TagSystem, apply_tag_system, load_tag_system
 from .workspace import Workspace
 
 BATCH = 1000
+T = TypeVar("T")
 
 
 class StaleModelError(Conflict):
@@ -151,6 +155,18 @@ def _count(report: TagReport, written: Future, advance: Callable[[int], None]) -
     advance(len(decisions))
 
 
+def _rebatch(groups: Iterable[list[T]], size: int) -> Iterator[list[T]]:
+    """The items of `groups` cut again into lists of `size` (the last one may be shorter)."""
+    buffer: list[T] = []
+    for group in groups:
+        buffer.extend(group)
+        while len(buffer) >= size:
+            yield buffer[:size]
+            buffer = buffer[size:]
+    if buffer:
+        yield buffer
+
+
 def finish_report(report: TagReport) -> TagReport:
     """The run's totals over its families."""
     report.accepted = sum(c["accepted"] for c in report.by_family.values())
@@ -175,12 +191,14 @@ def tag(
     # batch's many small objects (decisions, evidence, documents) trigger it
     gc.freeze()
     try:
-        # a batch is written (store, then search) while the next one is scored: scoring needs nothing the
-        # writes change, and writing was half of a run's time; one write in flight, in batch order
-        with progress_bar("tag", len(todo), show_progress) as advance, ThreadPoolExecutor(1) as writer:
+        # three stages at once: the encoder fills the cache in the background (the products it has vectors
+        # for are scored first); a batch is scored while the one before is written (store, then search:
+        # scoring needs nothing the writes change), one write in flight, in batch order; the kNN search
+        # keeps to one thread (with two, each waits on the other at every barrier while the cores are shared)
+        with progress_bar("tag", len(todo), show_progress) as advance, ThreadPoolExecutor(1) as writer, \
+                search_threads(1), closing(encode_ahead(todo, encoders, workspace.open_cache)) as ready:
             pending: Future | None = None
-            for start in range(0, len(todo), BATCH):
-                batch = todo[start : start + BATCH]
+            for batch in _rebatch(ready, BATCH):
                 decisions, vectors = score_batch(model, store, encoders, cache, batch, system)
                 if pending is not None:
                     _count(report, pending, advance)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -67,6 +67,19 @@ class EmbeddingCache:
                 found[key] = np.frombuffer(blob, dtype=np.float32)
         return found
 
+    def missing(self, model_id: str, hashes: Sequence[str]) -> set[str]:
+        """Which of `hashes` have no vector for `model_id` (reads keys only, not vectors)."""
+        unique = list(dict.fromkeys(hashes))
+        found: set[str] = set()
+        for start in range(0, len(unique), 900):  # SQLite's bound-parameter limit
+            chunk = unique[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            found.update(key for (key,) in self._db.execute(
+                f"SELECT content_hash FROM embeddings WHERE model_id = ? AND content_hash IN ({marks})",
+                [model_id, *chunk],
+            ))
+        return set(unique) - found
+
     def put_many(self, model_id: str, hashes: Sequence[str], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         with self._db:
@@ -87,6 +100,47 @@ class EmbeddingCache:
 ENCODE_BATCHES = 16  # encoder batches per call and per cache write: resumable, and few calls
 
 
+def _encode_misses(
+    items: Sequence[T], misses: list[tuple[str, int]], *, model_id: str, encode: Callable[[Sequence[T]], np.ndarray],
+    cache: EmbeddingCache, batch_size: int, length: Callable[[T], int] | None,
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Encode the (hash, row) `misses`, sorted by `length` once (so the encoder's own length-sorted batches are
+    the ones it would make over all of them: less padding than sorting each slice), `ENCODE_BATCHES` batches a
+    call, each slice written to the cache at once so an interrupted run resumes where it stopped; yields each
+    slice's hashes and vectors."""
+    if length is not None:
+        misses = sorted(misses, key=lambda miss: length(items[miss[1]]))  # stable: equal lengths keep their order
+    step = batch_size * ENCODE_BATCHES
+    for start in range(0, len(misses), step):
+        batch = misses[start : start + step]
+        vectors = encode([items[row] for _, row in batch])
+        keys = [key for key, _ in batch]
+        cache.put_many(model_id, keys, vectors)
+        yield keys, vectors
+
+
+def fill_cache(
+    items: Sequence[T],
+    hashes: Sequence[str],
+    missing: set[str],
+    *,
+    model_id: str,
+    encode: Callable[[Sequence[T]], np.ndarray],
+    cache: EmbeddingCache,
+    batch_size: int,
+    length: Callable[[T], int] | None = None,
+) -> Iterator[list[str]]:
+    """Encode into the cache the `items` whose hash is in `missing` (as `cache.missing` gave it), keeping no
+    vector; yields each slice's hashes once written, so a consumer can use them while the next is encoded."""
+    first: dict[str, int] = {}
+    for row, key in enumerate(hashes):
+        first.setdefault(key, row)
+    misses = [(key, row) for key, row in first.items() if key in missing]
+    for keys, _ in _encode_misses(items, misses, model_id=model_id, encode=encode, cache=cache,
+                                  batch_size=batch_size, length=length):
+        yield keys
+
+
 def encode_with_cache(
     items: Sequence[T],
     hashes: Sequence[str],
@@ -99,13 +153,8 @@ def encode_with_cache(
     length: Callable[[T], int] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Vectors for `items` (one row each), encoding only those whose hash is not cached for `model_id`.
-
-    With `length`, the uncached items are sorted by it once, so the encoder's own length-sorted batches are the
-    ones it would make over all of them (less padding than sorting each slice). They go to the encoder
-    `ENCODE_BATCHES` batches at a time, each slice written to the cache at once, so an interrupted run resumes
-    where it stopped. Returns the (len(items), dim) matrix and how many items were actually encoded.
-    """
+    """Vectors for `items` (one row each), encoding only those whose hash is not cached for `model_id` (as
+    `_encode_misses` says). Returns the (len(items), dim) matrix and how many items were actually encoded."""
     out = np.zeros((len(items), dim), dtype=np.float32)
     cached = cache.get_many(model_id, hashes)
     todo: dict[str, int] = {}
@@ -115,19 +164,13 @@ def encode_with_cache(
         elif key not in todo:
             todo[key] = row
     misses = list(todo.items())
-    if length is not None:
-        misses.sort(key=lambda miss: length(items[miss[1]]))  # stable: equal lengths keep their order
     if on_batch:
         on_batch(len(items) - len(misses))
-    step = batch_size * ENCODE_BATCHES
-    for start in range(0, len(misses), step):
-        batch = misses[start : start + step]
-        vectors = encode([items[row] for _, row in batch])
-        cache.put_many(model_id, [key for key, _ in batch], vectors)
-        for (key, _), vector in zip(batch, vectors):
-            cached[key] = vector
+    for keys, vectors in _encode_misses(items, misses, model_id=model_id, encode=encode, cache=cache,
+                                        batch_size=batch_size, length=length):
+        cached.update(zip(keys, vectors))
         if on_batch:
-            on_batch(len(batch))
+            on_batch(len(keys))
     for row, key in enumerate(hashes):  # duplicates of an encoded hash and the freshly encoded rows
         if key in todo:
             out[row] = cached[key]

@@ -195,6 +195,36 @@ def test_cache_encodes_an_unchanged_text_once_per_model(tmp_path, minilm):
     cache.close()
 
 
+def test_encode_ahead_gives_cached_products_at_once_and_the_rest_as_the_encoder_writes_them(trained_sample, tmp_path):
+    """`tag` scores what the cache holds while the rest is encoded in the background, in one length-sorted
+    pass (not per tag batch); every product comes once, and an encoder's failure reaches the caller."""
+    from shoptag.pipeline.encode import encode_ahead
+
+    settings, store, _ = trained_sample
+    encoders = Encoders(settings.encoders.model_copy(update={"batch_size": 2}))  # slices of 32 titles
+    products = store.products()
+    path = tmp_path / "cache.db"
+    cache = EmbeddingCache(path)
+    encoders_text = encoders.text
+    encode_with_cache([p.text for p in products[:10]], [p.text_hash for p in products[:10]],
+                      model_id=encoders_text.model_id, dim=encoders_text.dim, encode=encoders_text.encode, cache=cache,
+                      batch_size=8)
+    groups = list(encode_ahead(products, encoders, lambda: EmbeddingCache(path)))
+    assert [p.id for p in groups[0]] == [p.id for p in products[:10]]
+    later = [p for group in groups[1:] for p in group]
+    assert len(groups) > 2 and sorted(p.id for p in later) == sorted(p.id for p in products[10:])
+    assert [len(p.text) for p in later] == sorted(len(p.text) for p in later)
+    assert cache.missing(encoders_text.model_id, [p.text_hash for p in products]) == set()
+    cache.close()
+
+    def broken(texts):
+        raise RuntimeError("the encoder died")
+
+    encoders.text.encode = broken
+    with pytest.raises(RuntimeError, match="the encoder died"):
+        list(encode_ahead(products, encoders, lambda: EmbeddingCache(tmp_path / "empty.db")))
+
+
 @pytest.fixture(params=["embedded", "noida"])
 def sample_backend(request, trained_sample, tmp_path):
     """A copy of the trained sample workspace, its store and a search backend (closed after): embedded, or an

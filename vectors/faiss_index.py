@@ -7,7 +7,8 @@ remove vectors (HNSW) get tombstones that searches skip; the index is compacted 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
@@ -26,6 +27,18 @@ def index_options(settings: IndexSettings) -> dict[str, object]:
     """The `VectorIndex` keyword arguments the `index` settings stand for."""
     return {"factory": settings.factory, "nprobe": settings.nprobe, "ef_search": settings.hnsw_ef_search,
             "use_gpu": settings.use_gpu, "budget_bytes": settings.memory_budget_mb * 2**20}
+
+
+@contextmanager
+def search_threads(n: int) -> Iterator[None]:
+    """Search with at most `n` OpenMP threads (the process-wide setting, restored after): while another
+    thread writes, two search threads on two cores wait on each other at every barrier."""
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, min(n, previous)))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 def gpu_available() -> bool:
