@@ -3,12 +3,13 @@ of each choice against exact search, and the settings that searches read."""
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
 from shoptag.core.errors import BadInput
 from shoptag.core.settings import IndexSettings
-from shoptag.vectors.faiss_index import VectorIndex, index_options
+from shoptag.vectors.faiss_index import VectorIndex, index_options, search_threads
 from shoptag.vectors.index_choice import (
     EXACT_LIMIT,
     build_index,
@@ -79,3 +80,13 @@ def test_search_settings_are_read_when_building_and_loading(tmp_path):
     assert VectorIndex.load(tmp_path / "index.npz", IndexSettings(nprobe=3, hnsw_ef_search=7)).nprobe == 3
     assert VectorIndex(DIM, **index_options(IndexSettings(memory_budget_mb=1)), expected_size=20_000).factory \
         .startswith("IVF")
+
+
+def test_search_threads_caps_the_openmp_threads_and_restores_them_even_after_an_error():
+    before = faiss.omp_get_max_threads()
+    with pytest.raises(RuntimeError), search_threads(1):
+        assert faiss.omp_get_max_threads() == 1
+        raise RuntimeError("a failed batch")
+    assert faiss.omp_get_max_threads() == before
+    with search_threads(before + 8):  # never more than the process had
+        assert faiss.omp_get_max_threads() == before
