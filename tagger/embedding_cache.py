@@ -53,32 +53,23 @@ class EmbeddingCache:
             raise
         return db
 
-    def get_many(self, model_id: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
+    def _select(self, columns: str, model_id: str, hashes: Sequence[str]) -> Iterator[tuple]:
+        """`columns` of the rows of `model_id` whose hash is among `hashes` (each asked once)."""
         unique = list(dict.fromkeys(hashes))
         for start in range(0, len(unique), 900):  # SQLite's bound-parameter limit
             chunk = unique[start : start + 900]
             marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT content_hash, vector FROM embeddings WHERE model_id = ? AND content_hash IN ({marks})",
-                [model_id, *chunk],
+            yield from self._db.execute(
+                f"SELECT {columns} FROM embeddings WHERE model_id = ? AND content_hash IN ({marks})", [model_id, *chunk]
             )
-            for key, blob in rows:
-                found[key] = np.frombuffer(blob, dtype=np.float32)
-        return found
+
+    def get_many(self, model_id: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        return {key: np.frombuffer(blob, dtype=np.float32)
+                for key, blob in self._select("content_hash, vector", model_id, hashes)}
 
     def missing(self, model_id: str, hashes: Sequence[str]) -> set[str]:
         """Which of `hashes` have no vector for `model_id` (reads keys only, not vectors)."""
-        unique = list(dict.fromkeys(hashes))
-        found: set[str] = set()
-        for start in range(0, len(unique), 900):  # SQLite's bound-parameter limit
-            chunk = unique[start : start + 900]
-            marks = ",".join("?" * len(chunk))
-            found.update(key for (key,) in self._db.execute(
-                f"SELECT content_hash FROM embeddings WHERE model_id = ? AND content_hash IN ({marks})",
-                [model_id, *chunk],
-            ))
-        return set(unique) - found
+        return set(hashes) - {key for (key,) in self._select("content_hash", model_id, hashes)}
 
     def put_many(self, model_id: str, hashes: Sequence[str], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
