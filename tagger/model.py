@@ -31,6 +31,7 @@ from .fuse import apply_temperature, choose_weights, fit_temperature, fuse_score
 from .head import HeadConfig, TagHead, head_from_state, head_state, predict_head, train_head
 from .lexical import LexicalClassifier, load_counts, save_counts, shared_counts
 from .metrics import choose_thresholds
+from .names import name_patterns
 from .product_vector import query_scale
 from .propagate import select_labelled, vote, vote_weights
 from .split import unit_hash
@@ -87,6 +88,11 @@ class TaggerModel:
     def key_rows(self) -> np.ndarray:
         """Row into `labelled_ids` of each key of `index` (see `key_rows`)."""
         return key_rows(self.index, self.labelled_ids)
+
+    @cached_property
+    def name_patterns(self) -> dict[str, list]:
+        """Per family, the patterns of its values' names (`names.name_patterns`), for reading queries."""
+        return {family: name_patterns(fm.vocab.values) for family, fm in self.families.items()}
 
     @cached_property
     def label_cells(self) -> dict[str, np.ndarray]:

@@ -7,11 +7,12 @@ themselves: they are candidates for a person to review, until reviewed examples 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from .names import fold, name_pattern
 
 # Chosen on a 3,000-product fashion slice (docs/BENCHMARKS.md): cosines of one product to different tag names
 # differ by a few hundredths, and a title that names the tag is strong evidence.
@@ -19,7 +20,6 @@ TEMPERATURE = 0.05
 LITERAL_BONUS = 3.0
 MULTI_MARGIN = 2.0
 PHOTO_TEMPLATE = "a photo of {}"
-_CJK = re.compile(r"[\u3400-\u9fff]")
 
 
 @dataclass(frozen=True)
@@ -91,21 +91,13 @@ def combine(text: np.ndarray, photo: np.ndarray | None, has_photo: np.ndarray, p
     return (1 - w) * text + w * photo
 
 
-def _pattern(text: str) -> re.Pattern[str]:
-    """The tag's words in a title: a plain substring for CJK (no spaces between words), whole words with an
-    optional plural elsewhere."""
-    if _CJK.search(text):
-        return re.compile(re.escape(text.casefold()))
-    return re.compile(r"(?<!\w)" + re.escape(text.casefold()) + r"(?:s|es)?(?!\w)")
-
-
 def literal_matches(product_texts: Sequence[str], prompts: Sequence[TagPrompt]) -> np.ndarray:
     """(n, C) 1.0 where the product's text names the tag or one of its synonyms: titles often say exactly what
     the product is, which a sentence embedding blurs."""
-    patterns = [[_pattern(t) for t in (p.value, *p.synonyms)] for p in prompts]
+    patterns = [[name_pattern(t) for t in (p.value, *p.synonyms)] for p in prompts]
     out = np.zeros((len(product_texts), len(prompts)), dtype=np.float32)
     for r, text in enumerate(product_texts):
-        folded = text.casefold()
+        folded = fold(text)
         for c, pats in enumerate(patterns):
             if any(p.search(folded) for p in pats):
                 out[r, c] = 1.0
