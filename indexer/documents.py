@@ -99,6 +99,9 @@ class SearchQuery:
     # `boost_weight` on its BM25 score (an Elasticsearch `terms` clause in `should` scores its boost)
     boosts: dict[str, list[str]] = field(default_factory=dict)
     boost_weight: float = 2.0
+    # tags the query names (family -> values, like filters): the kNN half looks only among products carrying
+    # them, so a vector neighbour of "耐克 双肩包" is a Nike backpack; text matches are not limited by them
+    vector_filters: dict[str, list[str]] = field(default_factory=dict)
     highlight: bool = False
     diversity: Diversity | None = None
 
@@ -106,6 +109,11 @@ class SearchQuery:
     def sort_key(self) -> tuple[str, bool] | None:
         """(document field, descending) of a field sort; None for relevance."""
         return SORTS[self.sort]
+
+    @property
+    def knn_filters(self) -> dict[str, list[str]]:
+        """The tag filters of the kNN half: `vector_filters`, where the shop's own `filters` do not decide."""
+        return {**self.vector_filters, **self.filters}
 
     @property
     def ranked(self) -> bool:

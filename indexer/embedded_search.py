@@ -167,7 +167,7 @@ class EmbeddedBackend:
             known_total: int | None = None
             knn = None
             if query.vector is not None and vectors is not None:
-                knn = self._knn(conn, vectors.text, query.vector, depth, scope)
+                knn = self._knn(conn, vectors.text, query.vector, depth, fulltext.Scope.of_knn(query))
                 if query.min_similarity is not None:
                     knn = [(pid, sim) for pid, sim in knn if sim >= query.min_similarity]
             if match is not None:

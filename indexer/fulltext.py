@@ -109,6 +109,11 @@ class Scope:
     def of(cls, query: SearchQuery) -> Scope:
         return cls(query.filters, query.attributes, query.ranges)
 
+    @classmethod
+    def of_knn(cls, query: SearchQuery) -> Scope:
+        """The scope of the kNN half: the query's, with the tags the query names (`SearchQuery.knn_filters`)."""
+        return cls(query.knn_filters, query.attributes, query.ranges)
+
 
 def filter_sql(scope: Scope, rid: str = "rid") -> tuple[str, list]:
     """SQL conditions (each starting with AND) keeping the rows that pass `scope`."""

@@ -108,6 +108,7 @@ def query_digest(query: SearchQuery) -> str:
     shape = {
         "text": query.text, "filters": query.filters, "ranges": query.ranges, "attributes": query.attributes,
         "sort": query.sort, "boosts": query.boosts,
+        "vector_filters": query.vector_filters,
         "diversity": None if query.diversity is None else [query.diversity.kind, query.diversity.lambda_,
                                                            query.diversity.family, query.diversity.max_per_value],
     }

@@ -17,7 +17,8 @@ from shoptag.indexer.es import search
 from shoptag.indexer.es.backend import ESBackend
 
 pytestmark = pytest.mark.es
-QUERY = SearchQuery(text="denim", vector=topic_vector("denim"), facets=("color",), size=5, window=20)
+QUERY = SearchQuery(text="denim", vector=topic_vector("denim"), facets=("color",), size=5, window=20,
+                    vector_filters={"category": ["jeans"]})  # the kNN half filtered apart from the text half
 
 
 @pytest.fixture

@@ -149,6 +149,23 @@ def test_query_tag_boosts_reorder_text_matches(shop):
     assert ids(hybrid)[0] == "en-jeans"  # a boost only raises text matches; no dress says "denim"
 
 
+def test_named_query_tags_keep_the_vector_half_among_their_products(shop):
+    backend, docs = shop
+    category = {d.id: d.tags["category"][0].value for d in docs}
+    # a watch-like vector with the query naming "dress": its neighbours are dresses only, nearest first
+    vector_only = run(backend, SearchQuery(vector=topic_vector("watch"), vector_filters={"category": ["dress"]}))
+    assert {category[i] for i in ids(vector_only)} == {"dress"} and vector_only.total == 2
+    # text matches are not limited by them: "denim" finds both jeans, the vector half adds dresses, not watches
+    hybrid = run(backend, SearchQuery(text="denim jeans 牛仔裤", vector=topic_vector("watch"), size=20,
+                                      vector_filters={"category": ["dress"]}))
+    assert {"en-jeans", "cn-jeans"} <= set(ids(hybrid))
+    assert {category[i] for i in ids(hybrid)} == {"jeans", "dress"} and hybrid.total == len(ids(hybrid))
+    # the shop's own filter decides its family: no dress passes category=watch, so only the filter holds
+    filtered = run(backend, SearchQuery(vector=topic_vector("watch"), vector_filters={"category": ["dress"]},
+                                        filters={"category": ["watch"]}))
+    assert {category[i] for i in ids(filtered)} == {"watch"}
+
+
 def test_diversity_cap_keeps_one_per_category_on_a_page(shop):
     backend, _ = shop
     query = SearchQuery(text="watch 手表 denim", vector=topic_vector("watch"), size=4)

@@ -29,9 +29,10 @@ def tag_filters(filters: dict[str, list[str]]) -> list[dict[str, Any]]:
     return [{"terms": {f"tags.{family}": list(values)}} for family, values in sorted(filters.items())]
 
 
-def query_filters(query: SearchQuery) -> list[dict[str, Any]]:
-    """Tag filters, keyword attribute filters (`terms` on the flattened `attributes`) and numeric ranges."""
-    clauses = tag_filters(query.filters)
+def query_filters(query: SearchQuery, *, knn: bool = False) -> list[dict[str, Any]]:
+    """Tag filters, keyword attribute filters (`terms` on the flattened `attributes`) and numeric ranges (`knn`:
+    the kNN half's, with the tags the query names)."""
+    clauses = tag_filters(query.knn_filters if knn else query.filters)
     clauses += [{"terms": {f"attributes.{name}": list(values)}} for name, values in sorted(query.attributes.items())]
     for name, (low, high) in sorted(query.ranges.items()):
         bounds = {key: bound for key, bound in (("gte", low), ("lte", high)) if bound is not None}
@@ -108,7 +109,7 @@ def search_knn(query: SearchQuery) -> dict[str, Any]:
     """The kNN half of a storefront query: the window's nearest filtered products within the cutoff (-1, the
     lowest cosine, without one: the stored search template always renders the parameter)."""
     cutoff = -1.0 if query.min_similarity is None else query.min_similarity
-    return knn_clause(query.vector, window(query), query_filters(query), min_similarity=cutoff)
+    return knn_clause(query.vector, window(query), query_filters(query, knn=True), min_similarity=cutoff)
 
 
 def window(query: SearchQuery) -> int:
@@ -233,7 +234,8 @@ def template_params(query: SearchQuery) -> dict[str, Any]:
     return {
         "text": query.text,
         "vector": knn["query_vector"],
-        "filters": knn["filter"],
+        "filters": query_filters(query),
+        "knn_filters": knn["filter"],
         "boosts": boost_clauses(query) if has_words(query.text) else [],
         "aggs": facet_aggs(query),
         "from": query.offset,
