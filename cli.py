@@ -537,12 +537,20 @@ def search(
             for name, buckets in results.range_facets.items():
                 out.print(f"  {name}: " + ", ".join(f"{b.key} ({b.count})" for b in buckets))
             for tag in answer.query_tags:
-                out.print(f"  query tag {tag.family}={tag.value} ({tag.used_as}: score {tag.score:.2f} "
-                          f">= threshold {tag.threshold:.2f})", markup=False, highlight=False)
+                out.print(f"  query tag {tag.family}={tag.value} ({tag.used_as}: {_query_tag_reason(tag)})",
+                          markup=False, highlight=False)
             if results.cursor:
                 out.print(f"  next page: --cursor {results.cursor}")
 
         _emit(as_json, answer, human)
+
+
+def _query_tag_reason(tag: Any) -> str:
+    """Why a query tag was used: the query names it, or its score reached its threshold."""
+    threshold = "no threshold" if tag.threshold is None else f"threshold {tag.threshold:.2f}"
+    if tag.named:
+        return f"named in the query; score {tag.score:.2f}, {threshold}"
+    return f"score {tag.score:.2f} >= {threshold}"
 
 
 def _ordered_by(sort: str, hit: Any) -> str:

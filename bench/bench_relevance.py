@@ -8,7 +8,11 @@ made from the labels (`judged_queries`). For each backend, nDCG@10, MRR and reca
 - BM25: the text alone;
 - vector: the text encoder's kNN alone;
 - hybrid: both, fused by reciprocal rank fusion (the default storefront ranking without query understanding);
-- hybrid + query tags: the same, with the tags the tagger is confident the query asks for as boosts.
+- hybrid + tagger's query tags: the same, with only the tags the tagger accepts (no value names read), as
+  boosts: what query understanding adds without reading names;
+- hybrid + query tags: the same, with the query's tags (those the tagger is confident of, and those the query
+  names) applied as the storefront applies them: boosts of text matches, the named ones also keeping the
+  kNN half among their products.
 
 Writes ``bench/results/relevance.json`` (every query's ranking metrics and its query tags) and ``relevance.md``.
 """
@@ -29,7 +33,7 @@ from bench_es import noida
 from judged_queries import JudgedQuery, chinese_queries, english_queries, ndcg_at, recall_at, reciprocal_rank
 
 RESULTS = ROOT / "bench" / "results"
-METHODS = ("BM25", "vector", "hybrid", "hybrid + query tags")
+METHODS = ("BM25", "vector", "hybrid", "hybrid + tagger's query tags", "hybrid + query tags")
 DEPTH = 100  # hits ranked per query (recall@100)
 
 
@@ -65,21 +69,23 @@ def prepare(language: str, records: list[dict], work: Path):
     return settings, store, encoders, tagger
 
 
-def evaluate(backend, queries: list[JudgedQuery], vectors, boosts, boost_weight: float,
+def evaluate(backend, queries: list[JudgedQuery], vectors, understood, boost_weight: float,
              cutoff: float | None) -> dict[str, dict]:
     """Per method: the mean metrics over `queries` and each query's figures, with the storefront's boost weight
-    and similarity cutoff."""
+    and similarity cutoff; `understood`: each query's tags, applied as the storefront applies them."""
     from shoptag.indexer.documents import SearchQuery
+    from shoptag.pipeline.query_tags import applied
 
     out = {}
     for method in METHODS:
         rows = []
         start = time.perf_counter()
-        for query, vector, tags in zip(queries, vectors, boosts):
+        for query, vector, tags in zip(queries, vectors, understood):
             base = SearchQuery(text=query.text, vector=vector, size=DEPTH, window=DEPTH, boost_weight=boost_weight,
                                min_similarity=cutoff)
             search = {"BM25": replace(base, vector=None), "vector": replace(base, text=""), "hybrid": base,
-                      "hybrid + query tags": replace(base, boosts=tags)}[method]
+                      "hybrid + tagger's query tags": applied(base, accepted_only(tags), "boost"),
+                      "hybrid + query tags": applied(base, tags, "boost")}[method]
             ranking = [hit.id for hit in backend.search(search).hits]
             rows.append({"query": query.text, "ndcg@10": ndcg_at(ranking, query), "mrr": reciprocal_rank(ranking, query),
                          "recall@100": recall_at(ranking, query), "hits": len(ranking)})
@@ -87,6 +93,11 @@ def evaluate(backend, queries: list[JudgedQuery], vectors, boosts, boost_weight:
         out[method]["seconds"] = time.perf_counter() - start
         out[method]["queries"] = rows
     return out
+
+
+def accepted_only(tags: list) -> list:
+    """The query tags the tagger accepts by their score, as if no name had been read."""
+    return [replace(t, named=False) for t in tags if t.threshold is not None and t.score >= t.threshold]
 
 
 def cosines(settings, store, encoders, queries: list[JudgedQuery], vectors) -> dict[str, list[float]]:
@@ -117,7 +128,7 @@ def cosines(settings, store, encoders, queries: list[JudgedQuery], vectors) -> d
 
 def run_language(language: str, args: argparse.Namespace) -> dict:
     from shoptag.indexer.backends import open_backend
-    from shoptag.pipeline.query_tags import as_filters, understand
+    from shoptag.pipeline.query_tags import understand
     from shoptag.pipeline.reindex import reindex
     from shoptag.pipeline.search import min_similarity
 
@@ -129,7 +140,6 @@ def run_language(language: str, args: argparse.Namespace) -> dict:
         queries = make(labels, args.queries)
         vectors = encoders.text.encode([q.text for q in queries], query=True)
         understood = [understand(tagger, q.text, v, "boost") for q, v in zip(queries, vectors)]
-        boosts = [as_filters(tags) for tags in understood]
         dims = _dims(encoders)
         result = {"products": len(records), "queries": len(queries), "text_model": settings.encoders.text_model,
                   "min_similarity": min_similarity(settings),
@@ -140,7 +150,7 @@ def run_language(language: str, args: argparse.Namespace) -> dict:
         embedded = open_backend(settings, dims)
         try:
             reindex(settings, store, encoders, embedded, show_progress=False)
-            result["backends"]["embedded"] = evaluate(embedded, queries, vectors, boosts, settings.search.boost_weight,
+            result["backends"]["embedded"] = evaluate(embedded, queries, vectors, understood, settings.search.boost_weight,
                                                       min_similarity(settings))
         finally:
             embedded.close()
@@ -150,7 +160,7 @@ def run_language(language: str, args: argparse.Namespace) -> dict:
                 backend = open_backend(es, dims)
                 try:
                     reindex(es, store, encoders, backend, show_progress=False)
-                    result["backends"]["noida-db"] = evaluate(backend, queries, vectors, boosts,
+                    result["backends"]["noida-db"] = evaluate(backend, queries, vectors, understood,
                                                               settings.search.boost_weight, min_similarity(settings))
                 finally:
                     backend.close()

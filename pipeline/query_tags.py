@@ -1,18 +1,27 @@
-"""Query understanding: the tagger run on the shopper's query, as on a product with only a title.
+"""Query understanding: the tagger run on the shopper's query, as on a product with only a title, and the tag
+values the query names.
 
 The tags it is confident about (calibrated score at or above the tag's threshold, the same rule that accepts a
-product's tag) become boosts of the ranking (default: a text match carrying the tag scores higher) or
-suggested filters the storefront can offer ("category: Jeans?") without changing the ranking. Every tag it
-used comes back with its score, its threshold and each source's score, so a response can say why.
+product's tag) and the values the query names outright ("耐克 双肩包" names brand 耐克 and product type 双肩包;
+`tagger.names`) become boosts of the ranking (default: a text match carrying the tag scores higher) or
+suggested filters the storefront can offer ("category: Jeans?") without changing the ranking. As boosts, the
+named ones also decide where the vector half looks: only among products carrying them, since a shopper who
+names a product type wants neighbours of that type, while a tag the tagger only infers (a gender for
+"wallets") must not narrow anything. Every tag comes back with its score, its threshold and each source's
+score, so a response can say why.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dataclasses import replace
+
 import numpy as np
 
+from shoptag.indexer.documents import SearchQuery
 from shoptag.tagger.model import TaggerModel, decide, score_sources
+from shoptag.tagger.names import named_values
 from shoptag.tagger.product_vector import fuse
 
 MODES = ("boost", "suggest", "off")
@@ -23,9 +32,10 @@ class QueryTag:
     family: str
     value: str
     score: float
-    threshold: float
+    threshold: float | None  # None: the tag is never accepted by its score alone
     used_as: str  # "boost" | "suggestion"
     sources: dict[str, float]  # each tagger source's score for this tag
+    named: bool = False  # the query names the value (its tagger score may be below the threshold)
 
 
 def query_vector(model: TaggerModel, text_vector: np.ndarray) -> np.ndarray:
@@ -40,17 +50,33 @@ def query_vector(model: TaggerModel, text_vector: np.ndarray) -> np.ndarray:
 
 
 def understand(model: TaggerModel, text: str, text_vector: np.ndarray, mode: str = "boost") -> list[QueryTag]:
-    """The confident tags of the query `text` (with its text-encoder vector), used as `mode` says."""
+    """The tags of the query `text` (with its text-encoder vector), used as `mode` says: those the tagger
+    accepts, and those the text names, in family order."""
     if mode == "off":
         return []
     scores = score_sources(model, query_vector(model, text_vector), [text], [None])
     used_as = "boost" if mode == "boost" else "suggestion"
-    return [
-        QueryTag(d.family, d.value, round(d.score, 4), round(float(d.evidence["threshold"]), 4), used_as,
-                 d.evidence["sources"])
-        for d in decide(model, scores, ["text"])[0]
-        if d.status == "accepted"
-    ]
+    accepted = {(d.family, d.value) for d in decide(model, scores, ["text"])[0] if d.status == "accepted"}
+    out = []
+    for family, fm in model.families.items():
+        named = set(named_values(text, model.name_patterns[family]))
+        chosen = named | {fm.vocab.index(value) for f, value in accepted if f == family}
+        fused, sources = scores[family].fused[0], scores[family].sources
+        for c in sorted(chosen):
+            threshold = fm.thresholds[c]
+            out.append(QueryTag(
+                family, fm.vocab.values[c], round(float(fused[c]), 4),
+                round(float(threshold), 4) if np.isfinite(threshold) else None, used_as,
+                {name: round(float(s[0, c]), 4) for name, s in sources.items()}, c in named))
+    return out
+
+
+def applied(query: SearchQuery, tags: list[QueryTag], mode: str) -> SearchQuery:
+    """`query` with its query tags at work: in boost mode every one boosts text matches and the named ones keep
+    the vector half among their products; otherwise (suggestions, off) the ranking is left alone."""
+    if mode != "boost":
+        return query
+    return replace(query, boosts=as_filters(tags), vector_filters=as_filters([t for t in tags if t.named]))
 
 
 def as_filters(tags: list[QueryTag]) -> dict[str, list[str]]:

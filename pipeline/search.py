@@ -8,6 +8,7 @@ naming it, raised before anything reaches a backend.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,7 @@ from shoptag.tagger.model import TaggerModel
 from shoptag.taxonomy.tree import LEVEL_MARK, level_values
 
 from .encode import Encoders
-from .query_tags import MODES, QueryTag, as_filters, understand
+from .query_tags import MODES, QueryTag, applied, as_filters, understand
 from shoptag.core.settings import Settings
 from .tag import load_checked_model
 from .workspace import Workspace
@@ -189,21 +190,46 @@ def run_search(request: SearchRequest, settings: Settings, store: Store, backend
     check_query(query, bounds, known)  # before the encoder and the tagger run
     if not has_words(query.text):
         results = storefront.search(backend, query, bounds, known, request.cursor)
-        return SearchAnswer(results, hint=empty_index_hint(results, store, backend))
+        return SearchAnswer(results, hint=no_match_hint(results, query, store, backend))
     mode = request.query_tags or settings.search.query_tags
     vector = encoders.text.encode([query.text], query=True)[0]
     tags = understand(model, query.text, vector, mode) if model is not None else []
-    query = replace(query, vector=vector, boosts=as_filters(tags) if mode == "boost" else {},
-                    min_similarity=min_similarity(settings))
+    query = applied(replace(query, vector=vector, min_similarity=min_similarity(settings)), tags, mode)
     results = storefront.search(backend, query, bounds, known, request.cursor)
     return SearchAnswer(results, tags, as_filters(tags) if mode == "suggest" else {},
-                        empty_index_hint(results, store, backend))
+                        no_match_hint(results, query, store, backend))
 
 
-def empty_index_hint(results: SearchResults, store: Store, backend: SearchBackend) -> str | None:
+def no_match_hint(results: SearchResults, query: SearchQuery, store: Store, backend: SearchBackend) -> str | None:
+    """Why nothing matched, when the reason is the workspace or a filter value rather than the query's words."""
+    if results.total:
+        return None
+    return empty_index_hint(store, backend) or unknown_value_hint(query, store)
+
+
+def unknown_value_hint(query: SearchQuery, store: Store) -> str | None:
+    """The first filter value no product has: values match exactly, case included, so the hint names the
+    catalog's closest value ("Jeans" for "jeans")."""
+    chosen = [("tag family", f, v, store.values_of) for f, v in sorted(query.filters.items()) if LEVEL_MARK not in f]
+    chosen += [("attribute", a, v, store.attribute_values) for a, v in sorted(query.attributes.items())]
+    for kind, name, values, known_of in chosen:
+        known = known_of(name)
+        for value in values:
+            if value in known:
+                continue
+            folded: dict[str, list[str]] = {}
+            for k in sorted(known):
+                folded.setdefault(k.casefold(), []).append(k)
+            close = difflib.get_close_matches(value.casefold(), sorted(folded), n=1, cutoff=0.6)
+            guess = f" (did you mean {' or '.join(map(repr, folded[close[0]]))}?)" if close else ""
+            return f"no product has {kind} {name} = {value!r}: values match exactly, case included{guess}"
+    return None
+
+
+def empty_index_hint(store: Store, backend: SearchBackend) -> str | None:
     """What to run when nothing matched because the index holds nothing while the store holds products: `ingest`
     fills the store only; `tag` (and `reindex`, `feedback`) fill the index."""
-    if results.total or backend.count():
+    if backend.count():
         return None
     products = store.count_products()
     return (f"nothing is indexed yet ({products} products in the store): run `shoptag tag` (after `shoptag train`) "

@@ -147,6 +147,7 @@ def search(
                           for a, counts in results.attribute_facets.items()},
         range_facets={n: [asdict(b) for b in buckets] for n, buckets in results.range_facets.items()},
         query_tags=[asdict(t) for t in answer.query_tags], suggested_filters=answer.suggested_filters,
+        hint=answer.hint,
     )
 
 

@@ -86,14 +86,15 @@ class RangeBucketOut(BaseModel):
 
 
 class QueryTagOut(BaseModel):
-    """A tag the tagger is confident the query asks for, and how it was used."""
+    """A tag the query asks for (the tagger is confident of it, or the query names it), and how it was used."""
 
     family: str
     value: str
     score: float
-    threshold: float
+    threshold: float | None  # None: never accepted by its score alone
     used_as: str  # boost | suggestion
     sources: dict[str, float]
+    named: bool = False  # the query names the value; as a boost, the vector half looks only among its products
 
 
 class SearchOut(BaseModel):
@@ -106,6 +107,7 @@ class SearchOut(BaseModel):
     cursor: str | None = None  # pass as `cursor` for the next page
     query_tags: list[QueryTagOut] = []
     suggested_filters: dict[str, list[str]] = {}
+    hint: str | None = None  # why nothing matched, when it is the workspace or a filter value, not the words
 
 
 class FeedbackOut(BaseModel):

@@ -307,6 +307,11 @@ class Store:
         return {name for (name,) in self._query(
             "SELECT DISTINCT j.key FROM products, json_each(products.attributes) AS j")}
 
+    def attribute_values(self, name: str) -> set[str]:
+        """The distinct values products have for attribute `name` (as text)."""
+        return {str(value) for (value,) in self._query(
+            "SELECT DISTINCT j.value FROM products, json_each(products.attributes) AS j WHERE j.key = ?", (name,))}
+
     def product_ids(self) -> list[str]:
         return [r[0] for r in self._query("SELECT id FROM products ORDER BY id")]
 

@@ -92,7 +92,14 @@ def test_health_docs_and_reads(client):
     assert not {h["id"] for h in page["hits"]} & {h["id"] for h in following["hits"]}
     assert "<em>牛仔裤</em>" in page["hits"][0]["highlights"]["title"] and page["attribute_facets"]["brand"]
     assert {t["family"] for t in page["query_tags"]} == set(page["suggested_filters"])
-    assert all(t["used_as"] == "suggestion" and t["score"] >= t["threshold"] for t in page["query_tags"])
+    assert all(t["used_as"] == "suggestion" and (t["named"] or t["score"] >= t["threshold"]) for t in page["query_tags"])
+
+    # a filter value no product has matches nothing, and the answer names the catalog's closest value
+    for params, hint in (({"tag": "category=jeans"}, "category = 'jeans'" + ": values match exactly, case "
+                          "included (did you mean 'Jeans'?)"), ({"attr": "brand=zara"}, "(did you mean 'ZARA' or 'Zara'?)")):
+        empty = client.get("/search", params={"q": "牛仔裤", **params}).json()
+        assert empty["total"] == 0 and hint in empty["hint"]
+    assert found["hint"] is None
 
     # the README's example on the bundled sample: jeans priced 20 to 60, cheapest first, with price buckets
     readme = client.get("/search", params={"q": "jeans", "range": "price=20:60", "sort": "price_asc",
