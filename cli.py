@@ -762,7 +762,8 @@ def model_list(config: ConfigOpt = None, workspace: WorkspaceOpt = None, as_json
         def human() -> None:
             width = max((len(m.name) for m in models), default=5)  # names are typed back: never cut one
             table = Table(Column("model", no_wrap=True, min_width=width), Column("status", no_wrap=True),
-                          Column("trained", no_wrap=True), "labelled", "families", Column("guard", ratio=1))
+                          Column("trained", no_wrap=True), Column("labelled", no_wrap=True, min_width=8),
+                          Column("families", no_wrap=True, min_width=8), Column("guard", ratio=1))
             for m in models:
                 guard = "-" if m.guard is None else ("passed" if m.guard["promoted"] else "; ".join(m.guard["reasons"]))
                 table.add_row(m.name, m.status, datetime.fromtimestamp(m.created_at).strftime("%Y-%m-%d %H:%M:%S"),

@@ -26,7 +26,11 @@ class UnknownFamily(BadInput):
     def __init__(self, name: str, known: Collection[str]) -> None:
         close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.5) or difflib.get_close_matches(
             name.lower(), sorted(known, key=str.lower), n=1, cutoff=0.5)
-        if close:
+        base, mark, _ = name.rpartition("@")  # a level of a path-valued family: `category@2`
+        levels = sorted(k for k in known if mark and k.startswith(f"{base}@"))
+        if levels:
+            hint = f" ({base} has the levels {', '.join(levels)})"
+        elif close:
             hint = f" (did you mean {close[0]}?)"
         else:
             shown = sorted(known)[:20]

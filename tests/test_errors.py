@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from shoptag.cli import app, mapped_errors
 from shoptag.core.errors import (
-    OUTCOMES, BackendRefused, BackendUnavailable, BadInput, Conflict, Corrupt, NotFound, ShoptagError, outcome,
+    OUTCOMES, BackendRefused, BackendUnavailable, BadInput, Conflict, Corrupt, NotFound, ShoptagError, UnknownFamily,
+    outcome,
 )
 from shoptag.service.errors import install_error_handlers
 from shoptag.vectors.faiss_index import VectorIndex
@@ -145,3 +146,10 @@ def test_a_damaged_vector_index_is_corrupt(tmp_path):
         VectorIndex.load(damaged)
     with pytest.raises(Corrupt, match="missing.npz"):
         VectorIndex.load(tmp_path / "missing.npz")
+
+
+def test_an_unknown_family_names_the_closest_or_the_levels_there_are():
+    known = {"category", "category@1", "category@2", "colour"}
+    assert str(UnknownFamily("colur", known)) == "unknown family 'colur' (did you mean colour?)"
+    assert str(UnknownFamily("category@9", known)) == ("unknown family 'category@9' "
+                                                       "(category has the levels category@1, category@2)")

@@ -69,6 +69,7 @@ def test_guard_promotes_refuses_and_rollback_keeps_people_tags(loop):
     table = CliRunner().invoke(app, ["model", "list", "--workspace", str(settings.workspace)],
                                env={"SHOPTAG_CONFIG": "", "COLUMNS": "80"})
     assert table.exit_code == 0 and all(name in table.output for name in statuses), table.output  # never cut
+    assert "labelled" in table.output and "families" in table.output, table.output  # nor the headers
 
     # promote it by hand, then roll back: one switch each; people's tags stay through re-tagging
     unlabelled = sorted(set(store.product_ids()) - set(store.known_tags()))[0]
