@@ -13,7 +13,7 @@ import numpy as np
 from shoptag.core.errors import BadInput
 from shoptag.core.settings import Settings
 from shoptag.store.records import Store
-from shoptag.tagger.head import HeadConfig
+from shoptag.tagger.head_config import HeadConfig
 from shoptag.tagger.metrics import fewest_to_certify
 from shoptag.tagger.model import FitConfig, TaggerModel, current_name, fit_tagger, save_model
 from shoptag.tagger.split import GroupedSplit, grouped_split

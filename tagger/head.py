@@ -6,27 +6,16 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from .head_config import HeadConfig
+
 SMALL_PROBLEM = 20_000_000  # training rows × dimensions below which one thread is fastest
-
-
-@dataclass(frozen=True)
-class HeadConfig:
-    hidden: int = 0  # 0: linear; otherwise one hidden layer
-    epochs: int = 60
-    patience: int = 6
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 512
-    # class weight ∝ (1 / frequency) ** power: 0 ignores the imbalance, 1 fully balances it; in between
-    # lifts the long tail without giving up the precision of frequent tags
-    class_weight_power: float = 0.5
-    seed: int = 13
 
 
 class TagHead(nn.Module):
@@ -153,3 +142,13 @@ def head_from_state(state: dict) -> TagHead:
     model.load_state_dict(state["state"])
     model.eval()
     return model
+
+
+def save_heads(heads: dict[str, TagHead], path: Path) -> None:
+    """Every family's head, as tensors and numbers (`load_heads` reads them without unpickling objects)."""
+    torch.save({family: head_state(head) for family, head in heads.items()}, path)
+
+
+def load_heads(path: Path) -> dict[str, TagHead]:
+    """The heads `save_heads` wrote: tensors and numbers only, never a pickle."""
+    return {family: head_from_state(state) for family, state in torch.load(path, weights_only=True).items()}

@@ -4,6 +4,8 @@ temperature and per-tag thresholds; plus the FAISS index of labelled products th
 `fit_tagger` learns all of it from arrays (vectors, texts, known tags) and a fit / validation split
 (k-fold cross-fitting instead for small catalogs);
 `score_sources` and `decide` apply it. Nothing here reads files or the store: the pipeline does.
+Torch is loaded only where a head is trained, applied, saved or read, so a training fits its lexical sources
+(its largest arrays) without it in memory.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from shoptag.core.errors import BadInput, Conflict, Corrupt, NotFound
 from shoptag.core.files import atomic_write
@@ -28,7 +30,7 @@ from shoptag.core.settings import IndexSettings
 from shoptag.vectors.faiss_index import VectorIndex, index_options
 
 from .fuse import apply_temperature, choose_weights, fit_temperature, fuse_scores, log_loss
-from .head import HeadConfig, TagHead, head_from_state, head_state, predict_head, train_head
+from .head_config import HeadConfig
 from .lexical import LexicalClassifier, load_counts, save_counts, shared_counts
 from .metrics import choose_thresholds
 from .names import name_patterns
@@ -37,6 +39,9 @@ from .propagate import select_labelled, vote, vote_weights
 from .split import unit_hash
 from .text_features import TextCounts
 from .vocab import FamilyVocab, build_vocabs
+
+if TYPE_CHECKING:
+    from .head import TagHead
 
 KNN_TEMPERATURES = (0.01, 0.02, 0.05, 0.1, 0.2)
 EVIDENCE_NEIGHBOURS = 5
@@ -200,7 +205,9 @@ def _fit_fold(
     ids: Sequence[str], vectors: np.ndarray, texts: Sequence[str], tags: Sequence[Mapping[str, Sequence[str]]],
     vocabs: Mapping[str, FamilyVocab], train_rows: np.ndarray, score_rows: np.ndarray, config: FitConfig,
 ) -> _FoldScores:
-    """Fit every source on `train_rows` and score `score_rows` with them."""
+    """Fit every source on `train_rows` and score `score_rows` with them: every family's kNN vote and lexical
+    source first, then the heads, so the lexical fits (the largest arrays of a training: a many-valued family's
+    solver holds ~25 float64 copies of its classes × n-grams weights) run before torch is loaded."""
     train_ids = [ids[i] for i in train_rows]
     index = VectorIndex.build(train_ids, vectors[train_rows], **index_options(config.index))
     nb_rows, nb_sims = neighbours(
@@ -208,28 +215,34 @@ def _fit_fold(
     )
     fold = _FoldScores(score_rows, {}, {}, {}, {}, {}, index)
     train_tags, score_tags = [tags[i] for i in train_rows], [tags[i] for i in score_rows]
+    targets = {}
     for family, vocab in vocabs.items():
         train_labels = vocab.label_matrix([t.get(family) for t in train_tags])
-        score_labels = vocab.label_matrix([t.get(family) for t in score_tags])
         has = labelled_rows(train_labels, train_tags, family, vocab.multilabel)
         y_train = _targets(train_labels[has], vocab.multilabel)
-        score_has = labelled_rows(score_labels, score_tags, family, vocab.multilabel)
+        targets[family] = has, y_train
         none = _none_rows(train_tags, family, vocab.multilabel)
         fold.knn[family] = {
             t: knn_scores(nb_rows, nb_sims, train_labels, config.knn_k, t, none)[0] for t in KNN_TEMPERATURES
         }
-        head = train_head(
-            vectors[train_rows][has], y_train, vectors[score_rows][score_has],
-            _targets(score_labels[score_has], vocab.multilabel), len(vocab), vocab.multilabel, config.head,
-        )
-        fold.heads[family] = head
-        fold.head[family] = predict_head(head[0], vectors[score_rows], vocab.multilabel)
         if config.lexical:
             lexical = LexicalClassifier().fit(
                 [texts[i] for i in train_rows[has]], y_train, len(vocab), multilabel=vocab.multilabel
             )
             fold.lexicals[family] = lexical
             fold.lexical[family] = lexical.predict_proba([texts[i] for i in score_rows])
+    from .head import predict_head, train_head  # loads torch (~0.5 GB): after the lexical fits
+
+    for family, vocab in vocabs.items():
+        has, y_train = targets[family]
+        score_labels = vocab.label_matrix([t.get(family) for t in score_tags])
+        score_has = labelled_rows(score_labels, score_tags, family, vocab.multilabel)
+        head = train_head(
+            vectors[train_rows][has], y_train, vectors[score_rows][score_has],
+            _targets(score_labels[score_has], vocab.multilabel), len(vocab), vocab.multilabel, config.head,
+        )
+        fold.heads[family] = head
+        fold.head[family] = predict_head(head[0], vectors[score_rows], vocab.multilabel)
     return fold
 
 
@@ -287,6 +300,8 @@ def fit_tagger(
             confidence=config.precision_confidence,
         )
         if crossfit:  # refit on every labelled product, as many epochs as the folds found best
+            from .head import train_head
+
             pool_labels = vocab.label_matrix([tags[i].get(family) for i in pool])
             pool_has = labelled_rows(pool_labels, [tags[i] for i in pool], family, vocab.multilabel)
             y_pool = _targets(pool_labels[pool_has], vocab.multilabel)
@@ -343,6 +358,8 @@ def score_sources(
     model: TaggerModel, vectors: np.ndarray, texts: Sequence[str], ids: Sequence[str | None]
 ) -> dict[str, FamilyScores]:
     """Scores of every source and the fused, calibrated score, per family, for a batch of products."""
+    from .head import predict_head
+
     rows, sims = neighbours(model.index, model.key_rows, vectors, ids, 2 * model.knn_k)
     counts = model.text_counts.transform(texts) if model.text_counts is not None else None
     out = {}
@@ -470,6 +487,8 @@ def learn_labels(
 def save_model(model: TaggerModel, models_dir: Path, *, make_current: bool = True) -> Path:
     """Write the model to a new folder, then (unless told not to: a candidate kept aside) point
     `models_dir/current` at it with one atomic rename."""
+    from .head import save_heads
+
     models_dir.mkdir(parents=True, exist_ok=True)
     base = time.strftime("tagger-%Y%m%d-%H%M%S", time.localtime(model.created_at)) + f"-{os.getpid()}"
     name, n = base, 1
@@ -500,7 +519,7 @@ def save_model(model: TaggerModel, models_dir: Path, *, make_current: bool = Tru
         },
     }
     (tmp / "model.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1))
-    torch.save({family: head_state(fm.head) for family, fm in model.families.items()}, tmp / "heads.pt")
+    save_heads({family: fm.head for family, fm in model.families.items()}, tmp / "heads.pt")
     for family, fm in model.families.items():
         if fm.lexical is not None:
             fm.lexical.save(tmp / f"lexical-{_safe(family)}.npz")
@@ -554,7 +573,9 @@ def _read_model(folder: Path, index: IndexSettings | None) -> TaggerModel:
             f"the model in {folder} has format {meta.get('format')}, this version of shoptag reads format "
             f"{FORMAT_VERSION}: retrain needed, run `shoptag train`"
         )
-    heads = torch.load(folder / "heads.pt", weights_only=True)  # tensors and numbers only: never a pickle
+    from .head import load_heads
+
+    heads = load_heads(folder / "heads.pt")
     stacked = sp.load_npz(folder / "labels.npz").tocsc()
     none_file = folder / "none_rows.npz"
     saved_none = dict(np.load(none_file, allow_pickle=False)) if none_file.is_file() else {}
@@ -566,7 +587,7 @@ def _read_model(folder: Path, index: IndexSettings | None) -> TaggerModel:
         lexical = LexicalClassifier.load(folder / f"lexical-{_safe(family)}.npz") if fmeta["lexical"] else None
         thresholds = np.array([np.inf if t is None else t for t in fmeta["thresholds"]], dtype=np.float64)
         families[family] = FamilyModel(
-            vocab, head_from_state(heads[family]), lexical, fmeta["knn_temperature"], fmeta["weights"],
+            vocab, heads[family], lexical, fmeta["knn_temperature"], fmeta["weights"],
             fmeta["temperature"], thresholds, fmeta["report"],
         )
     return TaggerModel(
