@@ -427,7 +427,7 @@ def test_a_long_tailed_family_trains_and_reports_the_values_it_could_not_learn(t
     without a word."""
     import numpy as np
     from shoptag.pipeline.train import not_learnt
-    from shoptag.tagger.head import HeadConfig
+    from shoptag.tagger.head_config import HeadConfig
     from shoptag.tagger.model import FitConfig, fit_tagger, load_model, save_model
 
     n, distinct, colours = 1500, 1200, ["red", "blue", "green", "black", "white"]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from shoptag.tagger.fuse import apply_temperature, choose_weights, fit_temperature, log_loss, simplex_grid
-from shoptag.tagger.head import HeadConfig, class_weights, predict_head, train_head
+from shoptag.tagger.head import class_weights, predict_head, train_head
+from shoptag.tagger.head_config import HeadConfig
 from shoptag.tagger.product_vector import fuse, query_scale
 from shoptag.tagger.propagate import select_labelled, vote, vote_weights
 from shoptag.tagger.vocab import build_vocabs
