@@ -154,9 +154,10 @@ class EmbeddedBackend:
 
     # ---- reading --------------------------------------------------------------------------------------------
     def search(self, query: SearchQuery) -> SearchResults:
-        """Hybrid search: FTS5 bm25 list (plus query-tag boosts) and kNN list fused by reciprocal rank fusion;
-        either alone when the query has only text or only a vector; all filtered products when it has neither.
-        A field sort orders the same candidates by price, newest or popularity instead, paged by `after`."""
+        """Hybrid search: FTS5 bm25 list (plus query-tag boosts) and kNN list fused by reciprocal rank fusion,
+        with a second kNN list among the products carrying the tags the query names when it names any; a
+        single list alone; all filtered products when the query has neither text nor vector. A field sort
+        orders the same candidates by price, newest or popularity instead, paged by `after`."""
         with self._snapshot(vectors=query.vector is not None) as (conn, vectors):
             scope = fulltext.Scope.of(query)
             match = fulltext.match_expression(query.text)
@@ -165,28 +166,32 @@ class EmbeddedBackend:
             parts: list[tuple[str, list]] = []
             ranked: list[list[tuple[str, float]]] = []
             known_total: int | None = None
-            knn = None
+            knns: list[list[tuple[str, float]]] = []
             if query.vector is not None and vectors is not None:
-                knn = self._knn(conn, vectors.text, query.vector, depth, fulltext.Scope.of_knn(query))
-                if query.min_similarity is not None:
-                    knn = [(pid, sim) for pid, sim in knn if sim >= query.min_similarity]
+                named = [fulltext.Scope.of_knn(query)] if query.vector_filters else []
+                for knn_scope in [*named, scope]:
+                    found = self._knn(conn, vectors.text, query.vector, depth, knn_scope)
+                    cutoff = query.min_similarity
+                    knns.append([(pid, sim) for pid, sim in found if cutoff is None or sim >= cutoff])
+            knn_ids = list(dict.fromkeys(pid for found in knns for pid, _ in found))
             if match is not None:
                 parts.append(fulltext.text_candidates(match, scope))
                 if query.sort_key is None:
                     top, known_total = fulltext.text_ranked(
                         conn, match, scope, depth if hybrid else query.offset + query.size, query.boosts,
-                        query.boost_weight, [pid for pid, _ in knn or ()])
+                        query.boost_weight, knn_ids)
                     ranked.append(top)
-            if knn is not None:
-                parts.append(fulltext.id_candidates([pid for pid, _ in knn]))
-                ranked.append(knn)
+            if knns:
+                parts.append(fulltext.id_candidates(knn_ids))
+                ranked += knns
             if not parts:
                 parts.append(fulltext.filtered(scope))
             candidates = fulltext.union(parts)
             if query.sort_key is not None or not ranked:
                 scored = fulltext.sorted_page(conn, query, candidates)
             else:
-                fused = rrf_fuse([[pid for pid, _ in r] for r in ranked], query.rank_constant) if hybrid else ranked[0]
+                fused = rrf_fuse([[pid for pid, _ in r] for r in ranked], query.rank_constant) if len(ranked) > 1 \
+                    else ranked[0]
                 scored = [(pid, score, ()) for pid, score in fused[query.offset : query.offset + query.size]]
             return SearchResults(
                 hits=fulltext.hits(conn, scored),

@@ -21,7 +21,8 @@ from .reindex import (
     bulk_write, delete_actions, ensure_alias, full_reindex, index_actions, rollback, unstored_fused_fits,
 )
 from .search import (
-    SOURCE, hybrid_body, knn_body, similar_body, sorted_body, tag_filters, text_body, union_body, window,
+    SOURCE, hybrid_body, knn_body, knn_lists, ranked_lists, similar_body, sorted_body, tag_filters, text_body,
+    union_body, window,
 )
 
 
@@ -122,10 +123,9 @@ class ESBackend:
                 if query.sort_key is not None:
                     knn_ids = None
                     if query.vector is not None:
-                        knn_ids = [h["_id"] for h in self._search(
-                            {**knn_body(query, size=window(query)), "_source": False})["hits"]["hits"]]
+                        knn_ids = list(dict.fromkeys(h["_id"] for hits in self._knn_hits(query) for h in hits))
                     return _results(self._search(sorted_body(query, knn_ids)), query)
-                if has_words(query.text) and query.vector is not None:
+                if ranked_lists(query) > 1:
                     return self._hybrid(query)
                 body = knn_body(query) if query.vector is not None else text_body(query)
                 return _results(self._search(body), query)
@@ -227,16 +227,23 @@ class ESBackend:
         return self._fuse_here(query)
 
     def _fuse_here(self, query: SearchQuery) -> SearchResults:
-        """Reciprocal rank fusion of a kNN and a BM25 search, counted over their union as rrf would."""
-        knn = self._search(knn_body(query, size=window(query)))["hits"]["hits"]
-        text = self._search(text_body(query, size=window(query)))["hits"]["hits"]
-        union = self._search(union_body(query, [h["_id"] for h in knn]))
-        by_id = {h["_id"]: h for h in knn + text}
-        fused = rrf_fuse([[h["_id"] for h in text], [h["_id"] for h in knn]], query.rank_constant)
+        """Reciprocal rank fusion of the BM25 search (when the query has words) and the kNN searches, counted
+        over their union as rrf would."""
+        knn = self._knn_hits(query)
+        text = [self._search(text_body(query, size=window(query)))["hits"]["hits"]] if has_words(query.text) else []
+        lists = [*text, *knn]
+        union = self._search(union_body(query, list(dict.fromkeys(h["_id"] for hits in knn for h in hits))))
+        by_id = {h["_id"]: h for hits in lists for h in hits}
+        fused = rrf_fuse([[h["_id"] for h in hits] for hits in lists], query.rank_constant)
         page = fused[query.offset : query.offset + query.size]
         results = _results(union, query)
         results.hits = [_hit(by_id[pid], score) for pid, score in page]
         return results
+
+    def _knn_hits(self, query: SearchQuery) -> list[list[dict[str, Any]]]:
+        """The window's hits of each kNN list of `query` (`search.knn_lists`)."""
+        return [self._search(knn_body(query, size=window(query), clause=clause))["hits"]["hits"]
+                for clause in knn_lists(query)]
 
     def _vector(self, product_id: str, field: str) -> list[float]:
         """A stored vector, asked for explicitly where the server leaves vectors out of `_source` (9.2+);

@@ -105,11 +105,24 @@ def knn_clause(
     return clause
 
 
-def search_knn(query: SearchQuery) -> dict[str, Any]:
+def search_knn(query: SearchQuery, *, named: bool = False) -> dict[str, Any]:
     """The kNN half of a storefront query: the window's nearest filtered products within the cutoff (-1, the
-    lowest cosine, without one: the stored search template always renders the parameter)."""
+    lowest cosine, without one: the stored search template always renders the parameter); `named`: among the
+    products carrying the tags the query names."""
     cutoff = -1.0 if query.min_similarity is None else query.min_similarity
-    return knn_clause(query.vector, window(query), query_filters(query, knn=True), min_similarity=cutoff)
+    return knn_clause(query.vector, window(query), query_filters(query, knn=named), min_similarity=cutoff)
+
+
+def knn_lists(query: SearchQuery) -> list[dict[str, Any]]:
+    """The kNN clauses of a query with a vector: among the named tags' products (when the query names any),
+    then among all filtered products; each is one ranked list of the fusion."""
+    named = [search_knn(query, named=True)] if query.vector_filters else []
+    return [*named, search_knn(query)]
+
+
+def ranked_lists(query: SearchQuery) -> int:
+    """How many ranked lists a relevance query fuses: BM25 when it has words, and its kNN lists."""
+    return has_words(query.text) + (len(knn_lists(query)) if query.vector is not None else 0)
 
 
 def window(query: SearchQuery) -> int:
@@ -126,8 +139,8 @@ def hybrid_body(query: SearchQuery) -> dict[str, Any]:
         "retriever": {
             "rrf": {
                 "retrievers": [
-                    {"standard": {"query": text_query(query)}},
-                    {"knn": search_knn(query)},
+                    *([{"standard": {"query": text_query(query)}}] if has_words(query.text) else []),
+                    *({"knn": clause} for clause in knn_lists(query)),
                 ],
                 "rank_window_size": window(query),
                 "rank_constant": query.rank_constant,
@@ -145,7 +158,7 @@ def score_sum_body(query: SearchQuery) -> dict[str, Any]:
         "size": query.size,
         "_source": SOURCE,
         "query": text_query(query),
-        "knn": search_knn(query),
+        "knn": knn_lists(query),
         "aggregations": facet_aggs(query),
     }
 
@@ -166,14 +179,15 @@ def text_body(query: SearchQuery, size: int | None = None) -> dict[str, Any]:
     return body
 
 
-def knn_body(query: SearchQuery, size: int | None = None) -> dict[str, Any]:
+def knn_body(query: SearchQuery, size: int | None = None, *, clause: dict[str, Any] | None = None) -> dict[str, Any]:
     """kNN only: the window's nearest filtered products (the candidates facets count), the requested page of them
-    returned; `size` given: the top `size` (client-side fusion's kNN list)."""
+    returned; `size` given: the top `size` (client-side fusion's kNN list); `clause`: one of `knn_lists`
+    instead of the plain kNN half."""
     return {
         "from": query.offset if size is None else 0,
         "size": query.size if size is None else size,
         "_source": SOURCE,
-        "knn": search_knn(query),
+        "knn": search_knn(query) if clause is None else clause,
         "aggregations": facet_aggs(query),
     }
 
@@ -234,8 +248,9 @@ def template_params(query: SearchQuery) -> dict[str, Any]:
     return {
         "text": query.text,
         "vector": knn["query_vector"],
-        "filters": query_filters(query),
-        "knn_filters": knn["filter"],
+        "filters": knn["filter"],
+        "named": bool(query.vector_filters),  # renders the kNN list among the named tags' products
+        "knn_filters": search_knn(query, named=True)["filter"],
         "boosts": boost_clauses(query) if has_words(query.text) else [],
         "aggs": facet_aggs(query),
         "from": query.offset,
