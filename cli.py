@@ -330,7 +330,7 @@ def tag(
                 f"{report.accepted} tags accepted, {report.review} families need review"
             )
             if report.search_repaired:
-                out.print(f"search index: sent {report.search_repaired} products an interrupted run had left out")
+                out.print(f"search index: sent {report.search_repaired} product(s) it lacked or held out of date")
 
         _emit(as_json, report, human)
 

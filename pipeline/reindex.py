@@ -10,45 +10,24 @@ only the products changed since, not the whole catalog, and deletes from the bac
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from shoptag.core.settings import Settings
 from shoptag.indexer.backend import SearchBackend
-from shoptag.indexer.documents import DocTag, SearchDoc
+from shoptag.indexer.documents import SearchDoc
 from shoptag.store.records import Store, StoredProduct
 
 from .encode import Encoders, encode_products
 from .progress import progress_bar
 from .search_docs import doc_tags, search_docs
-from .search_sync import open_search
+from .search_sync import backend_key, doc_hash, es_key, open_search
 from .workspace import Workspace
 
 BATCH = 2000
 
 log = logging.getLogger("shoptag.reindex")
-
-
-def doc_hash(content_hash: str, tags: Mapping[str, Sequence[DocTag]], model_ids: Mapping,
-             popularity: float | None = None) -> str:
-    """What makes a product's document differ: content, winning tags with scores (as `doc_tags` gives them),
-    the encoders' ids, and its popularity from shopper events."""
-    families = {f: sorted((t.value, round(t.score, 4), t.source) for t in ts) for f, ts in tags.items()}
-    key = [content_hash, families, str(model_ids.get("text_model") or ""), str(model_ids.get("image_model") or "")]
-    if popularity is not None:
-        key.append(popularity)
-    return hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-def backend_key(settings: Settings, backend: SearchBackend) -> str:
-    """Under which name the store records what `backend` holds."""
-    return _es_key(settings) if backend.name == "elasticsearch" else "embedded"
-
-
-def _es_key(settings: Settings) -> str:
-    return f"es:{settings.es.url}:{settings.es.index_alias}"
 
 
 def rollback(settings: Settings, store: Store) -> tuple[str, str]:
@@ -63,7 +42,7 @@ def rollback(settings: Settings, store: Store) -> tuple[str, str]:
             moved = swap_back(client, settings.es)
         finally:
             client.close()
-    store.set_indexed(_es_key(settings), {}, replace_all=True, mark=(0, ""))
+    store.set_indexed(es_key(settings), {}, replace_all=True, mark=(0, ""))
     return moved
 
 
@@ -136,7 +115,7 @@ def popularity_to_search(settings: Settings, store: Store, encoders: Encoders) -
     """After new events changed products' popularity: send those documents to the search index, so that the
     popularity sort sees them now and no later `tag` finds them stale. None when no index was built yet (its
     first reindex takes popularity along)."""
-    key = _es_key(settings) if settings.backend == "es" else "embedded"
+    key = es_key(settings) if settings.backend == "es" else "embedded"
     if store.index_mark(key) is None:
         return None
     backend = open_search(settings, encoders)

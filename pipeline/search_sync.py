@@ -3,13 +3,15 @@ encoders, with its documents kept in step with the store."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 
 from shoptag.core.errors import Conflict
 from shoptag.core.settings import Settings
 from shoptag.indexer.backend import SearchBackend
 from shoptag.indexer.backends import open_backend
-from shoptag.indexer.documents import SearchDoc
+from shoptag.indexer.documents import DocTag, SearchDoc
 from shoptag.store.records import Store, StoredProduct
 from shoptag.tagger.embedding_cache import EmbeddingCache
 
@@ -24,25 +26,52 @@ def open_search(settings: Settings, encoders: Encoders, *, set_aside_damaged: bo
     return open_backend(settings, encoders.dims(), set_aside_damaged=set_aside_damaged)
 
 
+def doc_hash(content_hash: str, tags: Mapping[str, Sequence[DocTag]], model_ids: Mapping,
+             popularity: float | None = None) -> str:
+    """What makes a product's document differ: content, winning tags with scores (as `doc_tags` gives them),
+    the encoders' ids, and its popularity from shopper events."""
+    families = {f: sorted((t.value, round(t.score, 4), t.source) for t in ts) for f, ts in tags.items()}
+    key = [content_hash, families, str(model_ids.get("text_model") or ""), str(model_ids.get("image_model") or "")]
+    if popularity is not None:
+        key.append(popularity)
+    return hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def backend_key(settings: Settings, backend: SearchBackend) -> str:
+    """Under which name the store records what `backend` holds."""
+    return es_key(settings) if backend.name == "elasticsearch" else "embedded"
+
+
+def es_key(settings: Settings) -> str:
+    """The record name of the Elasticsearch index the settings point at (cluster and alias)."""
+    return f"es:{settings.es.url}:{settings.es.index_alias}"
+
+
 def index_products(store: Store, backend: SearchBackend, products: Sequence[StoredProduct], vectors: ProductVectors,
-                   encoder_ids: dict[str, object]) -> list[SearchDoc]:
+                   encoder_ids: dict[str, object], index_key: str | None = None) -> list[SearchDoc]:
     """Upsert the search documents of `products` and return them; `Conflict` when the backend rejects any
-    (e.g. vectors of other dimensions than the index: reindex)."""
+    (e.g. vectors of other dimensions than the index: reindex). With `index_key` (`backend_key`), the store
+    records what the backend received, so `converge` and incremental reindexes do not send it again."""
+    seq = store.change_seq()  # before the documents are read from the store: later changes go again
     docs = search_docs(store, products, vectors, encoder_ids)
     report = backend.upsert(docs)
     if report.failed:
         raise Conflict(f"search index rejected {len(report.failed)} documents: {report.failed[:3]}; "
                        "run `shoptag reindex`")
+    if index_key is not None:
+        store.set_indexed(index_key, {d.id: doc_hash(d.content_hash, d.tags, encoder_ids, d.popularity) for d in docs},
+                          seq=seq)
     return docs
 
 
 def sync_search(store: Store, encoders: Encoders, cache: EmbeddingCache, backend: SearchBackend,
-                ids: Sequence[str]) -> None:
-    """Send the store's current state of `ids` to the search backend: upsert those it has, delete the rest."""
+                ids: Sequence[str], index_key: str | None = None) -> None:
+    """Send the store's current state of `ids` to the search backend: upsert those it has, delete the rest;
+    `index_key`: recorded as sent (`index_products`)."""
     products = store.products(list(ids))
     if products:
         vectors, _ = encode_products(products, encoders, cache, show_progress=False)
-        index_products(store, backend, products, vectors, encoders.ids())
+        index_products(store, backend, products, vectors, encoders.ids(), index_key)
     gone = sorted(set(ids) - {p.id for p in products})
     if gone:
         backend.delete(gone)
@@ -57,7 +86,7 @@ def sync_products(settings: Settings, store: Store, ids: Sequence[str]) -> None:
     cache = workspace.open_cache()
     backend = open_search(settings, encoders)
     try:
-        sync_search(store, encoders, cache, backend, ids)
+        sync_search(store, encoders, cache, backend, ids, backend_key(settings, backend))
     finally:
         backend.close()
         cache.close()

@@ -27,7 +27,7 @@ from shoptag.vectors.faiss_index import search_threads
 
 from .encode import Encoders, ProductVectors, encode_ahead, encode_products
 from .progress import progress_bar
-from .reindex import backend_key, converge, doc_hash
+from .reindex import backend_key, converge
 from .search_sync import index_products
 from .tag_system import TagSystem, apply_tag_system, load_tag_system
 from .workspace import Workspace
@@ -122,11 +122,7 @@ def write_batch(
         })
     decisions = {p.id: [d for d in decisions[p.id] if d.family in written[p.id]] for p in products}
     if backend is not None:
-        seq = store.change_seq()  # before the documents are read from the store: later changes go again
-        docs = index_products(store, backend, products, vectors, encoders.ids())
-        if index_key is not None:
-            store.set_indexed(index_key, {d.id: doc_hash(d.content_hash, d.tags, encoders.ids(), d.popularity)
-                                          for d in docs}, seq=seq)
+        index_products(store, backend, products, vectors, encoders.ids(), index_key)
     return decisions
 
 

@@ -20,7 +20,7 @@ from shoptag.indexer.backend import SearchBackend
 from shoptag.pipeline.encode import Encoders, encode_products
 from shoptag.pipeline.recommend import RecsCache
 from shoptag.pipeline.reindex import converge
-from shoptag.pipeline.search_sync import open_search, sync_search
+from shoptag.pipeline.search_sync import backend_key, open_search, sync_search
 from shoptag.pipeline.tag import load_tagging
 from shoptag.pipeline.tag_system import TagSystem, tag_system_stamp
 from shoptag.pipeline.train import train_if_better
@@ -178,7 +178,7 @@ class ServiceState:
 
     def sync_search(self, ids: list[str]) -> None:
         """Send the store's current state of `ids` to the search backend: upsert those it has, delete the rest."""
-        sync_search(self.store, self.encoders, self.cache, self.backend, ids)
+        sync_search(self.store, self.encoders, self.cache, self.backend, ids, backend_key(self.settings, self.backend))
 
     def recover(self) -> None:
         """At start: finish interrupted writes; send the index what it lacks (a `tag` run that was killed, the

@@ -7,7 +7,7 @@ from shoptag.catalog.records import Product
 from shoptag.core.errors import NotFound, UnknownFamily
 from shoptag.pipeline.explain import explain
 from shoptag.pipeline.ingest import stored
-from shoptag.pipeline.reindex import backend_key
+from shoptag.pipeline.search_sync import backend_key
 from shoptag.pipeline.tag import tag_batch
 from shoptag.pipeline.tag_system import known_families
 

@@ -289,6 +289,7 @@ def test_a_tag_run_records_what_it_sent_so_the_next_incremental_run_reads_nothin
     closing incremental pass (and the next reindex) passes over them, and a change made after still goes."""
     from shoptag.indexer.documents import SearchQuery
     from shoptag.pipeline.reindex import backend_key, reindex
+    from shoptag.pipeline.search_sync import sync_search
 
     settings, store, encoders, backend = sample_backend
     reindex(settings, store, encoders, backend, show_progress=False)
@@ -303,6 +304,16 @@ def test_a_tag_run_records_what_it_sent_so_the_next_incremental_run_reads_nothin
     assert reindex(settings, store, encoders, backend, incremental=True, show_progress=False)["sent"] == 1
     hits = backend.search(SearchQuery(text="", filters={"style": ["classic"]}, size=100)).hits
     assert "sp-007" in {h.id for h in hits}
+    # feedback synced at once (as `shoptag feedback` and the service do) is recorded as sent too: the next
+    # `tag` has nothing to repair
+    store.add_feedback([("sp-008", "style", ["classic"])], origin="test")
+    cache = Workspace(settings.workspace).open_cache()
+    try:
+        sync_search(store, encoders, cache, backend, ["sp-008"], key)
+    finally:
+        cache.close()
+    assert store.changed_since(seq, key) == []
+    assert tag(settings, store, encoders, backend, show_progress=False).search_repaired == 0
 
 
 def test_each_backend_keeps_its_own_reindex_record(sample_backend, noida_server):
