@@ -30,6 +30,8 @@ class UnknownFamily(BadInput):
         levels = sorted(k for k in known if mark and k.startswith(f"{base}@"))
         if levels:
             hint = f" ({base} has the levels {', '.join(levels)})"
+        elif mark and base in known:
+            hint = f" ({base} has no levels: its values are not paths such as 'A > B > C')"
         elif close:
             hint = f" (did you mean {close[0]}?)"
         else:

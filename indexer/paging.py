@@ -129,7 +129,7 @@ def apply_cursor(query: SearchQuery, cursor: str, index_version: str, limits: Li
     version, or from another query."""
     try:
         payload = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(payload, dict) or payload.get("v") != CURSOR_FORMAT:
+        if not isinstance(payload, dict) or payload.get("v") != CURSOR_FORMAT or not {"index", "query"} <= set(payload):
             raise ValueError("unknown format")
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadInput("cursor is damaged: pass the cursor of the previous page unchanged") from None

@@ -27,7 +27,7 @@ def search(backend: SearchBackend, query: SearchQuery, limits: Limits, known: Kn
     check_query(query, limits, known)
     if cursor:
         if query.offset:
-            raise BadInput("give either from or a cursor, not both")
+            raise BadInput("give either a page (from, --page) or a cursor, not both")
         query = apply_cursor(query, cursor, backend.index_version(), limits)
     if query.diversity is not None:
         results = _diversified(backend, query, limits)

@@ -31,6 +31,9 @@ from .tag import load_checked_model
 from .workspace import Workspace
 
 
+MAX_QUERY_CHARS = 500  # a shopper's query; longer text is a paste, not a search
+
+
 @dataclass(frozen=True)
 class SearchRequest:
     """A storefront query in the text forms a command line or a URL carries."""
@@ -123,6 +126,8 @@ def diversity(text: str | None) -> Diversity | None:
 
 def build_query(request: SearchRequest, boost_weight: float) -> SearchQuery:
     """The backend query of `request` (no vector yet, no query tags yet)."""
+    if len(request.text) > MAX_QUERY_CHARS:
+        raise BadInput(f"query text has {len(request.text)} characters: at most {MAX_QUERY_CHARS}")
     if request.query_tags is not None and request.query_tags not in MODES:
         raise BadInput(f"unknown query tags mode {request.query_tags!r}: one of {', '.join(MODES)}")
     return SearchQuery(
@@ -196,7 +201,8 @@ def run_search(request: SearchRequest, settings: Settings, store: Store, backend
     tags = understand(model, query.text, vector, mode) if model is not None else []
     query = applied(replace(query, vector=vector, min_similarity=min_similarity(settings)), tags, mode)
     results = storefront.search(backend, query, bounds, known, request.cursor)
-    return SearchAnswer(results, tags, as_filters(tags) if mode == "suggest" else {},
+    unapplied = [t for t in tags if t.value not in query.filters.get(t.family, ())]  # not suggested twice
+    return SearchAnswer(results, tags, as_filters(unapplied) if mode == "suggest" else {},
                         no_match_hint(results, query, store, backend))
 
 

@@ -30,8 +30,12 @@ def _query_names(dependant) -> set[str]:
     return names
 
 
+# names shops reach for that mean a parameter of another name
+MEANT = {"page": "from", "offset": "from", "limit": "size", "query": "q"}
+
+
 def _unknown(name: str, known: set[str]) -> str:
-    close = get_close_matches(name, sorted(known), n=1)
+    close = [MEANT[name]] if MEANT.get(name) in known else get_close_matches(name, sorted(known), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     takes = f"; it takes {', '.join(sorted(known))}" if known else "; it takes none"
     return f"unknown query parameter {name[:40]!r}{hint}{takes}"

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shoptag.catalog.records import MAX_ID_CHARS
+from shoptag.pipeline.search import MAX_QUERY_CHARS
 
-MAX_QUERY_CHARS = 500
 MAX_K = 100
 
 

@@ -63,6 +63,8 @@ def test_bad_usage_gives_exit_code_2_and_unknown_ids_4(run):
                       (["--cursor", "garbage"], "damaged"), (["--diversity", "shuffle"], "unknown diversity")):
         result = run("search", "jeans", *bad)
         assert result.exit_code == EXIT_USAGE and says in result.output and "Traceback" not in result.output, bad
+    too_long = run("search", "x" * 501)  # the service's limit too
+    assert too_long.exit_code == EXIT_USAGE and "at most 500" in too_long.output
     assert run("reindex", "--backend", "es").exit_code == EXIT_USAGE  # no Elasticsearch URL set
     missing = run("explain", "no-such-id", "--json")
     assert missing.exit_code == 4 and json.loads(missing.stdout) == {"error": "unknown product id 'no-such-id'",

@@ -153,3 +153,5 @@ def test_an_unknown_family_names_the_closest_or_the_levels_there_are():
     assert str(UnknownFamily("colur", known)) == "unknown family 'colur' (did you mean colour?)"
     assert str(UnknownFamily("category@9", known)) == ("unknown family 'category@9' "
                                                        "(category has the levels category@1, category@2)")
+    assert str(UnknownFamily("colour@1", known)) == ("unknown family 'colour@1' "
+                                                     "(colour has no levels: its values are not paths such as 'A > B > C')")

@@ -92,6 +92,12 @@ def test_health_docs_and_reads(client):
     assert not {h["id"] for h in page["hits"]} & {h["id"] for h in following["hits"]}
     assert "<em>牛仔裤</em>" in page["hits"][0]["highlights"]["title"] and page["attribute_facets"]["brand"]
     assert {t["family"] for t in page["query_tags"]} == set(page["suggested_filters"])
+    applied = client.get("/search", params={"q": "black dresses", "tag": ["category=Dresses", "colour=Black"],
+                                            "query_tags": "suggest"}).json()
+    assert {(t["family"], t["value"]) for t in applied["query_tags"] if t["named"]} >= {("category", "Dresses"),
+                                                                                         ("colour", "Black")}
+    assert "Dresses" not in applied["suggested_filters"].get("category", [])  # already a filter: not offered
+    assert "Black" not in applied["suggested_filters"].get("colour", [])
     assert all(t["used_as"] == "suggestion" and (t["named"] or t["score"] >= t["threshold"]) for t in page["query_tags"])
 
     # a filter value no product has matches nothing, and the answer names the catalog's closest value
@@ -205,9 +211,10 @@ def test_catalog_images_only_from_the_image_root(client):
     ("get", "/search", {"params": {"q": "jeans", "range": "weight=1:2"}}, 422, "not a numeric attribute"),
     ("get", "/search", {"params": {"q": "jeans", "attr": "nope=x"}}, 422, "unknown attribute"),
     ("get", "/search", {"params": {"q": "jeans", "cursor": "garbage"}}, 422, "damaged"),
+    ("get", "/search", {"params": {"q": "jeans", "cursor": "eyJ2IjoxfQ"}}, 422, "damaged"),  # {"v":1}, no fields
     ("get", "/similar/sp-001", {"params": {"diversity": "shuffle"}}, 422, "unknown diversity"),
     # an unknown parameter would otherwise be ignored: page 1 again for `page=2`, no filter for `tags=`
-    ("get", "/search", {"params": {"q": "jeans", "page": 2}}, 422, "unknown query parameter 'page'"),
+    ("get", "/search", {"params": {"q": "jeans", "page": 2}}, 422, "unknown query parameter 'page' (did you mean 'from'?)"),
     ("get", "/search", {"params": {"q": "jeans", "tags": "colour=Blue"}}, 422, "did you mean 'tag'?"),
     ("post", "/products", {"params": {"refresh": "true"}, "json": product("p1")}, 422, "it takes none"),
 ])
