@@ -11,8 +11,8 @@ made from the labels (`judged_queries`). For each backend, nDCG@10, MRR and reca
 - hybrid + tagger's query tags: the same, with only the tags the tagger accepts (no value names read), as
   boosts: what query understanding adds without reading names;
 - hybrid + query tags: the same, with the query's tags (those the tagger is confident of, and those the query
-  names) applied as the storefront applies them: boosts of text matches, the named ones also keeping the
-  kNN half among their products.
+  names) applied as the storefront applies them: boosts of text matches, the named ones also adding a kNN
+  list among their products to the fusion.
 
 Writes ``bench/results/relevance.json`` (every query's ranking metrics and its query tags) and ``relevance.md``.
 """

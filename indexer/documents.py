@@ -99,8 +99,9 @@ class SearchQuery:
     # `boost_weight` on its BM25 score (an Elasticsearch `terms` clause in `should` scores its boost)
     boosts: dict[str, list[str]] = field(default_factory=dict)
     boost_weight: float = 2.0
-    # tags the query names (family -> values, like filters): the kNN half looks only among products carrying
-    # them, so a vector neighbour of "耐克 双肩包" is a Nike backpack; text matches are not limited by them
+    # tags the query names (family -> values, like filters): a second kNN list looks only among the products
+    # carrying them and joins the fusion, so Nike backpacks lead the vector side of "耐克 双肩包" while the
+    # plain kNN list and the text matches still bring the rest
     vector_filters: dict[str, list[str]] = field(default_factory=dict)
     highlight: bool = False
     diversity: Diversity | None = None
@@ -112,7 +113,8 @@ class SearchQuery:
 
     @property
     def knn_filters(self) -> dict[str, list[str]]:
-        """The tag filters of the kNN half: `vector_filters`, where the shop's own `filters` do not decide."""
+        """The tag filters of the named tags' kNN list: `vector_filters`, where the shop's own `filters` do not
+        decide."""
         return {**self.vector_filters, **self.filters}
 
     @property

@@ -111,7 +111,8 @@ class Scope:
 
     @classmethod
     def of_knn(cls, query: SearchQuery) -> Scope:
-        """The scope of the kNN half: the query's, with the tags the query names (`SearchQuery.knn_filters`)."""
+        """The scope of the named tags' kNN list: the query's, with the tags the query names
+        (`SearchQuery.knn_filters`)."""
         return cls(query.knn_filters, query.attributes, query.ranges)
 
 

@@ -5,9 +5,10 @@ The tags it is confident about (calibrated score at or above the tag's threshold
 product's tag) and the values the query names outright ("耐克 双肩包" names brand 耐克 and product type 双肩包;
 `tagger.names`) become boosts of the ranking (default: a text match carrying the tag scores higher) or
 suggested filters the storefront can offer ("category: Jeans?") without changing the ranking. As boosts, the
-named ones also decide where the vector half looks: only among products carrying them, since a shopper who
-names a product type wants neighbours of that type, while a tag the tagger only infers (a gender for
-"wallets") must not narrow anything. Every tag comes back with its score, its threshold and each source's
+named ones also get a kNN list of their own among the products carrying them, fused with the text matches
+and the plain kNN list: a shopper who names a product type wants neighbours of that type first, while
+products not tagged yet must still come, and a tag the tagger only infers (a gender for "wallets") only
+boosts. Every tag comes back with its score, its threshold and each source's
 score, so a response can say why.
 """
 
@@ -72,8 +73,8 @@ def understand(model: TaggerModel, text: str, text_vector: np.ndarray, mode: str
 
 
 def applied(query: SearchQuery, tags: list[QueryTag], mode: str) -> SearchQuery:
-    """`query` with its query tags at work: in boost mode every one boosts text matches and the named ones keep
-    the vector half among their products; otherwise (suggestions, off) the ranking is left alone."""
+    """`query` with its query tags at work: in boost mode every one boosts text matches and the named ones get
+    a kNN list among their products; otherwise (suggestions, off) the ranking is left alone."""
     if mode != "boost":
         return query
     return replace(query, boosts=as_filters(tags), vector_filters=as_filters([t for t in tags if t.named]))

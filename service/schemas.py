@@ -94,7 +94,7 @@ class QueryTagOut(BaseModel):
     threshold: float | None  # None: never accepted by its score alone
     used_as: str  # boost | suggestion
     sources: dict[str, float]
-    named: bool = False  # the query names the value; as a boost, the vector half looks only among its products
+    named: bool = False  # the query names the value; as a boost, its products also get a kNN list of their own
 
 
 class SearchOut(BaseModel):
