@@ -25,6 +25,7 @@ from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
 from sklearn.utils.class_weight import compute_sample_weight
+from threadpoolctl import threadpool_limits
 
 from shoptag.core.files import atomic_write
 
@@ -242,7 +243,7 @@ class LexicalClassifier:
             classes = np.unique(y)
             self._columns, self._always = (classes, classes[:0]) if len(classes) > 1 else (classes[:0], classes)
             if len(classes) > 1:
-                with warnings.catch_warnings(record=True) as caught:
+                with warnings.catch_warnings(record=True) as caught, threadpool_limits(1, user_api="openmp"):
                     warnings.simplefilter("always", ConvergenceWarning)
                     self._model = LogisticRegression(
                         C=self.C, class_weight=self.class_weight, tol=self.tol, max_iter=self.max_iter
