@@ -169,9 +169,9 @@ class EmbeddedBackend:
             knns: list[list[tuple[str, float]]] = []
             if query.vector is not None and vectors is not None:
                 named = [fulltext.Scope.of_knn(query)] if query.vector_filters else []
+                cutoff = query.min_similarity
                 for knn_scope in [*named, scope]:
                     found = self._knn(conn, vectors.text, query.vector, depth, knn_scope)
-                    cutoff = query.min_similarity
                     knns.append([(pid, sim) for pid, sim in found if cutoff is None or sim >= cutoff])
             knn_ids = list(dict.fromkeys(pid for found in knns for pid, _ in found))
             if match is not None:

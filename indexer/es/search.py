@@ -122,7 +122,7 @@ def knn_lists(query: SearchQuery) -> list[dict[str, Any]]:
 
 def ranked_lists(query: SearchQuery) -> int:
     """How many ranked lists a relevance query fuses: BM25 when it has words, and its kNN lists."""
-    return has_words(query.text) + (len(knn_lists(query)) if query.vector is not None else 0)
+    return has_words(query.text) + (1 + bool(query.vector_filters) if query.vector is not None else 0)
 
 
 def window(query: SearchQuery) -> int:
@@ -250,7 +250,7 @@ def template_params(query: SearchQuery) -> dict[str, Any]:
         "vector": knn["query_vector"],
         "filters": knn["filter"],
         "named": bool(query.vector_filters),  # renders the kNN list among the named tags' products
-        "knn_filters": search_knn(query, named=True)["filter"],
+        "knn_filters": query_filters(query, knn=True),
         "boosts": boost_clauses(query) if has_words(query.text) else [],
         "aggs": facet_aggs(query),
         "from": query.offset,
