@@ -73,6 +73,11 @@ class ProductVectors:
         """What the product's vector was made from: its image counts only when an image tower encoded it."""
         return "text+image" if self.image is not None and self.has_image[row] else "text"
 
+    def take(self, rows: Sequence[int]) -> ProductVectors:
+        """The vectors of these products only."""
+        return ProductVectors(self.text[rows], None if self.image is None else self.image[rows], self.has_image[rows],
+                              self.fused[rows])
+
 
 def _encode_cached(
     label: str, items: Sequence, hashes: Sequence[str], encoder, cache: EmbeddingCache, batch_size: int,

@@ -36,14 +36,16 @@ def doc_tags(tags: Mapping[str, Sequence[tuple[str, str, float]]]) -> dict[str, 
 def search_docs(
     store: Store, products: Sequence[StoredProduct], vectors: ProductVectors, model_ids: dict,
     tags: Mapping[str, Mapping[str, Sequence[tuple[str, str, float]]]] | None = None,
+    popularity: Mapping[str, float] | None = None,
 ) -> list[SearchDoc]:
     """One document per product: accepted tags only (a tag "needing review" is not searchable).
 
-    `tags` (product -> family -> winning tags) saves a store query when the caller has them already."""
+    `tags` (product -> family -> winning tags) and `popularity` save store queries when the caller has them."""
     if tags is None:
         tags = store.effective_tags([p.id for p in products])
     listed = store.listed_at([p.id for p in products])
-    popularity = store.popularity([p.id for p in products])
+    if popularity is None:
+        popularity = store.popularity([p.id for p in products])
     docs = []
     for row, p in enumerate(products):
         families = doc_tags(tags.get(p.id, {}))

@@ -16,7 +16,7 @@ from shoptag.store.records import Store, StoredProduct
 from shoptag.tagger.embedding_cache import EmbeddingCache
 
 from .encode import Encoders, ProductVectors, encode_products
-from .search_docs import search_docs
+from .search_docs import doc_tags, search_docs
 from .workspace import Workspace
 
 
@@ -49,18 +49,29 @@ def es_key(settings: Settings) -> str:
 
 def index_products(store: Store, backend: SearchBackend, products: Sequence[StoredProduct], vectors: ProductVectors,
                    encoder_ids: dict[str, object], index_key: str | None = None) -> list[SearchDoc]:
-    """Upsert the search documents of `products` and return them; `Conflict` when the backend rejects any
-    (e.g. vectors of other dimensions than the index: reindex). With `index_key` (`backend_key`), the store
-    records what the backend received, so `converge` and incremental reindexes do not send it again."""
+    """Upsert the search documents of `products` and return those sent; `Conflict` when the backend rejects any
+    (e.g. vectors of other dimensions than the index: reindex). With `index_key` (`backend_key`), only the
+    documents that differ from what the store records the backend holds are sent (a retag that changes
+    nothing rewrites no index), and the store records all of them as held, so `converge` and incremental
+    reindexes do not look at them again."""
     seq = store.change_seq()  # before the documents are read from the store: later changes go again
-    docs = search_docs(store, products, vectors, encoder_ids)
-    report = backend.upsert(docs)
-    if report.failed:
+    ids = [p.id for p in products]
+    tags = store.effective_tags(ids)
+    popularity = store.popularity(ids)
+    rows = list(range(len(products)))
+    hashes: dict[str, str] = {}
+    if index_key is not None:
+        hashes = {p.id: doc_hash(p.content_hash, doc_tags(tags.get(p.id, {})), encoder_ids, popularity.get(p.id))
+                  for p in products}
+        held = store.indexed_hashes(index_key, ids)
+        rows = [row for row, pid in enumerate(ids) if held.get(pid) != hashes[pid]]
+    docs = search_docs(store, [products[row] for row in rows], vectors.take(rows), encoder_ids, tags, popularity)
+    report = backend.upsert(docs) if docs else None
+    if report is not None and report.failed:
         raise Conflict(f"search index rejected {len(report.failed)} documents: {report.failed[:3]}; "
                        "run `shoptag reindex`")
     if index_key is not None:
-        store.set_indexed(index_key, {d.id: doc_hash(d.content_hash, d.tags, encoder_ids, d.popularity) for d in docs},
-                          seq=seq)
+        store.set_indexed(index_key, hashes, seq=seq)
     return docs
 
 

@@ -316,6 +316,37 @@ def test_a_tag_run_records_what_it_sent_so_the_next_incremental_run_reads_nothin
     assert tag(settings, store, encoders, backend, show_progress=False).search_repaired == 0
 
 
+def test_a_retag_that_changes_nothing_rewrites_no_search_document(sample_backend):
+    """`tag` sends only the documents that differ from what the backend holds: a retag with the same model
+    sends none, yet the store records every product as held; a product whose tags changed is sent."""
+    from shoptag.indexer.documents import SearchQuery
+    from shoptag.pipeline.reindex import backend_key, reindex
+
+    settings, store, encoders, backend = sample_backend
+    reindex(settings, store, encoders, backend, show_progress=False)
+    key = backend_key(settings, backend)
+    sent: list[str] = []
+    upsert = backend.upsert
+
+    def counting_upsert(docs):
+        docs = list(docs)
+        sent.extend(d.id for d in docs)
+        return upsert(docs)
+
+    backend.upsert = counting_upsert
+    seq, _ = store.index_mark(key)
+    report = tag(settings, store, encoders, backend, retag_all=True, show_progress=False)
+    assert report.tagged == 70 and report.search_repaired == 0
+    assert sent == []
+    assert store.changed_since(seq, key) == []  # recorded as held: nothing left for an incremental reindex
+    # a person's tag on sp-011: the next retag sends that document, and only that one
+    store.add_feedback([("sp-011", "style", ["classic"])], origin="test")
+    tag(settings, store, encoders, backend, retag_all=True, show_progress=False)
+    assert sent == ["sp-011"]
+    hits = backend.search(SearchQuery(text="", filters={"style": ["classic"]}, size=100)).hits
+    assert "sp-011" in {h.id for h in hits}
+
+
 def test_each_backend_keeps_its_own_reindex_record(sample_backend, noida_server):
     """After a reindex into one backend, an incremental reindex into the other (a new alias) sends everything."""
     from fixtures_search import drop_alias, es_settings
