@@ -428,6 +428,7 @@ def evaluate(
         METHOD_ORDER,
         Modality,
         bucket_rows,
+        difference_note,
         for_modality,
         precision_note,
         summary_rows,
@@ -442,9 +443,10 @@ def evaluate(
         results = run(settings, store, _encoders(settings), labels=labels, show_progress=not as_json)
         if modality:
             results["modality"] = modality
-        precision_notes = [
+        family_notes = [
             precision_note(family, fam, results["precision_confidence"]) for family, fam in results["families"].items()
         ]
+        family_notes += filter(None, (difference_note(family, fam) for family, fam in results["families"].items()))
         groups = results["split_groups"]
         split_note = (
             f"split {results['split']} ({groups['kind']}: {groups['groups']} groups, "
@@ -453,11 +455,11 @@ def evaluate(
         if report_dir:
             from shoptag.pipeline.report import write_report
 
-            write_report({modality or "catalog": results}, report_dir, notes=[split_note, *precision_notes])
+            write_report({modality or "catalog": results}, report_dir, notes=[split_note, *family_notes])
 
         def human() -> None:
             out.print(f"{split_note}, target precision {results['target_precision']}")
-            for note in precision_notes:
+            for note in family_notes:
                 out.print(note)
             for metric in ("f1_weighted", "f1_macro", "coverage_at_target"):
                 rows = summary_rows(results["families"], metric)

@@ -1,6 +1,7 @@
 """Stage: held-out evaluation. Fit on the train split, tune on validation, measure on test, every method on
 the same split: the TF-IDF + logistic regression baseline (the lexical source alone), kNN only, head only,
-zero-shot CLIP (when an image tower is configured) and the fused tagger; coverage at the target precision
+zero-shot CLIP (when an image tower is configured) and the fused tagger, whose difference to the baseline comes
+with a paired-bootstrap interval (is it more than chance on these test products?); coverage at the target precision
 uses thresholds chosen on validation per method, and the precision those accepted tags achieve on test is
 reported beside the target. The split is grouped (near-duplicates on one side, `tagger/split.py`); with
 `labels` the test set is the products a user holds out instead, and products grouped with them are left out
@@ -27,6 +28,7 @@ from shoptag.tagger.metrics import (
     classification_metrics,
     coverage_at_precision,
     expected_calibration_error,
+    f1_difference_interval,
     fewest_to_certify,
     frequency_buckets,
     multilabel_metrics,
@@ -39,6 +41,7 @@ from .train import LabelledSet, fit_on, labelled_set, split_labelled
 from .workspace import Workspace
 
 METHOD_NAMES = {"lexical": "tfidf-lr", "knn": "knn", "head": "head", "fused": "fused"}
+BASELINE = METHOD_NAMES["lexical"]  # the strongest simple baseline, which fused is measured against
 ZERO_SHOT = "zero-shot-clip"
 METHOD_ORDER = ("tfidf-lr", "knn", "head", ZERO_SHOT, "fused")  # how tables list them
 Modality = Literal["text", "image", "text+image"]
@@ -118,7 +121,7 @@ def evaluate_model(
         y_test_m = np.asarray(test_labels[test_has].todense())
         y_val = y_val_m if multilabel else y_val_m.argmax(1)
         y_test = y_test_m if multilabel else y_test_m.argmax(1)
-        methods = {}
+        methods, preds = {}, {}
         for method, scores in test_scores[family].items():
             s_val, s_test = val_scores[family][method][val_has], scores[test_has]
             if method != "fused":  # calibrate the single source the way fusion calibrates its mixture
@@ -143,6 +146,7 @@ def evaluate_model(
                 "count": bin_count.tolist(),
             }
             methods[method] = metrics
+            preds[method] = pred
         test_values = [v for i in test_rows for v in data.tags[i].get(family) or ()]
         fused = methods["fused"]
         results[family] = {
@@ -156,6 +160,9 @@ def evaluate_model(
             **precision_verdict(fused, int(val_has.sum()), target_precision, confidence),
             "weights": fm.weights,
             "methods": methods,
+            **({"fused_vs_tfidf": f1_difference_interval(
+                y_test_m if multilabel else y_test, preds["fused"], preds[BASELINE], len(vocab),
+            )} if BASELINE in preds else {}),
         }
     return results
 
@@ -181,6 +188,20 @@ def precision_verdict(fused: Mapping[str, float], validation_n: int, target: flo
         "validation_labelled": validation_n,
         "fewest_to_certify": needed,
     }
+
+
+def difference_note(family: str, fam: Mapping) -> str | None:
+    """One line on fused against TF-IDF + LR with the 95 % paired-bootstrap intervals, or None without the
+    baseline: whether each difference is more than the test products can tell from chance."""
+    if "fused_vs_tfidf" not in fam:
+        return None
+
+    def part(name: str, d: Mapping[str, float]) -> str:
+        verdict = "better" if d["low"] > 0 else "worse" if d["high"] < 0 else "not distinguishable from chance"
+        return f"{name} F1 {d['difference']:+.4f} (95% interval {d['low']:+.4f} to {d['high']:+.4f}: {verdict})"
+
+    diff = fam["fused_vs_tfidf"]
+    return f"{family}: fused - {BASELINE}: {part('weighted', diff['weighted'])}, {part('macro', diff['macro'])}"
 
 
 def precision_note(family: str, fam: Mapping, confidence: float) -> str:

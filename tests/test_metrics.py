@@ -12,6 +12,7 @@ from shoptag.tagger.metrics import (
     emitted_tags,
     evaluate_scores,
     expected_calibration_error,
+    f1_difference_interval,
     fewest_to_certify,
     frequency_buckets,
     lowest_threshold,
@@ -248,3 +249,33 @@ def test_evaluate_scores_single_and_multi_label() -> None:
     multi = (np.random.default_rng(8).random((200, 3)) < 0.4).astype(int)
     report = evaluate_scores(multi * 0.8 + 0.1, multi, multi * 0.8 + 0.1, multi, target_precision=0.9)
     assert report["metrics"]["f1_samples"] == pytest.approx(1.0) and report["metrics"]["ece"] < 0.2
+
+
+def test_f1_difference_interval_point_is_the_metrics_difference_and_holds_zero_for_equal_predictions():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 12, 2000)
+    a = np.where(rng.random(2000) < 0.8, y, rng.integers(0, 12, 2000))
+    b = np.where(rng.random(2000) < 0.8, y, rng.integers(0, 12, 2000))
+    diff = f1_difference_interval(y, a, b, 15, rounds=300)
+    ma, mb = classification_metrics(y, a, 15), classification_metrics(y, b, 15)
+    assert diff["weighted"]["difference"] == pytest.approx(ma["f1_weighted"] - mb["f1_weighted"])
+    assert diff["macro"]["difference"] == pytest.approx(ma["f1_macro"] - mb["f1_macro"])
+    for d in diff.values():  # two equally good predictors: chance decides the sign
+        assert d["low"] < 0 < d["high"]
+    same = f1_difference_interval(y, a, a, 15, rounds=100)
+    assert all(d == {"difference": 0.0, "low": 0.0, "high": 0.0} for d in same.values())
+
+
+def test_f1_difference_interval_separates_a_clearly_better_predictor_single_and_multi_label():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 8, 3000)
+    good = np.where(rng.random(3000) < 0.9, y, -1)  # abstentions cost recall
+    poor = np.where(rng.random(3000) < 0.7, y, rng.integers(0, 8, 3000))
+    diff = f1_difference_interval(y, good, poor, 8, rounds=300)
+    assert diff["weighted"]["low"] > 0 and diff["macro"]["low"] > 0
+    truth = (rng.random((800, 40)) < 0.05).astype(int)
+    noisy = truth ^ (rng.random(truth.shape) < 0.03)
+    multi = f1_difference_interval(truth, noisy, truth, 40, rounds=300)  # worse than perfect
+    assert multi["weighted"]["high"] < 0 and multi["macro"]["high"] < 0
+    ma = multilabel_metrics(truth, noisy)
+    assert multi["weighted"]["difference"] == pytest.approx(ma["f1_weighted"] - 1.0)

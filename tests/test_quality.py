@@ -55,6 +55,19 @@ def test_fusion_is_at_least_as_good_as_its_best_source(fashion_results):
         assert methods["fused"]["f1_weighted"] >= best_single - 0.02, (family, methods["fused"]["f1_weighted"], best_single)
 
 
+def test_fused_against_the_baseline_comes_with_a_bootstrap_interval(fashion_results):
+    from shoptag.pipeline.evaluate import difference_note
+
+    for family in FASHION_FAMILIES:
+        fam = fashion_results["families"][family]
+        methods = fam["methods"]
+        for name, metric in (("weighted", "f1_weighted"), ("macro", "f1_macro")):
+            d = fam["fused_vs_tfidf"][name]
+            assert d["difference"] == pytest.approx(methods["fused"][metric] - methods["tfidf-lr"][metric])
+            assert d["low"] <= d["difference"] <= d["high"] and d["high"] - d["low"] > 0
+        assert difference_note(family, fam).startswith(f"{family}: fused - tfidf-lr: weighted F1 ")
+
+
 def test_calibrated_scores_reach_the_target_precision(fashion_results):
     fused = fashion_results["families"]["articleType"]["methods"]["fused"]
     assert fused["ece"] < 0.08
