@@ -42,6 +42,7 @@ from .workspace import Workspace
 
 METHOD_NAMES = {"lexical": "tfidf-lr", "knn": "knn", "head": "head", "fused": "fused"}
 BASELINE = METHOD_NAMES["lexical"]  # the strongest simple baseline, which fused is measured against
+MIN_INTERVAL_PRODUCTS = 30  # test products below which no bootstrap interval is given
 ZERO_SHOT = "zero-shot-clip"
 METHOD_ORDER = ("tfidf-lr", "knn", "head", ZERO_SHOT, "fused")  # how tables list them
 Modality = Literal["text", "image", "text+image"]
@@ -160,8 +161,9 @@ def evaluate_model(
             **precision_verdict(fused, int(val_has.sum()), target_precision, confidence),
             "weights": fm.weights,
             "methods": methods,
-            **({"fused_vs_tfidf": f1_difference_interval(
+            **({"fused_vs_tfidf": fused_vs_baseline(
                 y_test_m if multilabel else y_test, preds["fused"], preds[BASELINE], len(vocab),
+                methods["fused"], methods[BASELINE],
             )} if BASELINE in preds else {}),
         }
     return results
@@ -190,18 +192,47 @@ def precision_verdict(fused: Mapping[str, float], validation_n: int, target: flo
     }
 
 
+def fused_vs_baseline(y_test: np.ndarray, fused: np.ndarray, baseline: np.ndarray, n_classes: int,
+                      fused_metrics: Mapping, baseline_metrics: Mapping) -> dict:
+    """Fused minus the baseline in weighted and macro F1 on the test products, with 95 % paired-bootstrap
+    intervals and a verdict each; below `MIN_INTERVAL_PRODUCTS` the differences only (a bootstrap of a
+    handful of products says little)."""
+    n = len(y_test)
+    out: dict = {"products": n, "level": 0.95}
+    if n < MIN_INTERVAL_PRODUCTS:
+        return out | {name: {"difference": fused_metrics[f"f1_{name}"] - baseline_metrics[f"f1_{name}"], "low": None,
+                             "high": None, "verdict": None} for name in ("weighted", "macro")}
+    intervals = f1_difference_interval(y_test, fused, baseline, n_classes, level=out["level"])
+    return out | {name: d | {"verdict": verdict(d)} for name, d in intervals.items()}
+
+
+def verdict(d: Mapping[str, float]) -> str:
+    """What an interval of a difference says, judged at the 4 decimals it is printed with ("+0.0000 to …" is
+    not "better")."""
+    low, high = round(d["low"], 4), round(d["high"], 4)
+    if low == high == 0:
+        return "the same on every test product"
+    return "better" if low > 0 else "worse" if high < 0 else "no clear difference (the interval holds 0)"
+
+
 def difference_note(family: str, fam: Mapping) -> str | None:
     """One line on fused against TF-IDF + LR with the 95 % paired-bootstrap intervals, or None without the
-    baseline: whether each difference is more than the test products can tell from chance."""
+    baseline: whether each difference is more than chance on these test products."""
     if "fused_vs_tfidf" not in fam:
         return None
-
-    def part(name: str, d: Mapping[str, float]) -> str:
-        verdict = "better" if d["low"] > 0 else "worse" if d["high"] < 0 else "not distinguishable from chance"
-        return f"{name} F1 {d['difference']:+.4f} (95% interval {d['low']:+.4f} to {d['high']:+.4f}: {verdict})"
-
     diff = fam["fused_vs_tfidf"]
-    return f"{family}: fused - {BASELINE}: {part('weighted', diff['weighted'])}, {part('macro', diff['macro'])}"
+
+    def part(name: str) -> str:
+        d = diff[name]
+        if d["verdict"] is None:
+            return f"{name} F1 {d['difference']:+.4f}"
+        return f"{name} F1 {d['difference']:+.4f} (95% interval {d['low']:+.4f} to {d['high']:+.4f}: {d['verdict']})"
+
+    n = diff["products"]
+    line = f"{family}: fused - {BASELINE} on {n} test product{'s' * (n != 1)}: {part('weighted')}, {part('macro')}"
+    if diff["weighted"]["verdict"] is None:
+        line += f" (too few test products for an interval: {MIN_INTERVAL_PRODUCTS} are needed)"
+    return line
 
 
 def precision_note(family: str, fam: Mapping, confidence: float) -> str:

@@ -58,14 +58,20 @@ def test_fusion_is_at_least_as_good_as_its_best_source(fashion_results):
 def test_fused_against_the_baseline_comes_with_a_bootstrap_interval(fashion_results):
     from shoptag.pipeline.evaluate import difference_note
 
+    widths = []
     for family in FASHION_FAMILIES:
         fam = fashion_results["families"][family]
         methods = fam["methods"]
+        assert fam["fused_vs_tfidf"]["products"] == fam["test_size"]
         for name, metric in (("weighted", "f1_weighted"), ("macro", "f1_macro")):
             d = fam["fused_vs_tfidf"][name]
             assert d["difference"] == pytest.approx(methods["fused"][metric] - methods["tfidf-lr"][metric])
-            assert d["low"] <= d["difference"] <= d["high"] and d["high"] - d["low"] > 0
-        assert difference_note(family, fam).startswith(f"{family}: fused - tfidf-lr: weighted F1 ")
+            assert d["low"] <= d["difference"] <= d["high"]
+            widths.append(d["high"] - d["low"])
+            if d["high"] == d["low"]:  # fusion chose the lexical source alone for this family
+                assert d["verdict"] == "the same on every test product"
+        assert difference_note(family, fam).startswith(f"{family}: fused - tfidf-lr on {fam['test_size']} test products")
+    assert max(widths) > 0
 
 
 def test_calibrated_scores_reach_the_target_precision(fashion_results):
@@ -82,3 +88,36 @@ def test_chinese_titles_get_product_types(taobao_slice, tmp_path):
     product_type = results["families"]["product_type"]
     assert product_type["multilabel"]
     assert product_type["methods"]["fused"]["f1_micro"] > 0.3
+
+
+def test_the_difference_note_judges_each_interval_as_it_prints_it():
+    from shoptag.pipeline.evaluate import difference_note, verdict
+
+    def fam(weighted: dict, macro: dict, products: int = 500) -> dict:
+        return {"fused_vs_tfidf": {"products": products, "level": 0.95,
+                                   "weighted": weighted | {"verdict": verdict(weighted)},
+                                   "macro": macro | {"verdict": verdict(macro)}}}
+
+    note = difference_note("usage", fam({"difference": 0.001, "low": 0.00002, "high": 0.002},
+                                        {"difference": -0.01, "low": -0.02, "high": -0.001}))
+    assert note.startswith("usage: fused - tfidf-lr on 500 test products: ")
+    assert "weighted F1 +0.0010 (95% interval +0.0000 to +0.0020: no clear difference (the interval holds 0))" in note
+    assert "macro F1 -0.0100 (95% interval -0.0200 to -0.0010: worse)" in note
+    assert "+0.0003 to +0.0020: better" in difference_note("usage", fam(
+        {"difference": 0.001, "low": 0.0003, "high": 0.002}, {"difference": 0.0, "low": 0.0, "high": 0.0}))
+    assert "the same on every test product" in difference_note("usage", fam(
+        {"difference": 0.0, "low": 0.0, "high": 0.0}, {"difference": 0.0, "low": 0.0, "high": 0.0}))
+    assert difference_note("usage", {}) is None
+
+
+def test_too_few_test_products_get_the_differences_without_an_interval():
+    import numpy as np
+    from shoptag.pipeline.evaluate import difference_note, fused_vs_baseline
+
+    y = np.array([0])  # one held-out product: a bootstrap needs two or more
+    diff = fused_vs_baseline(y, np.array([0]), np.array([1]), 3, {"f1_weighted": 1.0, "f1_macro": 1.0},
+                             {"f1_weighted": 0.0, "f1_macro": 0.0})
+    assert diff["products"] == 1 and diff["weighted"] == {"difference": 1.0, "low": None, "high": None, "verdict": None}
+    note = difference_note("category", {"fused_vs_tfidf": diff})
+    assert note == ("category: fused - tfidf-lr on 1 test product: weighted F1 +1.0000, macro F1 +1.0000 "
+                    "(too few test products for an interval: 30 are needed)")
