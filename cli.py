@@ -159,10 +159,11 @@ def _encoders(settings):
     return Encoders(settings.encoders, Workspace(settings.workspace).cache_dir)
 
 
-def _backend(settings, encoders, *, set_aside_damaged: bool = False):
+def _backend(settings, encoders, *, set_aside_damaged: bool = False, set_aside_other_encoders: bool = False):
     from shoptag.pipeline.search_sync import open_search
 
-    return open_search(settings, encoders, set_aside_damaged=set_aside_damaged)
+    return open_search(settings, encoders, set_aside_damaged=set_aside_damaged,
+                       set_aside_other_encoders=set_aside_other_encoders)
 
 
 def _ray_options(engine: str, address: str | None, workers: int | None, shard_size: int):
@@ -661,7 +662,7 @@ def reindex(
         if backend_name == "embedded":
             settings = settings.model_copy(update={"es": settings.es.model_copy(update={"url": None})})
         encoders = _encoders(settings)
-        backend = _backend(settings, encoders, set_aside_damaged=True)
+        backend = _backend(settings, encoders, set_aside_damaged=True, set_aside_other_encoders=True)
         try:
             report = (converge(settings, store, encoders, backend, builder) if incremental
                       else run(settings, store, encoders, backend, show_progress=not as_json, builder=builder))

@@ -33,3 +33,4 @@ shoptag feedback examples/feedback.jsonl; [ $? -eq 3 ] || { echo "expected exit 
 must shoptag tag
 must shoptag explain sp-008
 printf '\ndemo done: the workspace is shoptag-workspace/demo (SQLite store, models, search index, rejects)\n'
+printf 'to go on with it: export SHOPTAG_CONFIG=examples/shoptag.toml (its settings: the encoders it was built with), then .venv/bin/shoptag ...\n'

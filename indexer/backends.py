@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from shoptag.core.errors import Corrupt
+from shoptag.core.errors import Conflict, Corrupt
 from shoptag.core.settings import Settings
 
 from .backend import SearchBackend
@@ -18,12 +18,15 @@ from .search_common import VectorDims
 log = logging.getLogger("shoptag.search")
 
 
-def open_backend(settings: Settings, dims: VectorDims, *, set_aside_damaged: bool = False) -> SearchBackend:
+def open_backend(settings: Settings, dims: VectorDims, *, set_aside_damaged: bool = False,
+                 set_aside_other_encoders: bool = False) -> SearchBackend:
     """The configured backend; for Elasticsearch this checks the cluster answers (`BackendUnavailable` if not).
 
     A damaged embedded index raises `Corrupt` naming the file; with `set_aside_damaged` (commands that rebuild
     the index anyway: reindex, tag, serve) its folder is renamed aside and an empty index opened, which the
-    caller fills from the store."""
+    caller fills from the store. One built for encoders of other sizes raises `Conflict` (the usual cause is
+    a missing --config); `set_aside_other_encoders` (reindex: rebuilding for the encoders configured now) sets
+    it aside the same way."""
     if settings.backend == "es":
         from .es.backend import ESBackend  # the client is an optional dependency (`shoptag[es]`)
 
@@ -41,10 +44,11 @@ def open_backend(settings: Settings, dims: VectorDims, *, set_aside_damaged: boo
     folder = settings.workspace / "search"
     try:
         return EmbeddedBackend(folder, dims, index=settings.index, numeric=settings.catalog.numeric_attributes)
-    except Corrupt as exc:
-        if not set_aside_damaged:
+    except (Corrupt, Conflict) as exc:
+        if not (set_aside_other_encoders if isinstance(exc, Conflict) else set_aside_damaged):
             raise
-        aside = folder.with_name(f"search.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        kind = "other-encoders" if isinstance(exc, Conflict) else "damaged"
+        aside = folder.with_name(f"search.{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
         folder.rename(aside)
         log.warning("%s; moved to %s, rebuilding it from the store", str(exc).split("; ")[0], aside)
         return EmbeddedBackend(folder, dims, index=settings.index, numeric=settings.catalog.numeric_attributes)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from shoptag.core.errors import Corrupt, NotFound
+from shoptag.core.errors import Conflict, Corrupt, NotFound
 from shoptag.core.settings import IndexSettings
 from shoptag.vectors.faiss_index import VectorIndex
 
@@ -56,6 +56,9 @@ class EmbeddedBackend:
             # the one read connection, used under `_vector_lock` (a connection per search cost more than FTS5)
             self._reader = sqlite3.connect(f"file:{self._db}?mode=ro", uri=True, isolation_level=None,
                                            check_same_thread=False)
+        except Conflict:  # built for encoders of other sizes (`VectorLog.fresh`): nothing is damaged
+            self._writer.close()
+            raise
         except (sqlite3.DatabaseError, Corrupt) as exc:
             self._writer.close()
             detail = str(exc) if isinstance(exc, Corrupt) else f"{self._db}: damaged search store ({exc})"

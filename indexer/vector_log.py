@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from shoptag.core.errors import Conflict
 from shoptag.core.settings import IndexSettings
 from shoptag.vectors.faiss_index import VectorIndex, index_options
 
@@ -88,8 +89,21 @@ class VectorLog:
         ):
             changes.append((product_id, _vector(text), _vector(fused)))
             vectors.seq = seq
+        self._check_dims(vectors, changes)
         _apply(vectors, changes)
         return vectors
+
+    def _check_dims(self, vectors: Vectors, changes: Sequence[VectorChange]) -> None:
+        """`Conflict` when the index holds vectors of other sizes than the encoders make: the workspace was
+        built with other encoders than the settings now name (a missing --config is the usual cause)."""
+        for name, index, side in (("text", vectors.text, 1), ("fused", vectors.fused, 2)):
+            want = getattr(self.dims, name)
+            other = {index.dim, *(len(c[side]) for c in changes if c[side] is not None)} - {want}
+            if other:
+                raise Conflict(
+                    f"{self.directory}: the search index holds {name} vectors of {other.pop()} dimensions but the "
+                    f"configured encoders make {want}: use the settings this workspace was built with (--config or "
+                    "SHOPTAG_CONFIG), or `shoptag reindex` to rebuild the index for these encoders")
 
     def log(self, conn: sqlite3.Connection, vectors: Vectors, changes: Sequence[VectorChange]) -> None:
         """Append products' vectors (None: it has none) to the log and apply them to the live indexes."""

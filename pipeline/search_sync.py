@@ -20,10 +20,12 @@ from .search_docs import doc_tags, search_docs
 from .workspace import Workspace
 
 
-def open_search(settings: Settings, encoders: Encoders, *, set_aside_damaged: bool = False) -> SearchBackend:
+def open_search(settings: Settings, encoders: Encoders, *, set_aside_damaged: bool = False,
+                set_aside_other_encoders: bool = False) -> SearchBackend:
     """The backend the settings choose (Elasticsearch when `es.url` is set, else embedded), sized for the
-    encoders' vectors; `set_aside_damaged` for the commands that rebuild a damaged index (`open_backend`)."""
-    return open_backend(settings, encoders.dims(), set_aside_damaged=set_aside_damaged)
+    encoders' vectors; `set_aside_*` for the commands that rebuild such an index (`open_backend`)."""
+    return open_backend(settings, encoders.dims(), set_aside_damaged=set_aside_damaged,
+                        set_aside_other_encoders=set_aside_other_encoders)
 
 
 def doc_hash(content_hash: str, tags: Mapping[str, Sequence[DocTag]], model_ids: Mapping,

@@ -101,3 +101,35 @@ def test_a_search_store_from_before_vector_digests_gets_the_column_and_logs_each
     reopened.upsert([_doc(0), _doc(1)])
     assert _log_rows(tmp_path) == 4
     assert sorted(h.id for h in reopened.similar("p0", 5)) == ["p1"]
+
+
+def test_opening_an_index_with_encoders_of_another_size_is_a_conflict_that_names_the_fix(tmp_path, monkeypatch):
+    import pytest
+    from shoptag.core.errors import Conflict
+
+    monkeypatch.setattr(vector_log, "SNAPSHOT_EVERY", 3)
+    backend = EmbeddedBackend(tmp_path, DIMS)
+    backend.upsert([_doc(0), _doc(1)])  # in the log only
+    other = VectorDims(text=16, image=None, fused=16)
+    with pytest.raises(Conflict, match="holds text vectors of 8 dimensions but the configured encoders make 16.*--config"):
+        EmbeddedBackend(tmp_path, other)
+    backend.upsert([_doc(2)])  # now in a snapshot, with an empty log
+    with pytest.raises(Conflict, match="8 dimensions"):
+        EmbeddedBackend(tmp_path, other)
+    assert EmbeddedBackend(tmp_path, DIMS).count() == 3  # nothing was harmed
+
+
+def test_reindex_for_new_encoders_sets_the_old_index_aside(tmp_path):
+    import pytest
+    from shoptag.core.errors import Conflict
+    from shoptag.core.settings import Settings
+    from shoptag.indexer.backends import open_backend
+
+    settings = Settings(workspace=tmp_path)
+    open_backend(settings, DIMS).upsert([_doc(0), _doc(1)])
+    other = VectorDims(text=16, image=None, fused=16)
+    with pytest.raises(Conflict):  # tag, search, serve: the settings are the likelier mistake
+        open_backend(settings, other, set_aside_damaged=True)
+    fresh = open_backend(settings, other, set_aside_other_encoders=True)  # reindex
+    assert fresh.count() == 0 and fresh.dims == other
+    assert [p.name.startswith("search.other-encoders-") for p in tmp_path.glob("search.*")] == [True]
