@@ -433,6 +433,7 @@ def evaluate(
         for_modality,
         precision_note,
         summary_rows,
+        unscored_notes,
     )
     from shoptag.pipeline.evaluate import evaluate as run
 
@@ -448,6 +449,7 @@ def evaluate(
             precision_note(family, fam, results["precision_confidence"]) for family, fam in results["families"].items()
         ]
         family_notes += filter(None, (difference_note(family, fam) for family, fam in results["families"].items()))
+        family_notes += unscored_notes(results)
         groups = results["split_groups"]
         split_note = (
             f"split {results['split']} ({groups['kind']}: {groups['groups']} groups, "

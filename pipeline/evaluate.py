@@ -215,6 +215,16 @@ def verdict(d: Mapping[str, float]) -> str:
     return "better" if low > 0 else "worse" if high < 0 else "no clear difference (the interval holds 0)"
 
 
+def unscored_notes(results: Mapping) -> list[str]:
+    """Lines on held-out labels no method can be scored on: families the model does not learn, and values of
+    a family it never learnt (it cannot emit them)."""
+    notes = [f"{family}: not a family the model learns; its labels on {n} held-out product{'s' * (n != 1)} are not scored"
+             for family, n in results.get("held_out_unlearnt_families", {}).items()]
+    notes += [f"{family}: {n} held-out label value{'s' * (n != 1)} the model never learnt, not scored (no method "
+              "can emit them)" for family, n in results.get("held_out_unlearnt_values", {}).items()]
+    return notes
+
+
 def difference_note(family: str, fam: Mapping) -> str | None:
     """One line on fused against TF-IDF + LR with the 95 % paired-bootstrap intervals, or None without the
     baseline: whether each difference is more than chance on these test products."""
@@ -276,8 +286,18 @@ def evaluate(
         model, data, np.flatnonzero(masks["val"]), np.flatnonzero(masks["test"]), t.target_precision, encoders,
         t.precision_confidence,
     )
+    held = held_out or {}
     return {
         "split": {name: int(mask.sum()) for name, mask in masks.items()},
+        # held-out labels no method can be scored on: not scored, and said so (`unscored_notes`)
+        "held_out_unlearnt_families": {
+            f: sum(f in tags for tags in held.values())
+            for f in sorted({f for tags in held.values() for f in tags} - set(model.families))
+        },
+        "held_out_unlearnt_values": {
+            f: n for f, fm in model.families.items()
+            if (n := sum(fm.vocab.index(v) is None for tags in held.values() for v in tags.get(f) or ()))
+        },
         "split_groups": {
             "kind": "held-out labels" if held_out else "grouped",
             "groups": split.groups,

@@ -10,7 +10,7 @@ import random
 import pytest
 
 from shoptag.pipeline.encode import Encoders
-from shoptag.pipeline.evaluate import evaluate
+from shoptag.pipeline.evaluate import evaluate, unscored_notes
 from shoptag.pipeline.ingest import ingest
 from shoptag.core.settings import Settings
 from shoptag.pipeline.tag import tag
@@ -98,6 +98,17 @@ def test_evaluate_scores_the_labels_a_user_holds_out(brands_workspace, tmp_path)
     assert {b["bucket"] for b in category["methods"]["fused"]["buckets"]} == {"1-5", "6-20", "21-100", "100+"}
     assert category["precision_verdict"] in ("met", "nothing accepted"), category  # 40 labels are enough to judge
     assert category["accepted_tags"] == 0 or category["accepted_precision"] >= 0.9
+    assert results["held_out_unlearnt_families"] == {} and unscored_notes(results) == []
+    # labels the model cannot score (a family it does not learn, a value it never learnt) are said, not dropped
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text("\n".join(json.dumps({"id": r["id"], "tags": {"material": ["denim"], "category": ["Spacesuits"]}})
+                             for r in held[:3]), encoding="utf-8")
+    odd_results = evaluate(settings, store, encoders, labels=odd, show_progress=False)
+    assert odd_results["held_out_unlearnt_families"] == {"material": 3}
+    assert unscored_notes(odd_results) == [
+        "material: not a family the model learns; its labels on 3 held-out products are not scored",
+        "category: 3 held-out label values the model never learnt, not scored (no method can emit them)",
+    ]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "p300", "tags": {"category": ["Shirts"]}}\nnot json\n', encoding="utf-8")
     with pytest.raises(ValueError, match="bad.jsonl:2"):
