@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+import math
 import os
 import sqlite3
 import sys
@@ -137,17 +138,22 @@ def _check_families(settings: Any, store: Any, families: list[str]) -> None:
 
 
 def _plain(value: Any) -> Any:
-    """Dataclasses (also inside lists, e.g. search hits) as dicts, so `--json` prints data, never a repr."""
+    """Dataclasses (also inside lists and dicts, e.g. search hits) as dicts, and NaN or infinity (a metric with
+    nothing to measure) as null, so `--json` prints strict JSON data, never a repr."""
     if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
 def _emit(as_json: bool, data: Any, human: Callable[[], None]) -> None:
     if as_json:
-        out.print_json(json.dumps(_plain(data), ensure_ascii=False, default=str))
+        out.print_json(json.dumps(_plain(data), ensure_ascii=False, default=str, allow_nan=False))
     else:
         human()
 

@@ -109,3 +109,23 @@ def test_search_before_anything_is_indexed_says_what_to_run(run):
     assert "nothing is indexed" not in run("search", "jeans").stdout
     none = run("search", "jeans", "--range", "price=99999:")  # nothing matches, but the index is not the reason
     assert none.exit_code == 0 and "0 matches" in none.stdout and "nothing is indexed" not in none.stdout, none.output
+
+
+def test_json_output_is_strict_json_with_nan_as_null(capsys):
+    from dataclasses import dataclass
+
+    from shoptag.cli import _emit
+
+    @dataclass
+    class Hit:
+        id: str
+        score: float
+
+    _emit(True, {"f1": float("nan"), "buckets": [{"f1_macro": float("inf")}], "hits": [Hit("a", 0.5)]}, lambda: None)
+    printed = capsys.readouterr().out
+
+    def refuse(constant: str):
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    assert json.loads(printed, parse_constant=refuse) == {"f1": None, "buckets": [{"f1_macro": None}],
+                                                         "hits": [{"id": "a", "score": 0.5}]}
