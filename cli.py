@@ -334,7 +334,7 @@ def tag(
         def human() -> None:
             out.print(
                 f"tagged {report.tagged} products ({report.skipped_up_to_date} already up to date): "
-                f"{report.accepted} tags accepted, {report.review} families need review"
+                f"{report.accepted} tags accepted, {report.review} product families sent to review by this run"
             )
             if report.search_repaired:
                 out.print(f"search index: sent {report.search_repaired} product(s) it lacked or held out of date")
