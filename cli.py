@@ -458,7 +458,8 @@ def evaluate(
         family_notes += unscored_notes(results)
         groups = results["split_groups"]
         split_note = (
-            f"split {results['split']} ({groups['kind']}: {groups['groups']} groups, "
+            f"split: {', '.join(f'{name} {n}' for name, n in results['split'].items())} products ({groups['kind']}: "
+            f"{groups['groups']} groups, "
             f"{groups['products_in_shared_groups']} products share a group with a near-duplicate)"
         )
         if report_dir:
