@@ -21,8 +21,8 @@ from shoptag.store.records import Store, StoredProduct
 
 from .encode import Encoders, encode_products
 from .progress import progress_bar
-from .search_docs import doc_tags, search_docs
-from .search_sync import backend_key, doc_hash, es_key, open_search
+from .search_docs import search_docs
+from .search_sync import backend_key, doc_hashes, es_key, open_search
 from .workspace import Workspace
 
 BATCH = 2000
@@ -90,7 +90,7 @@ def reindex(
         tags = store.effective_tags()
         candidates = None
     popularity = store.popularity([p.id for p in products])
-    hashes = {p.id: doc_hash(p.content_hash, doc_tags(tags.get(p.id, {})), model_ids, popularity.get(p.id)) for p in products}
+    hashes = doc_hashes(products, tags, popularity, model_ids)
     gone: list[str] = []
     if incremental:  # what the backend holds of the candidates: changed documents are sent, vanished ones deleted
         previous = store.indexed_hashes(key, candidates)

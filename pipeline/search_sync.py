@@ -39,6 +39,13 @@ def doc_hash(content_hash: str, tags: Mapping[str, Sequence[DocTag]], model_ids:
     return hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+def doc_hashes(products: Sequence[StoredProduct], tags: Mapping[str, Mapping[str, Sequence[tuple[str, str, float]]]],
+               popularity: Mapping[str, float], model_ids: Mapping) -> dict[str, str]:
+    """`doc_hash` of each product's document, from the store's winning tags and popularity (no vectors)."""
+    return {p.id: doc_hash(p.content_hash, doc_tags(tags.get(p.id, {})), model_ids, popularity.get(p.id))
+            for p in products}
+
+
 def backend_key(settings: Settings, backend: SearchBackend) -> str:
     """Under which name the store records what `backend` holds."""
     return es_key(settings) if backend.name == "elasticsearch" else "embedded"
@@ -63,8 +70,7 @@ def index_products(store: Store, backend: SearchBackend, products: Sequence[Stor
     rows = list(range(len(products)))
     hashes: dict[str, str] = {}
     if index_key is not None:
-        hashes = {p.id: doc_hash(p.content_hash, doc_tags(tags.get(p.id, {})), encoder_ids, popularity.get(p.id))
-                  for p in products}
+        hashes = doc_hashes(products, tags, popularity, encoder_ids)
         held = store.indexed_hashes(index_key, ids)
         rows = [row for row, pid in enumerate(ids) if held.get(pid) != hashes[pid]]
     docs = search_docs(store, [products[row] for row in rows], vectors.take(rows), encoder_ids, tags, popularity)
